@@ -1,0 +1,123 @@
+"""The small protocol every dialect backend implements."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar
+
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import NoSuchModuleError
+
+from .._errors import ConfigurationError, MissingDriverError
+from .._settings import mask_url
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection, Engine
+
+__all__ = ("Backend", "DriverPair")
+
+
+@dataclass(frozen=True)
+class DriverPair:
+    """The sync and async DBAPI drivers used for one dialect.
+
+    :ivar sync: driver name used for sync fixtures, e.g. ``"psycopg"``.
+    :ivar async_: driver name used for async fixtures, e.g. ``"asyncpg"``.
+    :ivar extras: driver name -> the ``pytest-ctxdb[extra]`` that installs it.
+    """
+
+    sync: str
+    async_: str
+    sync_drivers: frozenset[str] = field(default_factory=frozenset)
+    async_drivers: frozenset[str] = field(default_factory=frozenset)
+    extras: dict[str, str] = field(default_factory=dict)
+
+
+class Backend:
+    """Dialect-specific operations on test databases.
+
+    Subclasses live one per module (:mod:`.sqlite`, :mod:`.postgresql`, :mod:`.mysql`).
+    Every method that touches a server takes an already open *admin* ``Connection`` in
+    AUTOCOMMIT mode on the database named in the user's URL; that database is only read
+    (catalog queries), never written to or dropped.
+    """
+
+    name: ClassVar[str]
+    drivers: ClassVar[DriverPair]
+    #: text stored with every database the plugin creates, to recognise it later.
+    OWNER_MARK: ClassVar[str] = "created by pytest-ctxdb"
+
+    # -- URLs -----------------------------------------------------------------------------
+
+    def driver_url(self, url: URL, *, is_async: bool) -> URL:
+        """Return ``url`` with the sync or async driver of its dialect.
+
+        A URL that already names a driver of the wanted kind keeps it; otherwise the
+        dialect's default twin is used (psycopg <-> asyncpg, pysqlite <-> aiosqlite,
+        pymysql <-> asyncmy).
+        """
+        driver = url.get_driver_name() if "+" in url.drivername else None
+        kind = self.drivers.async_drivers if is_async else self.drivers.sync_drivers
+        if driver is None or driver not in kind:
+            driver = self.drivers.async_ if is_async else self.drivers.sync
+        return url.set(drivername=f"{url.get_backend_name()}+{driver}")
+
+    def check_driver(self, url: URL, setting: str) -> None:
+        """Import the DBAPI module ``url`` needs.
+
+        :raises MissingDriverError: the driver is not installed; names the extra to install.
+        :raises ConfigurationError: SQLAlchemy knows no such dialect or driver.
+        """
+        try:
+            dialect_cls = url.get_dialect()
+        except NoSuchModuleError:
+            raise ConfigurationError(
+                f"{setting}: SQLAlchemy has no dialect or driver {url.drivername!r} "
+                f"(in {mask_url(url)}); use e.g. postgresql+psycopg, postgresql+asyncpg, "
+                "sqlite, sqlite+aiosqlite, mysql+pymysql."
+            ) from None
+        try:
+            dialect_cls.import_dbapi()
+            if dialect_cls.is_async:
+                importlib.import_module("greenlet")
+        except ImportError as exc:
+            driver = url.get_driver_name()
+            extra = self.drivers.extras.get(driver, "async" if dialect_cls.is_async else "test")
+            raise MissingDriverError(
+                f"{setting}: the {driver!r} driver for {mask_url(url)} is not installed "
+                f"({exc.name or exc}); install it with: pip install 'pytest-ctxdb[{extra}]'"
+            ) from None
+
+    def test_url(self, url: URL, name: str) -> URL:
+        """Return the URL of the test database ``name`` on the server of ``url``."""
+        return url.set(database=name)
+
+    def default_test_name(self, url: URL) -> str:
+        """Django's convention: ``test_<name of the database in the URL>``."""
+        return f"test_{url.database}"
+
+    # -- engines --------------------------------------------------------------------------
+
+    def prepare_engine(self, engine: Engine) -> None:
+        """Install dialect fixes on a (sync, or an async engine's ``sync_engine``) engine."""
+
+    # -- databases --------------------------------------------------------------------------
+
+    def database_exists(self, admin: Connection, name: str) -> bool:
+        raise NotImplementedError
+
+    def is_owned(self, admin: Connection, name: str) -> bool:
+        """``True`` if database ``name`` carries the plugin's ownership mark."""
+        raise NotImplementedError
+
+    def create_database(self, admin: Connection, name: str) -> None:
+        """Create database ``name`` and mark it as the plugin's."""
+        raise NotImplementedError
+
+    def drop_database(self, admin: Connection, name: str, *, force: bool = False) -> None:
+        """Drop database ``name``; callers check :meth:`is_owned` first.
+
+        :param force: also end other sessions on it (used only for a database this run made).
+        """
+        raise NotImplementedError

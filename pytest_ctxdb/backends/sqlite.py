@@ -1,0 +1,83 @@
+"""SQLite: pysqlite (sync) and aiosqlite (async).
+
+pysqlite's legacy transaction control emits no ``BEGIN`` before a ``SAVEPOINT``, so
+``SAVEPOINT``/``RELEASE`` run in autocommit and data survives the outer rollback. The fix
+is SQLAlchemy's documented one ("Serializable isolation / Savepoints / Transactional DDL"):
+turn off the driver's own transaction handling (``isolation_level = None``) and emit
+``BEGIN`` from the engine's ``begin`` event; for aiosqlite the same events go on
+``AsyncEngine.sync_engine``. Foreign keys are enforced with ``PRAGMA foreign_keys = ON``.
+
+A "test database" is a file in a temporary directory the plugin owns; the file named in
+a ``sqlite:///`` URL is never opened.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import URL
+
+from ._base import Backend, DriverPair
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection, Engine
+
+__all__ = ("SQLiteBackend",)
+
+
+def _on_connect(dbapi_connection: Any, connection_record: Any) -> None:
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA foreign_keys = ON")
+    finally:
+        cursor.close()
+
+
+def _on_begin(connection: Connection) -> None:
+    connection.exec_driver_sql("BEGIN")
+
+
+class SQLiteBackend(Backend):
+    name = "sqlite"
+    drivers = DriverPair(
+        sync="pysqlite",
+        async_="aiosqlite",
+        sync_drivers=frozenset({"pysqlite"}),
+        async_drivers=frozenset({"aiosqlite"}),
+        extras={"aiosqlite": "async"},
+    )
+
+    def __init__(self, directory: Path) -> None:
+        #: the directory that holds every test database file of this run.
+        self.directory = directory
+
+    def default_test_name(self, url: URL) -> str:
+        stem = Path(url.database).name if url.database and url.database != ":memory:" else "ctxdb"
+        return stem if stem.startswith("test_") else f"test_{stem}"
+
+    def test_url(self, url: URL, name: str) -> URL:
+        return url.set(database=os.fspath(self.directory / name))
+
+    def prepare_engine(self, engine: Engine) -> None:
+        if not event.contains(engine, "connect", _on_connect):
+            event.listen(engine, "connect", _on_connect)
+            event.listen(engine, "begin", _on_begin)
+
+    def database_exists(self, admin: Connection | None, name: str) -> bool:
+        return (self.directory / name).exists()
+
+    def is_owned(self, admin: Connection | None, name: str) -> bool:
+        # Every file in the run's own temporary directory was made by the plugin.
+        return (self.directory / name).parent == self.directory
+
+    def create_database(self, admin: Connection | None, name: str) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        (self.directory / name).touch()
+
+    def drop_database(self, admin: Connection | None, name: str, *, force: bool = False) -> None:
+        for suffix in ("", "-journal", "-wal", "-shm"):
+            (self.directory / f"{name}{suffix}").unlink(missing_ok=True)

@@ -1,0 +1,19 @@
+"""The test binding: per test, a connection inside one outer transaction per alias, and
+the sessions joined to it. pytest-free; the plugin drives it, and the context runtime
+will ask it for sessions."""
+
+from __future__ import annotations
+
+from ._async import AsyncOuterTransaction, AsyncReusedConnection
+from ._binding import AsyncTestBinding, TestBinding
+from ._outer import JOIN_MODE, OuterTransaction, ReusedConnection
+
+__all__ = (
+    "JOIN_MODE",
+    "AsyncOuterTransaction",
+    "AsyncReusedConnection",
+    "AsyncTestBinding",
+    "OuterTransaction",
+    "ReusedConnection",
+    "TestBinding",
+)

@@ -1,0 +1,84 @@
+"""The async face of :class:`OuterTransaction`: the same policy, driven through greenlets.
+
+Every database step runs the sync policy with ``AsyncConnection.run_sync`` (SQLAlchemy's
+own pattern in ``ext/asyncio``); nothing here decides anything on its own.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+
+from ._outer import JOIN_MODE, OuterTransaction, _refuse_commit
+
+__all__ = ("AsyncOuterTransaction", "AsyncReusedConnection")
+
+
+class AsyncReusedConnection:
+    """Keeps one ``AsyncConnection`` of ``engine`` checked out across tests of one loop.
+
+    An async connection belongs to the event loop it was made in: keep one of these per
+    loop, and :meth:`close` it (and dispose the engine) in that loop.
+    """
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self._connection: AsyncConnection | None = None
+
+    async def get(self) -> AsyncConnection:
+        """Return the live connection, connecting if there is none."""
+        connection = self._connection
+        if connection is None or connection.closed or connection.invalidated:
+            connection = self._connection = await self.engine.connect()
+            event.listen(connection.sync_connection, "commit", _refuse_commit)
+        return connection
+
+    async def close(self) -> None:
+        """Return the connection to the engine's pool."""
+        if self._connection is not None:
+            await self._connection.close()
+            self._connection = None
+
+
+class AsyncOuterTransaction:
+    """One test's outer transaction on an ``AsyncConnection``.
+
+    Build it with ``await AsyncOuterTransaction.begin(connection)``.
+    """
+
+    __slots__ = ("connection", "sync")
+
+    def __init__(self, connection: AsyncConnection, sync: OuterTransaction) -> None:
+        self.connection = connection
+        #: the sync policy object doing the work.
+        self.sync = sync
+
+    @classmethod
+    async def begin(cls, connection: AsyncConnection) -> AsyncOuterTransaction:
+        """Begin the outer transaction on ``connection`` and return it."""
+        return cls(connection, await connection.run_sync(OuterTransaction))
+
+    def session(self, **options: Any) -> AsyncSession:
+        """Return a new ``AsyncSession`` joined to the outer transaction.
+
+        :returns: an ``AsyncSession`` with ``join_transaction_mode="create_savepoint"``,
+            closed by :meth:`rollback`.
+        """
+        session = AsyncSession(bind=self.connection, join_transaction_mode=JOIN_MODE, **options)
+        self.sync.adopt(session.sync_session)
+        return session
+
+    @property
+    def is_active(self) -> bool:
+        """See :attr:`OuterTransaction.is_active`."""
+        return self.sync.is_active
+
+    async def rollback(self) -> None:
+        """Roll back the outer transaction and close every session; see
+        :meth:`OuterTransaction.rollback`."""
+        if self.connection.closed or self.connection.invalidated:
+            self.sync.rollback()
+            return
+        await self.connection.run_sync(lambda _: self.sync.rollback())

@@ -1,0 +1,126 @@
+"""The transaction policy of one test on one connection, written once (sync).
+
+This is SQLAlchemy's recipe "Joining a Session into an External Transaction (such as for
+test suites)": the test's connection is inside an *outer transaction*; every session made
+here joins it with ``join_transaction_mode="create_savepoint"``, so a session's
+``commit()`` releases a SAVEPOINT, its ``rollback()`` rolls back to one, and ``close()``
+leaves the outer transaction alone. At the end the outer transaction is rolled back.
+
+Two refinements over the hand-written recipe:
+
+* the connection is reused from test to test (:class:`ReusedConnection`): no pool
+  checkout, no reset-on-return per test;
+* the outer transaction is rolled back *before* the sessions are closed, which cancels
+  their savepoints without the redundant ``ROLLBACK TO SAVEPOINT`` round trip.
+
+and one guard: ``Connection.commit()`` of the outer transaction by the test is refused
+with :class:`~pytest_ctxdb.TransactionError` (it would make the test's data permanent).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine, RootTransaction
+from sqlalchemy.orm import Session
+
+from .._errors import TransactionError
+
+__all__ = ("JOIN_MODE", "OuterTransaction", "ReusedConnection")
+
+#: the ``join_transaction_mode`` of every session bound to a test connection.
+JOIN_MODE = "create_savepoint"
+
+
+def _refuse_commit(connection: Connection) -> None:
+    raise TransactionError(
+        "pytest-ctxdb refused to COMMIT the test's outer transaction: that would make the "
+        "test's data permanent. Commit through db_session / async_db_session (it releases a "
+        "SAVEPOINT), or use db_connection.begin_nested() for a savepoint of your own."
+    )
+
+
+class ReusedConnection:
+    """Keeps one ``Connection`` of ``engine`` checked out across tests.
+
+    :param engine: the session-scoped engine of the test database.
+
+    A connection that was closed or invalidated by a test is replaced on the next
+    :meth:`get`. The commit guard is installed once per connection.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._connection: Connection | None = None
+
+    def get(self) -> Connection:
+        """Return the live connection, connecting if there is none (no transaction begun)."""
+        connection = self._connection
+        if connection is None or connection.closed or connection.invalidated:
+            connection = self._connection = self.engine.connect()
+            event.listen(connection, "commit", _refuse_commit)
+        return connection
+
+    def close(self) -> None:
+        """Return the connection to the engine's pool."""
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+
+class OuterTransaction:
+    """One test's outer transaction on ``connection`` and the sessions joined to it.
+
+    :param connection: a connection with no transaction in progress.
+    :raises sqlalchemy.exc.InvalidRequestError: the connection is already in a transaction.
+
+    Sync only; :class:`~pytest_ctxdb.binding.AsyncOuterTransaction` drives this same object
+    through ``AsyncConnection.run_sync``.
+    """
+
+    __slots__ = ("connection", "_transaction", "_sessions")
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self._transaction: RootTransaction = connection.begin()
+        self._sessions: list[Session] = []
+
+    def session(self, **options: Any) -> Session:
+        """Return a new ``Session`` joined to the outer transaction.
+
+        :param options: further ``Session`` arguments (``expire_on_commit``, ``autoflush``,
+            ...); ``bind`` and ``join_transaction_mode`` are fixed.
+        :returns: a ``Session`` with ``join_transaction_mode="create_savepoint"``, closed
+            by :meth:`rollback`.
+        """
+        session = Session(bind=self.connection, join_transaction_mode=JOIN_MODE, **options)
+        self._sessions.append(session)
+        return session
+
+    def adopt(self, session: Session) -> None:
+        """Close ``session`` (e.g. an ``AsyncSession.sync_session``) at :meth:`rollback`."""
+        self._sessions.append(session)
+
+    @property
+    def is_active(self) -> bool:
+        """``True`` while the outer transaction has neither been rolled back nor ended."""
+        return self._transaction.is_active
+
+    def rollback(self) -> None:
+        """Roll back the outer transaction, then close every session made here.
+
+        If the outer transaction was ended by someone else (a session in a join mode
+        other than ``create_savepoint``, a refused commit), the connection is invalidated
+        so that the server discards whatever is left; :class:`ReusedConnection` reconnects.
+        Idempotent.
+        """
+        try:
+            if self._transaction.is_active:
+                self._transaction.rollback()
+            elif not self.connection.closed and not self.connection.invalidated:
+                self.connection.invalidate()
+        finally:
+            sessions, self._sessions = self._sessions, []
+            for session in sessions:
+                session.close()

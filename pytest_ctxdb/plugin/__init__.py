@@ -1,0 +1,124 @@
+"""The pytest face of pytest-ctxdb (entry point ``ctxdb``; ``-p no:ctxdb`` disables it).
+
+Hooks, options and fixtures only: every decision about databases and transactions is made
+by the runtime packages (:mod:`pytest_ctxdb.provision`, :mod:`pytest_ctxdb.binding`).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from .._errors import CtxdbError
+from .._settings import DEFAULT_ALIAS
+from ..provision import make_sqlite_directory
+from ._fixtures import (
+    ASYNC_FIXTURES,
+    SYNC_FIXTURES,
+    _ctxdb_async,
+    _ctxdb_binding,
+    _ctxdb_state,
+    async_db_connection,
+    async_db_engine,
+    async_db_session,
+    db_connection,
+    db_engine,
+    db_session,
+)
+from ._options import add_options, read_settings
+from ._state import STATE_KEY, RunState
+
+try:
+    import pytest_asyncio  # noqa: F401
+except ImportError:  # the async fixtures then fail with the extra to install
+    pass
+else:
+    from ._async_fixtures import *  # noqa: F403
+
+__all__ = (
+    "STATE_KEY",
+    "_ctxdb_async",
+    "_ctxdb_binding",
+    "_ctxdb_state",
+    "async_db_connection",
+    "async_db_engine",
+    "async_db_session",
+    "db_connection",
+    "db_engine",
+    "db_session",
+    "pytest_addhooks",
+    "pytest_addoption",
+    "pytest_configure",
+    "pytest_report_header",
+    "pytest_runtestloop",
+    "pytest_sessionfinish",
+)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    add_options(parser)
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    from . import _hookspecs
+
+    pluginmanager.add_hookspecs(_hookspecs)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    settings = read_settings(config)
+
+    def schema_hook(connection: object, alias: str) -> None:
+        config.hook.pytest_ctxdb_setup_schema(connection=connection, alias=alias)
+
+    state = RunState(settings, make_sqlite_directory(), schema_hook)
+    try:
+        for alias in settings:
+            state.database(alias)  # validates dialect and names; contacts no server
+    except CtxdbError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    config.stash[STATE_KEY] = state
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    state = config.stash[STATE_KEY]
+    return [f"ctxdb: {state.database(alias).describe()}" for alias in state.settings]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session: pytest.Session) -> None:
+    """Provision the databases the selected tests need, once, before the first test.
+
+    A failure (missing driver, unreachable server, bad schema import string) ends the run
+    with one usage error instead of one error per test. A run whose selected tests use no
+    database fixture contacts no server.
+    """
+    if session.config.option.collectonly or not session.items:
+        return
+    needs_sync = needs_async = False
+    for item in session.items:
+        names = getattr(item, "fixturenames", ())
+        needs_sync = needs_sync or not SYNC_FIXTURES.isdisjoint(names)
+        needs_async = needs_async or not ASYNC_FIXTURES.isdisjoint(names)
+        if needs_sync and needs_async:
+            break
+    if not (needs_sync or needs_async):
+        return
+    state = session.config.stash[STATE_KEY]
+    try:
+        state.provision([DEFAULT_ALIAS], sync=needs_sync, async_=needs_async)
+    except CtxdbError as exc:
+        raise pytest.UsageError(f"pytest-ctxdb: {exc}") from None
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    state = session.config.stash.get(STATE_KEY, None)
+    if state is None:
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+
+    def report(message: str) -> None:
+        if reporter is not None:
+            reporter.write_line(f"pytest-ctxdb: {message}", red=True)
+
+    state.close(report)

@@ -1,0 +1,70 @@
+"""Command-line options and ini keys, each pair sharing one help text, resolved once."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from .._errors import ConfigurationError
+from .._settings import DatabaseSettings, Source, resolve_settings, split_alias
+
+__all__ = ("ENV_URL", "add_options", "read_settings")
+
+#: environment variable read when neither ``--db-url`` names an alias.
+ENV_URL = "PYTEST_CTXDB_URL"
+
+HELP_URL = (
+    "[ALIAS=]URL: SQLAlchemy URL of the server holding the test database of ALIAS "
+    "(default alias without ALIAS=); repeatable. The test database test_<name> is created "
+    "beside the URL's database, which is never written to. Without any URL an embedded "
+    f"SQLite database is used. Precedence: --db-url, then env {ENV_URL}, then ini db_url."
+)
+HELP_TEST_NAME = (
+    "[ALIAS=]NAME: name of the test database pytest-ctxdb creates for ALIAS "
+    "(default: test_<database of the URL>); repeatable."
+)
+HELP_METADATA = (
+    "[ALIAS=]module:attribute of a SQLAlchemy MetaData (or declarative base) whose tables are "
+    "created in the test database, one per line, e.g. myapp.models:Base.metadata."
+)
+
+
+def add_options(parser: pytest.Parser) -> None:
+    group = parser.getgroup("ctxdb", "pytest-ctxdb: transactional test databases")
+    group.addoption("--db-url", action="append", dest="db_url", default=None,
+                    metavar="[ALIAS=]URL", help=HELP_URL)
+    parser.addini("db_url", type="linelist", default=[], help=HELP_URL)
+    group.addoption("--db-test-name", action="append", dest="db_test_name", default=None,
+                    metavar="[ALIAS=]NAME", help=HELP_TEST_NAME)
+    parser.addini("db_test_name", type="linelist", default=[], help=HELP_TEST_NAME)
+    parser.addini("db_metadata", type="linelist", default=[], help=HELP_METADATA)
+
+
+def read_settings(config: pytest.Config) -> dict[str, DatabaseSettings]:
+    """Resolve every alias's settings from the command line, environment and ini file.
+
+    :raises pytest.UsageError: a value is malformed; the message names the option.
+    """
+    env = os.environ.get(ENV_URL)
+    sources: list[tuple[Source, list[str]]] = [
+        (Source("--db-url", "cli"), config.option.db_url or []),
+        (Source(ENV_URL, "env"), env.split() if env else []),
+        (Source("db_url", "ini"), config.getini("db_url")),
+    ]
+    try:
+        test_names: dict[str, str] = {}
+        for name, entries in (
+            ("db_test_name", config.getini("db_test_name")),
+            ("--db-test-name", config.option.db_test_name or []),
+        ):
+            for entry in entries:
+                alias, value = split_alias(entry)
+                test_names[alias] = value  # the command line, read last, wins
+        metadata: dict[str, list[str]] = {}
+        for entry in config.getini("db_metadata"):
+            alias, value = split_alias(entry)
+            metadata.setdefault(alias, []).append(value)
+        return resolve_settings(sources, test_names=test_names, metadata=metadata)
+    except ConfigurationError as exc:
+        raise pytest.UsageError(str(exc)) from None

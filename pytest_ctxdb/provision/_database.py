@@ -1,0 +1,232 @@
+"""The life of one alias's test database: create, build the schema, drop.
+
+Rules kept here, whatever the backend:
+
+* the database named in the user's URL is only connected to (to run ``CREATE DATABASE``),
+  never written to and never dropped;
+* a database is dropped only if the plugin created it in this run, or it carries the
+  plugin's ownership mark (a stale test database of a killed run);
+* errors name the alias, the setting and host:port, never the password.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from sqlalchemy import MetaData, create_engine
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.pool import NullPool
+
+from .._errors import ConfigurationError, ProvisioningError
+from .._settings import DatabaseSettings, mask_url
+from ..backends import Backend, SQLiteBackend, backend_for
+from ._schema import create_schema
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+__all__ = ("SchemaHook", "TestDatabase", "make_sqlite_directory")
+
+T = TypeVar("T")
+#: called with (connection, alias) inside the schema transaction, after ``create_all``.
+SchemaHook = Callable[[Connection, str], None]
+
+
+def make_sqlite_directory() -> Path:
+    """Return a unique path for this run's SQLite test database files.
+
+    The directory is not created here (a run that uses no database makes nothing); the SQLite
+    backend creates it with the first test database.
+    """
+    return Path(tempfile.gettempdir()) / f"pytest-ctxdb-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+class TestDatabase:
+    """One alias's test database on its server (or SQLite file).
+
+    :param settings: the alias's resolved settings.
+    :param sqlite_directory: where SQLite test database files go (plugin-owned).
+
+    The object is cheap to build and contacts no server; :meth:`create` does the work.
+    """
+
+    __test__ = False  # not a pytest test class, despite its name
+
+    def __init__(self, settings: DatabaseSettings, sqlite_directory: Path) -> None:
+        self.settings = settings
+        self.alias = settings.alias
+        server_url = settings.url or make_url("sqlite://")
+        self.setting = settings.source.name or "--db-url"
+        self.backend: Backend = backend_for(
+            server_url, sqlite_directory=sqlite_directory, setting=self.setting
+        )
+        self.server_url = server_url
+        self.name = settings.test_database or self.backend.default_test_name(server_url)
+        if settings.url is not None and self.name == settings.url.database and not isinstance(
+            self.backend, SQLiteBackend
+        ):
+            raise ConfigurationError(
+                f"--db-test-name: the test database of alias {self.alias!r} would be "
+                f"{self.name!r}, the database of the URL itself; pytest-ctxdb never writes to "
+                "that one. Choose another name."
+            )
+        #: the test database's URL as given (driver unchanged).
+        self.url: URL = self.backend.test_url(server_url, self.name)
+        #: ``True`` once this run created the database (then it drops it at the end).
+        self.created = False
+        self._needs_server = not isinstance(self.backend, SQLiteBackend)
+
+    # -- URLs and engines ---------------------------------------------------------------------
+
+    def driver_url(self, *, is_async: bool) -> URL:
+        """The test database URL with the sync or async driver of its dialect."""
+        return self.backend.driver_url(self.url, is_async=is_async)
+
+    def check_driver(self, *, is_async: bool) -> None:
+        """:raises MissingDriverError: the needed driver is not installed (names the extra)."""
+        self.backend.check_driver(self.driver_url(is_async=is_async), self.setting)
+
+    def create_engine(self, **kwargs: Any) -> Engine:
+        """Return a new sync ``Engine`` on the test database, with the backend's fixes."""
+        engine = create_engine(self.driver_url(is_async=False), **kwargs)
+        self.backend.prepare_engine(engine)
+        return engine
+
+    def create_async_engine(self, **kwargs: Any) -> AsyncEngine:
+        """Return a new ``AsyncEngine`` on the test database, with the backend's fixes."""
+        from sqlalchemy.ext.asyncio import create_async_engine
+
+        engine = create_async_engine(self.driver_url(is_async=True), **kwargs)
+        self.backend.prepare_engine(engine.sync_engine)
+        return engine
+
+    def describe(self) -> str:
+        """A one-line, password-free description for the pytest header."""
+        sync_driver = self.backend.driver_url(self.url, is_async=False).get_driver_name()
+        async_driver = self.backend.driver_url(self.url, is_async=True).get_driver_name()
+        where = "embedded SQLite" if self.settings.embedded else str(self.settings.source)
+        return (
+            f"{self.alias}: {mask_url(self.driver_url(is_async=False))} ({where}; "
+            f"sync driver {sync_driver}, async driver {async_driver})"
+        )
+
+    # -- server work ----------------------------------------------------------------------------
+
+    def _run(self, url: URL, fn: Callable[[Connection], T], *, autocommit: bool) -> T:
+        """Run ``fn(connection)`` on a fresh connection to ``url`` (sync driver if installed)."""
+        options: dict[str, Any] = {"poolclass": NullPool}
+        if autocommit:
+            options["isolation_level"] = "AUTOCOMMIT"
+        sync_url = self.backend.driver_url(url, is_async=False)
+        try:
+            self.backend.check_driver(sync_url, self.setting)
+        except ConfigurationError:
+            async_url = self.backend.driver_url(url, is_async=True)
+            self.backend.check_driver(async_url, self.setting)
+            return asyncio.run(self._run_async(async_url, fn, options))
+        engine = create_engine(sync_url, **options)
+        self.backend.prepare_engine(engine)
+        try:
+            with engine.connect() as connection:
+                return fn(connection)
+        except (DBAPIError, OSError) as exc:
+            raise self._server_error(exc, url) from None
+        finally:
+            engine.dispose()
+
+    async def _run_async(self, url: URL, fn: Callable[[Connection], T], options: dict[str, Any]) -> T:
+        from sqlalchemy.ext.asyncio import create_async_engine
+
+        engine = create_async_engine(url, **options)
+        self.backend.prepare_engine(engine.sync_engine)
+        try:
+            async with engine.connect() as connection:
+                return await connection.run_sync(fn)
+        except (DBAPIError, OSError) as exc:
+            raise self._server_error(exc, url) from None
+        finally:
+            await engine.dispose()
+
+    def _server_error(self, exc: BaseException, url: URL) -> ProvisioningError:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        text = reason[0] if reason else type(exc).__name__
+        if url.password:
+            text = text.replace(str(url.password), "***")
+        host = url.host or "localhost"
+        port = url.port or {"postgresql": 5432, "mysql": 3306, "mariadb": 3306}.get(
+            url.get_backend_name(), ""
+        )
+        return ProvisioningError(
+            f"alias {self.alias!r} ({self.setting}): cannot use the server at {host}:{port} "
+            f"as {mask_url(url)}: {text}. Check that the server is running and the URL is right."
+        )
+
+    def create(self, metadata: Sequence[MetaData] = (), hook: SchemaHook | None = None) -> None:
+        """Create the test database and build its schema.
+
+        A stale database of the same name that carries the plugin's mark (left by a killed
+        run) is dropped first; one without the mark is never touched.
+
+        :raises ProvisioningError: the server is unreachable, the name is taken by a database
+            the plugin did not create, or a statement failed.
+        """
+        if self._needs_server:
+            self._run(self.server_url, self._create_on_server, autocommit=True)
+        else:
+            self.backend.drop_database(None, self.name)  # type: ignore[arg-type]
+            self.backend.create_database(None, self.name)  # type: ignore[arg-type]
+        self.created = True
+
+        def build(connection: Connection) -> None:
+            with connection.begin():
+                create_schema(connection, metadata)
+                if hook is not None:
+                    hook(connection, self.alias)
+
+        if metadata or hook is not None:
+            self._run(self.url, build, autocommit=False)
+
+    def _create_on_server(self, admin: Connection) -> None:
+        backend, name = self.backend, self.name
+        if backend.database_exists(admin, name):
+            if not backend.is_owned(admin, name):
+                raise ProvisioningError(
+                    f"alias {self.alias!r}: database {name!r} already exists on "
+                    f"{self.server_url.host} and was not created by pytest-ctxdb, so it is not "
+                    "dropped or reused. Drop it yourself, or pick another name with "
+                    f"--db-test-name {self.alias}=NAME."
+                )
+            try:
+                backend.drop_database(admin, name)
+            except DBAPIError as exc:
+                raise ProvisioningError(
+                    f"alias {self.alias!r}: the test database {name!r} from an earlier run is "
+                    f"still in use (another pytest run on this server?): {str(exc.orig).strip()}. "
+                    "Wait for it, or pick another name with --db-test-name."
+                ) from None
+        backend.create_database(admin, name)
+
+    def drop(self) -> None:
+        """Drop the test database if this run created it; dispose engines on it first.
+
+        :raises ProvisioningError: the drop failed (the database is then left behind).
+        """
+        if not self.created:
+            return
+        if self._needs_server:
+
+            def drop(admin: Connection) -> None:
+                if self.backend.is_owned(admin, self.name):
+                    self.backend.drop_database(admin, self.name, force=True)
+
+            self._run(self.server_url, drop, autocommit=True)
+        else:
+            self.backend.drop_database(None, self.name)  # type: ignore[arg-type]
+        self.created = False
