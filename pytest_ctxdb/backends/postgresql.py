@@ -55,5 +55,6 @@ class PostgreSQLBackend(Backend):
 
     def drop_database(self, admin: Connection, name: str, *, force: bool = False) -> None:
         # WITH (FORCE) (PostgreSQL >= 13) ends connections a test leaked on its own database.
-        suffix = " WITH (FORCE)" if force and admin.dialect.server_version_info >= (13,) else ""
+        version = admin.dialect.server_version_info or (0,)
+        suffix = " WITH (FORCE)" if force and version >= (13,) else ""
         admin.exec_driver_sql(f"DROP DATABASE IF EXISTS {_quote(admin, name)}{suffix}")

@@ -19,7 +19,7 @@ with :class:`~pytest_ctxdb.TransactionError` (it would make the test's data perm
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine, RootTransaction
@@ -30,7 +30,7 @@ from .._errors import TransactionError
 __all__ = ("JOIN_MODE", "OuterTransaction", "ReusedConnection")
 
 #: the ``join_transaction_mode`` of every session bound to a test connection.
-JOIN_MODE = "create_savepoint"
+JOIN_MODE: Final = "create_savepoint"
 
 
 def _refuse_commit(connection: Connection) -> None:
@@ -79,7 +79,7 @@ class OuterTransaction:
     through ``AsyncConnection.run_sync``.
     """
 
-    __slots__ = ("connection", "_transaction", "_sessions")
+    __slots__ = ("_sessions", "_transaction", "connection")
 
     def __init__(self, connection: Connection) -> None:
         self.connection = connection

@@ -32,7 +32,7 @@ try:
 except ImportError:  # the async fixtures then fail with the extra to install
     pass
 else:
-    from ._async_fixtures import *  # noqa: F403
+    from ._async_fixtures import *
 
 __all__ = (
     "STATE_KEY",

@@ -161,7 +161,7 @@ class TestDatabase:
             text = text.replace(str(url.password), "***")
         host = url.host or "localhost"
         port = url.port or {"postgresql": 5432, "mysql": 3306, "mariadb": 3306}.get(
-            url.get_backend_name(), ""
+            url.get_backend_name()
         )
         return ProvisioningError(
             f"alias {self.alias!r} ({self.setting}): cannot use the server at {host}:{port} "

@@ -1,0 +1,149 @@
+"""Shared helpers for pytest-ctxdb's own tests.
+
+Every backend test runs the plugin the way users meet it: ``pytester`` writes a test suite,
+runs it with ``--db-url`` pointing at a real server (or none, for embedded SQLite), and the
+outcome is checked; then a *separate* connection checks that nothing was left behind.
+
+Servers come from the environment, defaulting to this machine's services:
+``CTXDB_TEST_POSTGRESQL_URL`` and ``CTXDB_TEST_MARIADB_URL``. A backend whose server is not
+reachable is skipped with the reason; under ``CI=true`` that is a failure instead.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import cache
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.pool import NullPool
+
+pytest_plugins = ["pytester"]
+
+SERVER_URLS = {
+    "postgresql": os.environ.get(
+        "CTXDB_TEST_POSTGRESQL_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+    ),
+    "mariadb": os.environ.get("CTXDB_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test"),
+}
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One database backend as the tests drive it.
+
+    :ivar name: ``"sqlite"``, ``"postgresql"`` or ``"mariadb"``.
+    :ivar url: the server URL passed as ``--db-url``, or ``None`` for embedded SQLite.
+    """
+
+    name: str
+    url: URL | None
+    args: tuple[str, ...] = field(default=())
+
+    def runpytest(self, pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+        """Run pytest in a subprocess against this backend."""
+        return pytester.runpytest_subprocess(*self.args, *args)
+
+    def leftover_test_databases(self) -> list[str]:
+        """Names of databases carrying pytest-ctxdb's ownership mark still on the server."""
+        if self.url is None:
+            return []
+        engine = create_engine(self.url, poolclass=NullPool)
+        try:
+            with engine.connect() as conn:
+                if self.name == "postgresql":
+                    rows = conn.execute(
+                        text(
+                            "SELECT datname FROM pg_database "
+                            "WHERE shobj_description(oid, 'pg_database') LIKE 'created by pytest-ctxdb%'"
+                        )
+                    )
+                else:
+                    rows = conn.execute(
+                        text(
+                            "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA "
+                            "WHERE SCHEMA_COMMENT LIKE 'created by pytest-ctxdb%'"
+                        )
+                    )
+                return [row[0] for row in rows]
+        finally:
+            engine.dispose()
+
+
+#: backends the ``backend`` fixture runs on; ``CTXDB_TEST_BACKENDS=sqlite`` narrows it (tox envs).
+SELECTED_BACKENDS = [
+    name
+    for name in os.environ.get("CTXDB_TEST_BACKENDS", "sqlite,postgresql").split(",")
+    if name.strip()
+]
+
+
+@cache
+def server_problem(name: str) -> str | None:
+    """Why the server of backend ``name`` cannot be used, or ``None`` if it can."""
+    url = make_url(SERVER_URLS[name])
+    try:
+        engine = create_engine(url, poolclass=NullPool)
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        engine.dispose()
+    except Exception as exc:  # noqa: BLE001 - any failure means "not available"
+        return f"{name} server at {url.host}:{url.port} not reachable: {type(exc).__name__}"
+    return None
+
+
+def require_server(name: str) -> None:
+    """Skip (or, under CI=true, fail) when backend ``name``'s server is unavailable."""
+    problem = server_problem(name)
+    if problem is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true and {problem}")
+        pytest.skip(problem)
+
+
+def make_backend(name: str) -> Backend:
+    if name not in SELECTED_BACKENDS:
+        pytest.skip(f"backend {name} not selected by CTXDB_TEST_BACKENDS")
+    if name == "sqlite":
+        return Backend("sqlite", None)
+    require_server(name)
+    url = make_url(SERVER_URLS[name])
+    return Backend(name, url, ("--db-url", url.render_as_string(hide_password=False)))
+
+
+@pytest.fixture(params=SELECTED_BACKENDS)
+def backend(request: pytest.FixtureRequest) -> Backend:
+    """The issue-2 backends: embedded SQLite and PostgreSQL (sync psycopg / async asyncpg)."""
+    return make_backend(request.param)
+
+
+@pytest.fixture
+def postgresql() -> Backend:
+    return make_backend("postgresql")
+
+
+@pytest.fixture
+def mariadb() -> Backend:
+    return make_backend("mariadb")
+
+
+@pytest.fixture
+def ini(pytester: pytest.Pytester):
+    """Write the test suite's ``pytest.ini``; pass extra lines (``db_metadata = ...``)."""
+
+    def write(*lines: str, asyncio_mode: str = "strict") -> None:
+        pytester.makeini(
+            "\n".join(
+                [
+                    "[pytest]",
+                    f"asyncio_mode = {asyncio_mode}",
+                    "asyncio_default_fixture_loop_scope = function",
+                    *lines,
+                ]
+            )
+        )
+
+    write()
+    return write
