@@ -70,7 +70,10 @@ def pytest_configure(config: pytest.Config) -> None:
     def schema_hook(connection: object, alias: str) -> None:
         config.hook.pytest_ctxdb_setup_schema(connection=connection, alias=alias)
 
-    state = RunState(settings, make_sqlite_directory(), schema_hook)
+    # On a pytest-xdist worker, each worker gets its own test database (test_app_gw0, ...).
+    workerinput = getattr(config, "workerinput", None)
+    suffix = f"_{workerinput['workerid']}" if workerinput else ""
+    state = RunState(settings, make_sqlite_directory(), schema_hook, name_suffix=suffix)
     try:
         for alias in settings:
             state.database(alias)  # validates dialect and names; contacts no server

@@ -30,6 +30,8 @@ class RunState:
     settings: dict[str, DatabaseSettings]
     sqlite_directory: Path
     schema_hook: SchemaHook | None = None
+    #: appended to every test database name (``"_gw0"`` on a pytest-xdist worker).
+    name_suffix: str = ""
     databases: dict[str, TestDatabase] = field(default_factory=dict)
     provisioned: set[str] = field(default_factory=set)
     _engines: dict[str, Engine] = field(default_factory=dict)
@@ -39,7 +41,9 @@ class RunState:
         """Return the :class:`TestDatabase` of ``alias``, without creating it on the server."""
         database = self.databases.get(alias)
         if database is None:
-            database = self.databases[alias] = TestDatabase(self.settings[alias], self.sqlite_directory)
+            database = self.databases[alias] = TestDatabase(
+                self.settings[alias], self.sqlite_directory, self.name_suffix
+            )
         return database
 
     def provision(self, aliases: Iterable[str], *, sync: bool = True, async_: bool = False) -> None:

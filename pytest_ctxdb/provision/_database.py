@@ -53,13 +53,15 @@ class TestDatabase:
 
     :param settings: the alias's resolved settings.
     :param sqlite_directory: where SQLite test database files go (plugin-owned).
+    :param suffix: appended to the test database name, e.g. ``"_gw0"`` for a pytest-xdist
+        worker (pytest-django's convention), so that workers never share a database.
 
     The object is cheap to build and contacts no server; :meth:`create` does the work.
     """
 
     __test__ = False  # not a pytest test class, despite its name
 
-    def __init__(self, settings: DatabaseSettings, sqlite_directory: Path) -> None:
+    def __init__(self, settings: DatabaseSettings, sqlite_directory: Path, suffix: str = "") -> None:
         self.settings = settings
         self.alias = settings.alias
         server_url = settings.url or make_url("sqlite://")
@@ -68,7 +70,7 @@ class TestDatabase:
             server_url, sqlite_directory=sqlite_directory, setting=self.setting
         )
         self.server_url = server_url
-        self.name = settings.test_database or self.backend.default_test_name(server_url)
+        self.name = (settings.test_database or self.backend.default_test_name(server_url)) + suffix
         if settings.url is not None and self.name == settings.url.database and not isinstance(
             self.backend, SQLiteBackend
         ):
