@@ -10,6 +10,7 @@ from __future__ import annotations
 
 __all__ = (
     "ConfigurationError",
+    "ContextError",
     "CtxdbError",
     "MissingDriverError",
     "ProvisioningError",
@@ -38,3 +39,8 @@ class ProvisioningError(CtxdbError):
 
 class TransactionError(CtxdbError):
     """A test broke the isolation contract, e.g. committed the outer transaction itself."""
+
+
+class ContextError(CtxdbError):
+    """The context-session runtime was misused: unknown alias, ``durable`` atomic nested,
+    a sync helper used on an async alias, a database touched outside the test's binding."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 from ._async import AsyncOuterTransaction, AsyncReusedConnection
 from ._binding import AsyncTestBinding, TestBinding
 from ._outer import JOIN_MODE, OuterTransaction, ReusedConnection
+from ._source import TestSessionSource
 
 __all__ = (
     "JOIN_MODE",
@@ -16,4 +17,5 @@ __all__ = (
     "OuterTransaction",
     "ReusedConnection",
     "TestBinding",
+    "TestSessionSource",
 )

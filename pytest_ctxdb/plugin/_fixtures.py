@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from .._errors import CtxdbError
 from .._settings import DEFAULT_ALIAS
-from ..binding import AsyncReusedConnection, AsyncTestBinding, TestBinding
+from ..binding import AsyncReusedConnection, AsyncTestBinding, TestBinding, TestSessionSource
 from ._state import STATE_KEY, RunState
 
 if TYPE_CHECKING:
@@ -24,6 +24,7 @@ __all__ = (
     "AsyncHandles",
     "_ctxdb_async",
     "_ctxdb_binding",
+    "_ctxdb_source",
     "_ctxdb_state",
     "async_db_connection",
     "async_db_engine",
@@ -68,8 +69,29 @@ def db_engine(_ctxdb_state: RunState) -> Engine:
 
 
 @pytest.fixture
-def _ctxdb_binding(_ctxdb_state: RunState) -> Iterator[TestBinding]:
-    binding = TestBinding(_ctxdb_state.connection)
+def _ctxdb_source() -> Iterator[TestSessionSource]:
+    """Install the test's session source into the context runtime for one test."""
+    from ..context import _scope, _seam
+
+    source = TestSessionSource()
+    source.root_scope = root = _scope.SessionScope()
+    token = _scope._current.set(root)
+    _seam.install_source(source)
+    try:
+        yield source
+    finally:
+        _seam.uninstall_source(source)
+        try:
+            _scope._current.reset(token)
+        except ValueError:  # set in another context (should not happen): clear it
+            _scope._current.set(None)
+    if source.escapes:
+        pytest.fail("pytest-ctxdb: " + "\n".join(source.escapes), pytrace=False)
+
+
+@pytest.fixture
+def _ctxdb_binding(_ctxdb_state: RunState, _ctxdb_source: TestSessionSource) -> Iterator[TestBinding]:
+    binding = _ctxdb_source.sync_binding = TestBinding(_ctxdb_state.connection)
     try:
         binding.outer(DEFAULT_ALIAS)
     except CtxdbError as exc:
@@ -92,7 +114,7 @@ def db_connection(_ctxdb_binding: TestBinding) -> Connection:
 
 
 @pytest.fixture
-def db_session(_ctxdb_binding: TestBinding) -> Session:
+def db_session(_ctxdb_binding: TestBinding, _ctxdb_source: TestSessionSource) -> Session:
     """A sync ORM ``Session`` on ``db_connection``, rolled back after the test (function scope).
 
     Made with ``join_transaction_mode="create_savepoint"``, as in SQLAlchemy's recipe
@@ -101,7 +123,9 @@ def db_session(_ctxdb_binding: TestBinding) -> Session:
     ``close()`` is harmless. A test may request it with ``db_connection``: both share the one
     outer transaction, which is rolled back at the end whatever the test did.
     """
-    return _ctxdb_binding.outer(DEFAULT_ALIAS).session()
+    session = _ctxdb_binding.outer(DEFAULT_ALIAS).session()
+    _ctxdb_source.root_sessions[(DEFAULT_ALIAS, False)] = session
+    return session
 
 
 # -- async: sync dispatchers to the fixtures of the requesting test's loop scope -------------
@@ -131,7 +155,9 @@ def _loop_scope(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def _ctxdb_async(request: pytest.FixtureRequest, _ctxdb_state: RunState) -> AsyncHandles:
+def _ctxdb_async(
+    request: pytest.FixtureRequest, _ctxdb_state: RunState, _ctxdb_source: TestSessionSource
+) -> AsyncHandles:
     try:
         import pytest_asyncio  # noqa: F401
     except ImportError:
@@ -150,6 +176,7 @@ def _ctxdb_async(request: pytest.FixtureRequest, _ctxdb_state: RunState) -> Asyn
         fail_on_error(exc)
     source: AsyncReusedConnection = request.getfixturevalue(f"_ctxdb_async_connection_{scope}")
     binding: AsyncTestBinding = request.getfixturevalue(f"_ctxdb_async_binding_{scope}")
+    _ctxdb_source.async_binding = binding
     return AsyncHandles(source, binding)
 
 
@@ -176,7 +203,7 @@ def async_db_connection(_ctxdb_async: AsyncHandles) -> AsyncConnection:
 
 
 @pytest.fixture
-def async_db_session(_ctxdb_async: AsyncHandles) -> AsyncSession:
+def async_db_session(_ctxdb_async: AsyncHandles, _ctxdb_source: TestSessionSource) -> AsyncSession:
     """An ``AsyncSession`` on ``async_db_connection``, rolled back after the test.
 
     The async twin of ``db_session`` (function scope), with
@@ -185,4 +212,6 @@ def async_db_session(_ctxdb_async: AsyncHandles) -> AsyncSession:
     and auto modes and every loop scope; the connection and engine are made and disposed in
     the test's own loop.
     """
-    return _ctxdb_async.binding.outer(DEFAULT_ALIAS).session()
+    session = _ctxdb_async.binding.outer(DEFAULT_ALIAS).session()
+    _ctxdb_source.root_sessions[(DEFAULT_ALIAS, True)] = session
+    return session

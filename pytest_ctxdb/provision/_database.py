@@ -136,10 +136,14 @@ class TestDatabase:
         engine = create_engine(sync_url, **options)
         self.backend.prepare_engine(engine)
         try:
-            with engine.connect() as connection:
+            try:
+                connection = engine.connect()
+            except (DBAPIError, OSError) as exc:
+                raise self._server_error(exc, url) from None
+            with connection:
                 return fn(connection)
-        except (DBAPIError, OSError) as exc:
-            raise self._server_error(exc, url) from None
+        except DBAPIError as exc:
+            raise self._statement_error(exc) from None
         finally:
             engine.dispose()
 
@@ -149,12 +153,28 @@ class TestDatabase:
         engine = create_async_engine(url, **options)
         self.backend.prepare_engine(engine.sync_engine)
         try:
-            async with engine.connect() as connection:
+            try:
+                connection = await engine.connect()
+            except (DBAPIError, OSError) as exc:
+                raise self._server_error(exc, url) from None
+            async with connection:
                 return await connection.run_sync(fn)
-        except (DBAPIError, OSError) as exc:
-            raise self._server_error(exc, url) from None
+        except DBAPIError as exc:
+            raise self._statement_error(exc) from None
         finally:
             await engine.dispose()
+
+    def _statement_error(self, exc: DBAPIError) -> ProvisioningError:
+        reason = str(exc.orig).strip().splitlines()
+        password = self.server_url.password
+        text = reason[0] if reason else type(exc).__name__
+        if password:
+            text = text.replace(str(password), "***")
+        return ProvisioningError(
+            f"alias {self.alias!r}: preparing the test database {self.name!r} failed: {text}. "
+            "If another pytest run uses the same server at the same time, give each run its "
+            f"own name with --db-test-name {self.alias}=NAME."
+        )
 
     def _server_error(self, exc: BaseException, url: URL) -> ProvisioningError:
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()

@@ -89,13 +89,8 @@ def import_books(session: Session, author_id: int, titles: Iterable[str]) -> lis
 
 def titles_by(session: Session, author_name: str) -> list[str]:
     """The titles of an author, sorted."""
-    query = (
-        select(Book.title)
-        .join(Book.author)
-        .where(Author.name == author_name)
-        .order_by(Book.title)
-    )
-    return list(session.scalars(query))
+    query = select(Book.title).join(Book.author).where(Author.name == author_name)
+    return list(session.scalars(query.order_by(Book.title)))
 
 
 async def create_author_async(session: AsyncSession, name: str) -> Author:

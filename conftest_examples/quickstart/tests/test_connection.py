@@ -19,7 +19,9 @@ from quickstart_app.services import create_author, titles_by
 def test_core_statements(db_connection: Connection) -> None:
     assert db_connection.scalar(select(func.count()).select_from(Author)) == 0
 
-    db_connection.execute(insert(Author), [{"name": "Jorge Luis Borges"}, {"name": "Italo Calvino"}])
+    db_connection.execute(
+        insert(Author), [{"name": "Jorge Luis Borges"}, {"name": "Italo Calvino"}]
+    )
     rows = db_connection.execute(text("SELECT name FROM author ORDER BY name")).scalars().all()
 
     assert rows == ["Italo Calvino", "Jorge Luis Borges"]

@@ -1,0 +1,724 @@
+"""Per-test overhead of pytest-ctxdb against SQLAlchemy's hand-written recipe.
+
+What is compared
+----------------
+For every backend (``sqlite``, ``sqlite-async``, ``postgresql``, ``postgresql-async``) and
+every test body (``orm``, ``select1``) this script generates, in a temporary directory, one
+test suite per *variant* and runs each suite with pytest in a subprocess:
+
+``floor``
+    The same test functions with a do-nothing fixture of the same name and bodies that do no
+    database work; run with ``-p no:ctxdb``. It is what pytest itself costs per test.
+``recipe``
+    The fixture users write by hand from SQLAlchemy's documentation, "Joining a Session into
+    an External Transaction (such as for test suites)": a session-scoped engine fixture that
+    creates its own database (``bench_recipe`` on PostgreSQL, a temporary file on SQLite) and
+    ``create_all``s the schema, and a function fixture::
+
+        with engine.connect() as conn:
+            trans = conn.begin()
+            session = Session(bind=conn, join_transaction_mode="create_savepoint")
+            yield session
+            session.close()
+            trans.rollback()
+
+    (the ``async with`` twin with ``AsyncSession`` for the async backends). On SQLite it
+    carries SQLAlchemy's documented pysqlite SAVEPOINT fix (``isolation_level = None`` on
+    connect, ``BEGIN`` from the ``begin`` event; on ``AsyncEngine.sync_engine`` for aiosqlite)
+    and ``PRAGMA foreign_keys = ON``: without them the recipe does not isolate tests on SQLite.
+    Run with ``-p no:ctxdb``.
+``ctxdb``
+    The same tests using pytest-ctxdb's ``db_session`` / ``async_db_session``; the schema comes
+    from ini ``db_metadata = bench_models:Base.metadata`` and, for PostgreSQL, ``--db-url``.
+    Run with ``-p ctxdb``.
+
+Every suite uses the same generated models module: ``--tables`` tables (default 20), a
+``users`` -> ``orders`` -> ``items`` chain with foreign keys plus filler tables. The ``orm``
+body creates a user, an order and two items through the session, commits (as application
+code would: with ``create_savepoint`` that releases a SAVEPOINT), then queries them back and
+asserts. Every test uses the same (unique) user name, so a fixture that let one test's rows
+leak into the next would fail the run: the benchmark also checks isolation. The ``select1``
+body only runs ``session.execute(text("SELECT 1"))``, so what is left
+over the floor is the fixture's own cost plus one statement.
+
+Async suites run under pytest-asyncio (strict mode) with ``asyncio_default_test_loop_scope``
+and ``asyncio_default_fixture_loop_scope`` both ``session`` for floor, recipe and ctxdb alike:
+one event loop, so both fixtures may keep connections across tests.
+
+How it is timed
+---------------
+Start-up (interpreter, imports, collection, creating databases and schemas) is excluded.
+The generated ``conftest.py`` carries a tiny timing plugin that records
+``time.perf_counter()`` at ``pytest_runtest_logfinish`` of every test, i.e. after the test's
+setup, call, teardown and report. The per-test time of one run is::
+
+    (stamp[N-2] - stamp[0]) / (N-2)     # microseconds
+
+The first stamp comes after the first test, so one-time session set-up is left out. The
+last test is left out too: its teardown also finalizes the session-scoped fixtures (engine
+disposal, and the recipe's ``DROP DATABASE``), a one-time cost that would otherwise be spread
+over every test. What remains is N-2 whole steady-state test cycles.
+
+Each suite is run once as a warm-up (bytecode caches, assertion-rewrite caches, OS caches),
+then ``--repeat`` times, interleaving the variants (floor, recipe, ctxdb, floor, recipe,
+ctxdb, ...) so that slow drifts of the machine hit every variant alike. From the medians::
+
+    overhead(variant) = median(variant) - median(floor)        # us per test
+    ratio             = overhead(ctxdb) / overhead(recipe)
+
+A ratio of at most 1.00 means pytest-ctxdb costs no more per test than the hand-written
+recipe. ``PYTHONDONTWRITEBYTECODE`` is removed from the environment of the pytest
+subprocesses: with it set, pytest cannot cache its rewritten test modules and rewrites their
+assertions again on every run.
+
+Usage::
+
+    python bench/run.py                                  # 500 tests, 20 tables, 5 repeats
+    python bench/run.py --tests 50 --repeat 1            # smoke run
+    python bench/run.py --backends sqlite,postgresql --body select1 --json results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from dataclasses import dataclass
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+
+BACKENDS = ("sqlite", "sqlite-async", "postgresql", "postgresql-async")
+BODIES = ("orm", "select1")
+VARIANTS = ("floor", "recipe", "ctxdb")
+TESTS_PER_MODULE = 50
+RECIPE_DATABASE = "bench_recipe"
+CTXDB_DATABASE = "bench_ctxdb"
+DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+# -- the generated suite ---------------------------------------------------------------------
+
+
+def models_source(tables: int) -> str:
+    """The models module: users -> orders -> items, plus filler tables up to ``tables``."""
+    if tables < 3:
+        raise SystemExit("--tables must be at least 3 (users, orders, items)")
+    fillers = []
+    for number in range(1, tables - 3 + 1):
+        fillers.append(
+            textwrap.dedent(
+                f"""
+                class Filler{number:02d}(Base):
+                    __tablename__ = "filler_{number:02d}"
+                    id: Mapped[int] = mapped_column(primary_key=True)
+                    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+                    label: Mapped[str] = mapped_column(String(100))
+                    amount: Mapped[int] = mapped_column(default=0)
+                    note: Mapped[str | None] = mapped_column(String(200))
+                """
+            )
+        )
+    return textwrap.dedent(
+        '''\
+        """Benchmark models: a users -> orders -> items chain plus filler tables."""
+
+        from __future__ import annotations
+
+        from sqlalchemy import ForeignKey, String
+        from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+        class Base(DeclarativeBase):
+            pass
+
+
+        class User(Base):
+            __tablename__ = "users"
+            id: Mapped[int] = mapped_column(primary_key=True)
+            name: Mapped[str] = mapped_column(String(100), unique=True)
+            email: Mapped[str] = mapped_column(String(200))
+            orders: Mapped[list[Order]] = relationship(back_populates="user")
+
+
+        class Order(Base):
+            __tablename__ = "orders"
+            id: Mapped[int] = mapped_column(primary_key=True)
+            user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+            number: Mapped[int]
+            user: Mapped[User] = relationship(back_populates="orders")
+            items: Mapped[list[Item]] = relationship(back_populates="order")
+
+
+        class Item(Base):
+            __tablename__ = "items"
+            id: Mapped[int] = mapped_column(primary_key=True)
+            order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"))
+            sku: Mapped[str] = mapped_column(String(50))
+            quantity: Mapped[int]
+            price_cents: Mapped[int]
+            order: Mapped[Order] = relationship(back_populates="items")
+        '''
+    ) + "".join(fillers)
+
+
+def test_source(index: int, body: str, is_async: bool, floor: bool) -> str:
+    """One test function. Every variant requests a fixture of the same name."""
+    fixture = "async_db_session" if is_async else "db_session"
+    a_def = "async def" if is_async else "def"
+    aw = "await " if is_async else ""
+    if floor:
+        lines = [f"assert {fixture} is None"]
+    elif body == "select1":
+        lines = [f'assert ({aw}{fixture}.execute(text("SELECT 1"))).scalar_one() == 1']
+    else:
+        lines = [
+            # The same unique user name in every test: if one test's rows leaked into the
+            # next, its INSERT would fail, so every run also checks the fixture isolates.
+            'user = User(name="bench-user", email="bench-user@example.com")',
+            f"order = Order(user=user, number={index})",
+            "order.items = [",
+            f'    Item(sku="sku-{index}-a", quantity=1, price_cents=100),',
+            f'    Item(sku="sku-{index}-b", quantity=2, price_cents=250),',
+            "]",
+            f"{fixture}.add(user)",
+            f"{aw}{fixture}.commit()",
+            f"found = ({aw}{fixture}.scalars(",
+            "    select(Order)",
+            "    .join(Order.user)",
+            '    .where(User.name == "bench-user")',
+            "    .options(selectinload(Order.items))",
+            ")).one()",
+            f"assert found.number == {index}",
+            f'assert sorted(item.sku for item in found.items) == ["sku-{index}-a", "sku-{index}-b"]',
+        ]
+    body_text = "".join(f"    {line}\n" for line in lines)
+    return f"\n\n{a_def} test_{index:04d}({fixture}):\n{body_text}"
+
+
+def test_modules(tests: int, body: str, is_async: bool, floor: bool) -> dict[str, str]:
+    header = ["from __future__ import annotations", ""]
+    if is_async:
+        header += ["import pytest", ""]
+    if not floor:
+        if body == "select1":
+            header += ["from sqlalchemy import text"]
+        else:
+            header += [
+                "from sqlalchemy import select",
+                "from sqlalchemy.orm import selectinload",
+                "",
+                "from bench_models import Item, Order, User",
+            ]
+    if is_async:
+        header += ["", "pytestmark = pytest.mark.asyncio  # loop scope: ini default (session)"]
+    modules: dict[str, str] = {}
+    for start in range(0, tests, TESTS_PER_MODULE):
+        stop = min(start + TESTS_PER_MODULE, tests)
+        text = "\n".join(header) + "\n"
+        text += "".join(test_source(i, body, is_async, floor) for i in range(start, stop))
+        modules[f"test_bench_{start // TESTS_PER_MODULE:03d}.py"] = text
+    return modules
+
+
+TIMING_PLUGIN = '''\
+# -- timing plugin: perf_counter() after each test's setup+call+teardown+report ------------
+import json as _json
+import os as _os
+import time as _time
+
+_stamps = []
+
+
+def pytest_runtest_logfinish(nodeid, location):
+    _stamps.append(_time.perf_counter())
+
+
+def pytest_sessionfinish(session, exitstatus):
+    # The first stamp follows the first test (one-time set-up excluded); the last test is
+    # dropped because its teardown also finalizes the session-scoped fixtures.
+    n = len(_stamps)
+    per_test_us = (_stamps[-2] - _stamps[0]) / (n - 2) * 1e6 if n > 2 else None
+    with open(_os.environ["BENCH_TIMING_FILE"], "w") as f:
+        _json.dump({"tests": n, "failed": session.testsfailed, "per_test_us": per_test_us}, f)
+'''
+
+RECIPE_SYNC_SQLITE = '''\
+# -- the recipe: SQLAlchemy docs, "Joining a Session into an External Transaction" ---------
+import shutil
+import tempfile
+
+import pytest
+from sqlalchemy import create_engine, event
+from sqlalchemy.orm import Session
+
+from bench_models import Base
+
+
+@pytest.fixture(scope="session")
+def engine():
+    directory = tempfile.mkdtemp(prefix="bench-recipe-")
+    engine = create_engine(f"sqlite:///{directory}/recipe.db")
+
+    # pysqlite SAVEPOINT fix (SQLAlchemy docs, "Serializable isolation / Savepoints /
+    # Transactional DDL"), plus foreign keys: without these the recipe does not isolate.
+    @event.listens_for(engine, "connect")
+    def do_connect(dbapi_connection, connection_record):
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def do_begin(conn):
+        conn.exec_driver_sql("BEGIN")
+
+    Base.metadata.create_all(engine)
+    yield engine
+    engine.dispose()
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def db_session(engine):
+    with engine.connect() as connection:
+        trans = connection.begin()
+        session = Session(bind=connection, join_transaction_mode="create_savepoint")
+        yield session
+        session.close()
+        trans.rollback()
+'''
+
+RECIPE_SYNC_POSTGRESQL = '''\
+# -- the recipe: SQLAlchemy docs, "Joining a Session into an External Transaction" ---------
+import pytest
+from sqlalchemy import create_engine
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
+from bench_models import Base
+
+SERVER_URL = make_url(__SERVER_URL__)
+DATABASE = __DATABASE__
+
+
+@pytest.fixture(scope="session")
+def engine():
+    admin = create_engine(SERVER_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {DATABASE}")
+        conn.exec_driver_sql(f"CREATE DATABASE {DATABASE}")
+    engine = create_engine(SERVER_URL.set(database=DATABASE))
+    Base.metadata.create_all(engine)
+    yield engine
+    engine.dispose()
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {DATABASE}")
+    admin.dispose()
+
+
+@pytest.fixture
+def db_session(engine):
+    with engine.connect() as connection:
+        trans = connection.begin()
+        session = Session(bind=connection, join_transaction_mode="create_savepoint")
+        yield session
+        session.close()
+        trans.rollback()
+'''
+
+RECIPE_ASYNC_SQLITE = '''\
+# -- the recipe, async: SQLAlchemy docs, "Joining a Session into an External Transaction" --
+import shutil
+import tempfile
+
+import pytest_asyncio
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+
+from bench_models import Base
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def engine():
+    directory = tempfile.mkdtemp(prefix="bench-recipe-")
+    engine = create_async_engine(f"sqlite+aiosqlite:///{directory}/recipe.db")
+
+    # pysqlite SAVEPOINT fix, on the sync engine as the docs show for aiosqlite, plus
+    # foreign keys: without these the recipe does not isolate.
+    @event.listens_for(engine.sync_engine, "connect")
+    def do_connect(dbapi_connection, connection_record):
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def do_begin(conn):
+        conn.exec_driver_sql("BEGIN")
+
+    async with engine.begin() as conn:
+        await conn.run_sync(Base.metadata.create_all)
+    yield engine
+    await engine.dispose()
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def async_db_session(engine):
+    async with engine.connect() as connection:
+        trans = await connection.begin()
+        session = AsyncSession(bind=connection, join_transaction_mode="create_savepoint")
+        yield session
+        await session.close()
+        await trans.rollback()
+'''
+
+RECIPE_ASYNC_POSTGRESQL = '''\
+# -- the recipe, async: SQLAlchemy docs, "Joining a Session into an External Transaction" --
+import pytest_asyncio
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+
+from bench_models import Base
+
+SERVER_URL = make_url(__SERVER_URL__).set(drivername="postgresql+asyncpg")
+DATABASE = __DATABASE__
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def engine():
+    admin = create_async_engine(SERVER_URL, isolation_level="AUTOCOMMIT")
+    async with admin.connect() as conn:
+        await conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {DATABASE}")
+        await conn.exec_driver_sql(f"CREATE DATABASE {DATABASE}")
+    engine = create_async_engine(SERVER_URL.set(database=DATABASE))
+    async with engine.begin() as conn:
+        await conn.run_sync(Base.metadata.create_all)
+    yield engine
+    await engine.dispose()
+    async with admin.connect() as conn:
+        await conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {DATABASE}")
+    await admin.dispose()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def async_db_session(engine):
+    async with engine.connect() as connection:
+        trans = await connection.begin()
+        session = AsyncSession(bind=connection, join_transaction_mode="create_savepoint")
+        yield session
+        await session.close()
+        await trans.rollback()
+'''
+
+FLOOR_SYNC = '''\
+# -- floor: a do-nothing fixture of the same name --------------------------------------------
+import pytest
+
+
+@pytest.fixture
+def db_session():
+    yield None
+'''
+
+FLOOR_ASYNC = '''\
+# -- floor: a do-nothing async fixture of the same name --------------------------------------
+import pytest_asyncio
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def async_db_session():
+    yield None
+'''
+
+
+@dataclass(frozen=True)
+class Suite:
+    backend: str
+    body: str
+    variant: str
+    directory: Path
+    args: tuple[str, ...]
+
+    @property
+    def label(self) -> str:
+        return f"{self.backend}/{self.body}/{self.variant}"
+
+
+def conftest_source(backend: str, variant: str, pg_url: str) -> str:
+    is_async = backend.endswith("-async")
+    if variant == "ctxdb":
+        fixtures = "# -- ctxdb: the plugin's own db_session / async_db_session are used\n"
+    elif variant == "floor":
+        fixtures = FLOOR_ASYNC if is_async else FLOOR_SYNC
+    else:
+        fixtures = {
+            "sqlite": RECIPE_SYNC_SQLITE,
+            "sqlite-async": RECIPE_ASYNC_SQLITE,
+            "postgresql": RECIPE_SYNC_POSTGRESQL,
+            "postgresql-async": RECIPE_ASYNC_POSTGRESQL,
+        }[backend]
+        fixtures = fixtures.replace("__SERVER_URL__", repr(pg_url))
+        fixtures = fixtures.replace("__DATABASE__", repr(RECIPE_DATABASE))
+    return f'"""Generated by bench/run.py ({backend}, {variant})."""\n\n{TIMING_PLUGIN}\n\n{fixtures}'
+
+
+def ini_source(backend: str, variant: str) -> str:
+    lines = ["[pytest]", "pythonpath = .", "asyncio_mode = strict"]
+    if backend.endswith("-async"):
+        lines += [
+            "asyncio_default_test_loop_scope = session",
+            "asyncio_default_fixture_loop_scope = session",
+        ]
+    else:
+        lines += ["asyncio_default_fixture_loop_scope = function"]
+    if variant == "ctxdb":
+        lines += ["db_metadata = bench_models:Base.metadata"]
+    return "\n".join(lines) + "\n"
+
+
+def write_suite(root: Path, backend: str, body: str, variant: str, options: argparse.Namespace) -> Suite:
+    directory = root / f"{backend}-{body}-{variant}"
+    directory.mkdir(parents=True)
+    (directory / "pytest.ini").write_text(ini_source(backend, variant))
+    (directory / "conftest.py").write_text(conftest_source(backend, variant, options.pg_url))
+    (directory / "bench_models.py").write_text(models_source(options.tables))
+    is_async = backend.endswith("-async")
+    for name, text in test_modules(options.tests, body, is_async, variant == "floor").items():
+        (directory / name).write_text(text)
+    args = ["-q", "-p", "no:cacheprovider"]
+    if variant == "ctxdb":
+        args += ["-p", "ctxdb"]
+        if backend.startswith("postgresql"):
+            # Own test database name: no clash with a test run on the same server.
+            args += ["--db-url", options.pg_url, "--db-test-name", CTXDB_DATABASE]
+    else:
+        args += ["-p", "no:ctxdb"]
+    return Suite(backend, body, variant, directory, tuple(args))
+
+
+# -- running -----------------------------------------------------------------------------------
+
+
+def subprocess_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # let pytest cache its rewritten test modules
+    env.pop("PYTEST_ADDOPTS", None)
+    env.pop("PYTEST_CTXDB_URL", None)
+    env.pop("PYTEST_PLUGINS", None)
+    return env
+
+
+def run_suite(suite: Suite, tests: int) -> float:
+    """Run ``suite`` once; return its per-test time in microseconds."""
+    timing = suite.directory / "timing.json"
+    timing.unlink(missing_ok=True)
+    env = subprocess_env()
+    env["BENCH_TIMING_FILE"] = str(timing)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", *suite.args],
+        cwd=suite.directory,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    result = json.loads(timing.read_text()) if timing.exists() else None
+    if proc.returncode != 0 or result is None or result["tests"] != tests or result["failed"]:
+        sys.stderr.write(proc.stdout[-6000:] + proc.stderr[-3000:])
+        raise SystemExit(f"{suite.label}: pytest failed (exit {proc.returncode}, timing {result})")
+    return float(result["per_test_us"])
+
+
+def check_postgresql(url: str) -> str:
+    """Return the server version, or raise SystemExit saying why the server cannot be used."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import NullPool
+
+    try:
+        engine = create_engine(url, poolclass=NullPool)
+        with engine.connect() as conn:
+            version = conn.exec_driver_sql("SHOW server_version").scalar_one()
+        engine.dispose()
+    except Exception as exc:  # noqa: BLE001
+        raise SystemExit(f"PostgreSQL at {url} is not usable: {type(exc).__name__}: {exc}") from None
+    return str(version)
+
+
+def drop_recipe_database(url: str) -> None:
+    """Drop the recipe's database if a killed run left it behind."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import NullPool
+
+    engine = create_engine(url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {RECIPE_DATABASE} WITH (FORCE)")
+    finally:
+        engine.dispose()
+
+
+def versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for dist in ("SQLAlchemy", "pytest", "pytest-asyncio", "pytest-ctxdb", "psycopg", "asyncpg", "aiosqlite"):
+        try:
+            found[dist] = importlib_metadata.version(dist)
+        except importlib_metadata.PackageNotFoundError:
+            found[dist] = "-"
+    import sqlite3
+
+    found["sqlite"] = sqlite3.sqlite_version
+    return found
+
+
+# -- reporting ---------------------------------------------------------------------------------
+
+
+def summarize(samples: dict[tuple[str, str, str], list[float]], backends, bodies) -> list[dict]:
+    rows = []
+    for backend in backends:
+        for body in bodies:
+            med = {v: statistics.median(samples[(backend, body, v)]) for v in VARIANTS}
+            recipe = med["recipe"] - med["floor"]
+            ctxdb = med["ctxdb"] - med["floor"]
+            rows.append(
+                {
+                    "backend": backend,
+                    "body": body,
+                    "floor_us": med["floor"],
+                    "recipe_us": med["recipe"],
+                    "ctxdb_us": med["ctxdb"],
+                    "recipe_overhead_us": recipe,
+                    "ctxdb_overhead_us": ctxdb,
+                    "ratio": ctxdb / recipe if recipe > 0 else None,
+                    "samples_us": {v: samples[(backend, body, v)] for v in VARIANTS},
+                }
+            )
+    return rows
+
+
+def markdown_table(rows: list[dict]) -> str:
+    out = [
+        "| backend | body | floor us/test | recipe overhead us | ctxdb overhead us | ratio |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        ratio = "n/a" if row["ratio"] is None else f"{row['ratio']:.2f}"
+        out.append(
+            f"| {row['backend']} | {row['body']} | {row['floor_us']:.0f} | "
+            f"{row['recipe_overhead_us']:.0f} | {row['ctxdb_overhead_us']:.0f} | {ratio} |"
+        )
+    return "\n".join(out)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Per-test overhead of pytest-ctxdb vs SQLAlchemy's hand-written recipe.",
+    )
+    parser.add_argument("--tests", type=int, default=500, help="tests per suite (default 500)")
+    parser.add_argument("--tables", type=int, default=20, help="tables in the schema (default 20)")
+    parser.add_argument("--repeat", type=int, default=5, help="measured runs per suite (default 5)")
+    parser.add_argument("--backends", default=",".join(BACKENDS),
+                        help=f"comma-separated subset of {','.join(BACKENDS)}")
+    parser.add_argument("--body", default=",".join(BODIES),
+                        help=f"comma-separated subset of {','.join(BODIES)}")
+    parser.add_argument("--pg-url", default=DEFAULT_PG_URL,
+                        help=f"PostgreSQL server URL, sync driver (default {DEFAULT_PG_URL})")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
+    parser.add_argument("--keep", action="store_true", help="keep the generated suites")
+    options = parser.parse_args(argv)
+    options.backends = [b.strip() for b in options.backends.split(",") if b.strip()]
+    options.bodies = [b.strip() for b in options.body.split(",") if b.strip()]
+    for name, given, known in (("--backends", options.backends, BACKENDS), ("--body", options.bodies, BODIES)):
+        unknown = sorted(set(given) - set(known))
+        if unknown or not given:
+            parser.error(f"{name}: unknown or empty {unknown}; choose from {', '.join(known)}")
+    if options.tests < 3:
+        parser.error("--tests must be at least 3")
+    if options.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    return options
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = parse_args(argv)
+    info = versions()
+    uses_pg = any(b.startswith("postgresql") for b in options.backends)
+    if uses_pg:
+        info["postgresql-server"] = check_postgresql(options.pg_url)
+    print("pytest-ctxdb benchmark: per-test overhead over a no-database floor")
+    print("versions: " + ", ".join(f"{k} {v}" for k, v in info.items()))
+    print(
+        f"suite: {options.tests} tests over {options.tables} tables; {options.repeat} measured "
+        "runs per suite after one warm-up, variants interleaved; medians."
+    )
+    print(
+        "note: PYTHONDONTWRITEBYTECODE is unset for the pytest subprocesses "
+        f"(it is {'set' if os.environ.get('PYTHONDONTWRITEBYTECODE') else 'not set'} here), "
+        "so pytest can cache rewritten test modules.",
+        flush=True,
+    )
+
+    root = Path(tempfile.mkdtemp(prefix="ctxdb-bench-"))
+    samples: dict[tuple[str, str, str], list[float]] = {}
+    started = time.monotonic()
+    try:
+        suites = [
+            write_suite(root, backend, body, variant, options)
+            for backend in options.backends
+            for body in options.bodies
+            for variant in VARIANTS
+        ]
+        for round_ in range(options.repeat + 1):
+            what = "warm-up" if round_ == 0 else f"run {round_}/{options.repeat}"
+            for suite in suites:
+                per_test = run_suite(suite, options.tests)
+                if round_ > 0:
+                    samples.setdefault((suite.backend, suite.body, suite.variant), []).append(per_test)
+                print(f"  [{what}] {suite.label}: {per_test:8.1f} us/test", file=sys.stderr, flush=True)
+    finally:
+        if uses_pg:
+            drop_recipe_database(options.pg_url)
+        if options.keep:
+            print(f"generated suites kept in {root}", file=sys.stderr)
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+
+    rows = summarize(samples, options.backends, options.bodies)
+    print()
+    print(markdown_table(rows))
+    print()
+    print(
+        "overhead = median us/test of the variant - median us/test of the floor; "
+        "ratio = ctxdb overhead / recipe overhead (target: <= 1.00)."
+    )
+    print(f"total time: {time.monotonic() - started:.0f} s")
+    if options.json:
+        path = Path(options.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(
+            json.dumps(
+                {
+                    "versions": info,
+                    "tests": options.tests,
+                    "tables": options.tables,
+                    "repeat": options.repeat,
+                    "results": rows,
+                },
+                indent=2,
+            )
+        )
+        print(f"results written to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

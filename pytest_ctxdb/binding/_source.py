@@ -1,0 +1,79 @@
+"""The test's session source: what the context runtime gets while a test runs.
+
+The rule a user can rely on (documented in the README):
+
+* in the test's own context, the context session of an alias *is* the fixture session
+  (``db_session`` / ``async_db_session``) when the alias's kind (sync/async) matches: the same
+  object, so the test and the code it calls share pending objects and the identity map;
+* in any context the app opens itself (a request through the middleware, a job,
+  ``run_in_new_context``, ``new_session``), a new session is made on the *same* test
+  connection with ``join_transaction_mode="create_savepoint"``: it sees everything flushed
+  on that connection, and its commits release savepoints inside the test's outer transaction.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .._errors import ContextError
+from ._binding import AsyncTestBinding, TestBinding
+
+__all__ = ("TestSessionSource",)
+
+_FIXED = frozenset({"bind", "binds", "join_transaction_mode"})
+
+
+class TestSessionSource:
+    """Makes the context runtime's sessions on one test's connections.
+
+    :ivar root_scope: the context scope of the test itself (set by the plugin).
+    :ivar escapes: messages of connections checked out of an app engine during the test.
+    """
+
+    __test__ = False
+
+    def __init__(self) -> None:
+        self.sync_binding: TestBinding | None = None
+        self.async_binding: AsyncTestBinding | None = None
+        self.root_scope: Any = None
+        self.root_sessions: dict[tuple[str, bool], Any] = {}
+        self.escapes: list[str] = []
+
+    def make_session(self, database: Any, scope: Any) -> Any:
+        alias, is_async = database.alias, database.is_async
+        if scope is not None and scope is self.root_scope:
+            session = self.root_sessions.get((alias, is_async))
+            if session is not None:
+                return session
+        options = {k: v for k, v in database.session_options.items() if k not in _FIXED}
+        if is_async:
+            if self.async_binding is None:
+                raise ContextError(
+                    f"the app's alias {alias!r} is async but this test has no async binding; "
+                    "request the async_db_session (or async_db_connection) fixture."
+                )
+            try:
+                outer = self.async_binding.outer(alias)
+            except KeyError:
+                raise ContextError(
+                    f"alias {alias!r} is not open in this test; give it a test database with "
+                    f"--db-url {alias}=URL."
+                ) from None
+            return outer.session(**options)
+        if self.sync_binding is None:
+            raise ContextError(
+                f"the app's alias {alias!r} is sync but this test has no sync binding; "
+                "request the db_session (or db_connection) fixture."
+            )
+        return self.sync_binding.outer(alias).session(**options)
+
+    def escaped(self, database: Any) -> ContextError:
+        url = database.sync_engine.url.render_as_string(hide_password=True)
+        message = (
+            f"the app's engine for alias {database.alias!r} ({url}) was asked for a connection "
+            "during the test: it would bypass the test's outer transaction and commit for real. "
+            "Make sessions through pytest_ctxdb.context (db_session(), new_session(), atomic) "
+            "or list the engine / sessionmaker in ini db_engines / db_sessionmakers."
+        )
+        self.escapes.append(message)
+        return ContextError(message)

@@ -1,0 +1,102 @@
+"""The one seam between the runtime and tests: where a session for an alias is made.
+
+Outside tests nothing is installed and sessions come from the alias's ``sessionmaker``.
+While a test runs, the pytest plugin installs a :class:`SessionSource` that makes every
+session on the test's connection instead, and guards the registered engines against use.
+Process-wide on purpose: app code also runs in threads and in fresh contexts.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from typing import TYPE_CHECKING, Any, Protocol
+
+from sqlalchemy import event
+
+from .._errors import ContextError
+
+if TYPE_CHECKING:
+    from ._registry import Database
+    from ._scope import SessionScope
+
+__all__ = ("SessionSource", "current_source", "install_source", "uninstall_source", "watch_database")
+
+
+class SessionSource(Protocol):
+    """What a test binding offers the runtime (implemented by the pytest plugin)."""
+
+    def make_session(self, database: Database, scope: SessionScope | None) -> Any:
+        """Return a new ``Session`` / ``AsyncSession`` for ``database`` on the test connection.
+
+        :param scope: the context the session is for (``None`` for :func:`new_session`).
+        """
+
+    def escaped(self, database: Database) -> ContextError:
+        """Record, and return the error for, a connection checked out of ``database``'s own
+        engine while the test binding is installed."""
+
+
+_lock = threading.Lock()
+_source: SessionSource | None = None
+_watched: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def current_source() -> SessionSource | None:
+    """The installed test source, or ``None`` outside tests."""
+    return _source
+
+
+def install_source(source: SessionSource) -> None:
+    """Install ``source`` for the duration of one test and guard every registered engine.
+
+    :raises ContextError: another source is installed (tests do not overlap in one process).
+    """
+    global _source
+    from ._registry import registered_databases
+
+    with _lock:
+        if _source is not None and _source is not source:
+            raise ContextError("a test binding is already installed; tests cannot overlap")
+        _source = source
+    for database in registered_databases().values():
+        watch_database(database)
+
+
+def uninstall_source(source: SessionSource) -> None:
+    """Remove ``source``; engine guards stay attached but do nothing without a source."""
+    global _source
+    with _lock:
+        if _source is source:
+            _source = None
+
+
+def watch_database(database: Database) -> None:
+    """While a source is installed, fail any checkout from ``database``'s own engine.
+
+    Nothing is attached until a test installs a source, so production engines never
+    carry the guard.
+
+    Escape detection: such a connection would bypass the test's outer transaction and
+    commit for real. The checkout raises :class:`ContextError` (so nothing runs on it) and
+    the source records it, so the test fails even if the app swallows the error.
+    """
+    source = _source
+    if source is None:
+        return
+    engine = database.sync_engine
+
+    def guard(*args: Any) -> None:
+        installed = _source
+        if installed is not None:
+            raise installed.escaped(database)
+
+    with _lock:
+        if engine in _watched:
+            return
+        _watched.add(engine)
+    # Attached once and kept: it costs one global read per checkout when no test runs.
+    # "do_connect" stops a new connection before it is made (the app's server may not even
+    # exist in tests); "checkout" stops one already pooled.
+    event.listen(engine, "do_connect", guard)
+    event.listen(engine, "checkout", guard)
