@@ -226,7 +226,10 @@ def test_bad_db_metadata_is_one_usage_error(
 
 @pytest.mark.parametrize("source", ["ini", "env"])
 def test_malformed_url_names_ini_or_env_source(
-    pytester: pytest.Pytester, ini: Callable[..., None], monkeypatch: pytest.MonkeyPatch, source: str
+    pytester: pytest.Pytester,
+    ini: Callable[..., None],
+    monkeypatch: pytest.MonkeyPatch,
+    source: str,
 ) -> None:
     """A malformed URL from ini ``db_url`` or env PYTEST_CTXDB_URL names where it came from."""
     bad_url = "postgresql//u:s3cr%40t@127.0.0.1/app"
@@ -244,7 +247,12 @@ def test_malformed_url_names_ini_or_env_source(
     ("args", "ini_lines", "pattern"),
     [
         (
-            ("--db-url", "a=postgresql://u:hunter2@127.0.0.1:1/one", "--db-url", "a=sqlite:///two.db"),
+            (
+                "--db-url",
+                "a=postgresql://u:hunter2@127.0.0.1:1/one",
+                "--db-url",
+                "a=sqlite:///two.db",
+            ),
             (),
             "ERROR: --db-url: alias 'a' is given twice*",
         ),

@@ -40,6 +40,14 @@ def server_url(database: str, *, password: str = "hunter2", driver: str = "psyco
     return f"postgresql+{driver}://postgres:{password}@127.0.0.1:1/{database}"
 
 
+def pg_header_line(alias: str, database: str, source: str) -> str:
+    """The expected header line of a psycopg/asyncpg alias whose URL has a password."""
+    return (
+        f"ctxdb: {alias}: postgresql+psycopg://postgres:***@127.0.0.1:1/{database} "
+        f"({source}; sync driver psycopg, async driver asyncpg)"
+    )
+
+
 def header_lines(pytester: pytest.Pytester, *args: str) -> list[str]:
     """Run a suite that uses no database and return its ``ctxdb:`` header lines."""
     pytester.makepyfile(test_plain=PLAIN_SUITE)
@@ -53,10 +61,7 @@ def header_lines(pytester: pytest.Pytester, *args: str) -> list[str]:
 def test_header_shows_test_database_url_with_password_masked(pytester: pytest.Pytester) -> None:
     """The header names the test database (not the URL's), its source and drivers, no password."""
     lines = header_lines(pytester, "--db-url", server_url("app"))
-    assert lines == [
-        "ctxdb: default: postgresql+psycopg://postgres:***@127.0.0.1:1/test_app "
-        "(from --db-url; sync driver psycopg, async driver asyncpg)"
-    ]
+    assert lines == [pg_header_line("default", "test_app", "from --db-url")]
 
 
 @pytest.mark.parametrize(
@@ -111,12 +116,9 @@ def test_each_alias_has_its_own_header_line(
         f"archive={server_url('archive', password='p%40ss%25word')}",
     )
     assert lines == [
-        "ctxdb: default: postgresql+psycopg://postgres:***@127.0.0.1:1/test_app "
-        "(from --db-url; sync driver psycopg, async driver asyncpg)",
-        "ctxdb: archive: postgresql+psycopg://postgres:***@127.0.0.1:1/test_archive "
-        "(from --db-url; sync driver psycopg, async driver asyncpg)",
-        "ctxdb: reports: postgresql+psycopg://postgres:***@127.0.0.1:1/test_reports "
-        "(from ini db_url; sync driver psycopg, async driver asyncpg)",
+        pg_header_line("default", "test_app", "from --db-url"),
+        pg_header_line("archive", "test_archive", "from --db-url"),
+        pg_header_line("reports", "test_reports", "from ini db_url"),
     ]
 
 

@@ -1,9 +1,10 @@
-"""The package's shape: a pytest-free runtime, honest ``__all__``, the schema hook, ``-p no:ctxdb``."""
+"""The package's shape: pytest-free runtime, honest ``__all__``, schema hook, ``-p no:ctxdb``."""
 
 from __future__ import annotations
 
 import importlib
 import inspect as pyinspect
+import json
 import subprocess
 import sys
 from collections.abc import Callable
@@ -37,14 +38,14 @@ def _no_url_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 def pytest_modules_after_import(module: str, cwd: Path) -> list[str]:
     """Import ``module`` in a fresh interpreter; return the pytest modules it loaded."""
     code = (
-        f"import sys, {module}\n"
-        "print(sorted(m for m in sys.modules if m.partition('.')[0] in ('pytest', '_pytest')))"
+        f"import json, sys, {module}\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.partition('.')[0] in ('pytest', '_pytest'))))"
     )
     completed = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=cwd, check=False
     )
     assert completed.returncode == 0, completed.stderr
-    return eval(completed.stdout)  # noqa: S307 - our own repr of a list of str
+    return json.loads(completed.stdout)
 
 
 @pytest.mark.parametrize("module", RUNTIME_PACKAGES)
@@ -75,7 +76,9 @@ def public_classes_and_functions(module: object, home: Callable[[str], bool]) ->
     found = set()
     for attr in dir(module):
         value = getattr(module, attr)
-        if attr.startswith("_") or not (isinstance(value, FunctionType) or pyinspect.isclass(value)):
+        if attr.startswith("_") or not (
+            isinstance(value, FunctionType) or pyinspect.isclass(value)
+        ):
             continue
         if home(value.__module__):
             found.add(attr)
@@ -160,7 +163,9 @@ def test_uses_db_session(db_session):
 """
 
 
-def test_p_no_ctxdb_disables_the_plugin(pytester: pytest.Pytester, ini: Callable[..., None]) -> None:
+def test_p_no_ctxdb_disables_the_plugin(
+    pytester: pytest.Pytester, ini: Callable[..., None]
+) -> None:
     """``-p no:ctxdb`` unloads the plugin: no header line, no ``db_session`` fixture."""
     pytester.makepyfile(test_db=DB_SESSION_SUITE)
     enabled = pytester.runpytest_subprocess()

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
-from ._outer import JOIN_MODE, OuterTransaction, _refuse_commit
+from ._outer import JOIN_MODE, OuterTransaction, prepare_connection
 
 __all__ = ("AsyncOuterTransaction", "AsyncReusedConnection")
 
@@ -32,7 +31,9 @@ class AsyncReusedConnection:
         connection = self._connection
         if connection is None or connection.closed or connection.invalidated:
             connection = self._connection = await self.engine.connect()
-            event.listen(connection.sync_connection, "commit", _refuse_commit)
+            sync_connection = connection.sync_connection
+            assert sync_connection is not None  # set once the connection is started
+            prepare_connection(sync_connection)
         return connection
 
     async def close(self) -> None:

@@ -26,8 +26,9 @@ from sqlalchemy.engine import Connection, Engine, RootTransaction
 from sqlalchemy.orm import Session
 
 from .._errors import TransactionError
+from ._arbiter import SavepointArbiter
 
-__all__ = ("JOIN_MODE", "OuterTransaction", "ReusedConnection")
+__all__ = ("JOIN_MODE", "OuterTransaction", "ReusedConnection", "prepare_connection")
 
 #: the ``join_transaction_mode`` of every session bound to a test connection.
 JOIN_MODE: Final = "create_savepoint"
@@ -39,6 +40,21 @@ def _refuse_commit(connection: Connection) -> None:
         "test's data permanent. Commit through db_session / async_db_session (it releases a "
         "SAVEPOINT), or use db_connection.begin_nested() for a savepoint of your own."
     )
+
+
+_ARBITER = "pytest_ctxdb.arbiter"
+
+
+def prepare_connection(connection: Connection) -> None:
+    """Install the commit guard and the savepoint arbiter on a new test connection."""
+    event.listen(connection, "commit", _refuse_commit)
+    connection.info[_ARBITER] = SavepointArbiter(connection)
+
+
+def _reset_arbiter(connection: Connection) -> None:
+    arbiter = connection.info.get(_ARBITER)
+    if arbiter is not None:
+        arbiter.reset()
 
 
 class ReusedConnection:
@@ -59,7 +75,7 @@ class ReusedConnection:
         connection = self._connection
         if connection is None or connection.closed or connection.invalidated:
             connection = self._connection = self.engine.connect()
-            event.listen(connection, "commit", _refuse_commit)
+            prepare_connection(connection)
         return connection
 
     def close(self) -> None:
@@ -83,6 +99,7 @@ class OuterTransaction:
 
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
+        _reset_arbiter(connection)
         self._transaction: RootTransaction = connection.begin()
         self._sessions: list[Session] = []
 
@@ -121,6 +138,7 @@ class OuterTransaction:
             elif not self.connection.closed and not self.connection.invalidated:
                 self.connection.invalidate()
         finally:
+            _reset_arbiter(self.connection)
             sessions, self._sessions = self._sessions, []
             for session in sessions:
                 session.close()

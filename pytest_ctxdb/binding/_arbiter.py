@@ -1,0 +1,170 @@
+"""Savepoint order on the one test connection, for concurrent contexts.
+
+In a test every session shares one connection, so their savepoints share one stack: when
+``asyncio.gather`` runs two contexts, one may ``RELEASE`` its savepoint while the other's,
+opened after it, is still in use, and PostgreSQL then reports ``savepoint "sa_savepoint_5"
+does not exist`` (a *lost savepoint*). The arbiter keeps the stack in order:
+
+* a context may open a savepoint when the stack is empty or its top belongs to the same
+  context or to an ancestor (a request's context, then ``run_in_new_context`` children);
+  otherwise it waits until the top is released: concurrent siblings are serialized
+  transaction by transaction;
+* a savepoint is released or rolled back only once it is the top, waiting for younger ones;
+* a wait that could never end (the holder is the waiting task or thread itself) or that
+  lasts longer than ``timeout`` seconds raises :class:`ContextError` instead of hanging.
+
+Async connections wait with ``await_only`` inside SQLAlchemy's greenlet (the task yields to
+the event loop); sync ones with a condition variable (threads).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Connection
+from sqlalchemy.util import await_only
+from sqlalchemy.util.concurrency import in_greenlet
+
+from .._errors import ContextError
+
+__all__ = ("SavepointArbiter",)
+
+_scope_var: ContextVar[Any] | None = None
+
+
+def current_owner() -> Any:
+    """The context-runtime scope of the caller (``None`` when the runtime is not in use)."""
+    global _scope_var
+    if _scope_var is None:
+        from ..context._scope import _current
+
+        _scope_var = _current
+    return _scope_var.get()
+
+
+def _actor() -> Any:
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:
+        task = None
+    return task if task is not None else threading.get_ident()
+
+
+def _descends(owner: Any, holder: Any) -> bool:
+    while owner is not None:
+        if owner is holder:
+            return True
+        owner = getattr(owner, "parent", None)
+    return False
+
+
+@dataclass
+class _Entry:
+    name: str
+    owner: Any
+    actor: Any
+
+
+class SavepointArbiter:
+    """Keeps the savepoints of one test connection in stack order (see the module doc).
+
+    :param connection: the test connection (an ``AsyncConnection``'s ``sync_connection``).
+    :param timeout: seconds a context waits for another's savepoint before giving up.
+    :param owner: returns the caller's context scope.
+    """
+
+    def __init__(
+        self,
+        connection: Connection,
+        *,
+        timeout: float = 30.0,
+        owner: Callable[[], Any] = current_owner,
+    ) -> None:
+        self.timeout = timeout
+        self._owner = owner
+        self._is_async = connection.dialect.is_async
+        self._stack: list[_Entry] = []
+        self._condition = threading.Condition()
+        self._waiters: list[asyncio.Future[None]] = []
+        event.listen(connection, "savepoint", self._on_savepoint)
+        event.listen(connection, "release_savepoint", self._on_end)
+        event.listen(connection, "rollback_savepoint", self._on_end)
+
+    def reset(self) -> None:
+        """Forget every savepoint (the outer transaction ended) and wake all waiters."""
+        with self._condition:
+            self._stack.clear()
+        self._wake()
+
+    # -- events ----------------------------------------------------------------------------
+
+    def _on_savepoint(self, connection: Connection, name: str | None) -> None:
+        owner, actor = self._owner(), _actor()
+
+        def may_open() -> bool:
+            return not self._stack or _descends(owner, self._stack[-1].owner)
+
+        self._wait(may_open, actor, "open a savepoint")
+        if name is None:  # SQLAlchemy names it right after this event
+            name = f"sa_savepoint_{getattr(connection, '_Connection__savepoint_seq', 0) + 1}"
+        with self._condition:
+            self._stack.append(_Entry(name, owner, actor))
+
+    def _on_end(self, connection: Connection, name: str, context: Any) -> None:
+        def is_top() -> bool:
+            names = [entry.name for entry in self._stack]
+            return name not in names or names[-1] == name
+
+        self._wait(is_top, _actor(), f"end savepoint {name}")
+        with self._condition:
+            if self._stack and self._stack[-1].name == name:
+                self._stack.pop()
+        self._wake()
+
+    # -- waiting ---------------------------------------------------------------------------
+
+    def _wait(self, ready: Callable[[], bool], actor: Any, what: str) -> None:
+        deadline = time.monotonic() + self.timeout
+        while not ready():
+            holder = self._stack[-1]
+            if holder.actor == actor:
+                raise ContextError(
+                    f"cannot {what} on the test connection: savepoint {holder.name} of another "
+                    "context, opened by this same task/thread, is still open, so waiting would "
+                    "never end. End (commit, roll back or close) that session first, or run the "
+                    "two contexts as separate tasks."
+                )
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ContextError(
+                    f"waited {self.timeout:.0f} s to {what} on the test connection while "
+                    f"savepoint {holder.name} of another context stayed open. Contexts sharing "
+                    "the test connection are serialized transaction by transaction; one of them "
+                    "never ended its transaction."
+                )
+            if self._is_async and in_greenlet():
+                future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                self._waiters.append(future)
+                try:
+                    await_only(asyncio.wait_for(future, remaining))
+                except asyncio.TimeoutError:
+                    pass
+            else:
+                with self._condition:
+                    if not ready():
+                        self._condition.wait(remaining)
+
+    def _wake(self) -> None:
+        with self._condition:
+            self._condition.notify_all()
+        waiters, self._waiters = self._waiters, []
+        for future in waiters:
+            if not future.done():
+                future.set_result(None)
