@@ -32,7 +32,7 @@ LOOP_TROUBLE = (
 
 #: one module of the inner package; ``MARKER`` becomes the class's ``asyncio`` marker (if any)
 #: and ``SHARED`` whether its async tests should all run in one event loop.
-ASYNC_TESTS = '''
+ASYNC_TESTS = """
 import asyncio
 
 import pytest
@@ -79,10 +79,10 @@ class TestAsyncIsolation:
 def test_loops():
     assert len(LOOPS) == 7
     assert len(set(map(id, LOOPS))) == (1 if SHARED else 4)
-'''
+"""
 
 #: an async test whose ``commit()`` of its outer transaction is refused, and the one after it.
-ASYNC_REFUSED = '''
+ASYNC_REFUSED = """
 import pytest
 from sqlalchemy import insert
 from models import NAMES, Item
@@ -97,7 +97,7 @@ async def test_connection_commit(async_db_connection):
 
 async def test_after_refused_commit(async_db_session):
     assert (await async_db_session.scalars(NAMES)).all() == []
-'''
+"""
 
 #: tests in one ``ASYNC_TESTS`` module.
 PER_MODULE = 5
@@ -128,7 +128,9 @@ def check_run(backend: Backend, pytester: pytest.Pytester, **outcomes: int) -> p
 
 
 @pytest.mark.parametrize("scope", LOOP_SCOPES)
-def test_strict_mode_loop_scope(backend: Backend, pytester: pytest.Pytester, ini, scope: str) -> None:
+def test_strict_mode_loop_scope(
+    backend: Backend, pytester: pytest.Pytester, ini, scope: str
+) -> None:
     """Under strict mode with @pytest.mark.asyncio(loop_scope=...), commits never outlive a test."""
     ini(*INI_LINES)
     module = async_module(scope)
@@ -137,7 +139,9 @@ def test_strict_mode_loop_scope(backend: Backend, pytester: pytest.Pytester, ini
 
 
 @pytest.mark.parametrize("scope", ["function", "session"])
-def test_auto_mode_default_loop_scope(backend: Backend, pytester: pytest.Pytester, ini, scope: str) -> None:
+def test_auto_mode_default_loop_scope(
+    backend: Backend, pytester: pytest.Pytester, ini, scope: str
+) -> None:
     """Under auto mode with asyncio_default_test_loop_scope, commits never outlive a test."""
     ini(*INI_LINES, f"asyncio_default_test_loop_scope = {scope}", asyncio_mode="auto")
     module = async_module(scope, marked=False)

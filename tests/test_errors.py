@@ -137,9 +137,9 @@ def test_url_without_database_is_one_usage_error(pytester: pytest.Pytester, url:
 @pytest.mark.parametrize(
     ("url", "pattern"),
     [
-        ("oracle+foo://u:pw-oracle@127.0.0.1:1/app", "ERROR: --db-url: *'oracle'*not supported*"),
-        ("nosuchdialect://u:pw-oracle@127.0.0.1:1/app", "ERROR: --db-url: *'nosuchdialect'*"),
-        ("postgresql+nosuchdriver://u:pw-oracle@127.0.0.1/test", "ERROR: *--db-url*nosuchdriver*"),
+        ("oracle+foo://u:pw-unknown@127.0.0.1:1/app", "ERROR: --db-url: *'oracle'*not supported*"),
+        ("nosuchdialect://u:pw-unknown@127.0.0.1:1/app", "ERROR: --db-url: *'nosuchdialect'*"),
+        ("postgresql+nosuchdriver://u:pw-unknown@127.0.0.1/test", "ERROR: *--db-url*nosuchdriver*"),
         ("sqlite+nosuchdriver:///app.db", "ERROR: *--db-url*nosuchdriver*"),
     ],
     ids=["oracle", "unknown-dialect", "postgresql-unknown-driver", "sqlite-unknown-driver"],
@@ -149,7 +149,7 @@ def test_unknown_dialect_or_driver_is_one_usage_error(
 ) -> None:
     """An unsupported dialect or a driver SQLAlchemy does not know is refused, not replaced."""
     result = run_suite(pytester, "--db-url", url)
-    line = assert_one_usage_error(result, pattern, secrets=("pw-oracle",))
+    line = assert_one_usage_error(result, pattern, secrets=("pw-unknown",))
     assert "cannot use the server" not in line  # refused without trying a connection
 
 
@@ -344,7 +344,7 @@ def test_foreign_database_with_the_test_name_is_never_dropped(
 def test_stale_marked_database_is_replaced_and_dropped(
     pytester: pytest.Pytester, postgresql: Backend, admin_engine: Engine
 ) -> None:
-    """A leftover database carrying pytest-ctxdb's mark is recreated empty and dropped at the end."""
+    """A leftover database with pytest-ctxdb's mark is recreated empty and dropped at the end."""
     run_sql(
         admin_engine,
         f"DROP DATABASE IF EXISTS {STALE}",

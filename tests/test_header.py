@@ -19,6 +19,8 @@ def test_plain():
     assert 1 + 1 == 2
 """
 ENV_URL = "PYTEST_CTXDB_URL"
+#: the passwords used below, in every form that must never be printed.
+SECRETS = ("hunter2", "p%40ss%25word", "p@ss%word", "qs-secret-42")
 PUBLIC_FIXTURES = (
     "db_engine",
     "db_connection",
@@ -52,9 +54,9 @@ def header_lines(pytester: pytest.Pytester, *args: str) -> list[str]:
     """Run a suite that uses no database and return its ``ctxdb:`` header lines."""
     pytester.makepyfile(test_plain=PLAIN_SUITE)
     result = pytester.runpytest_subprocess(*args)
-    assert result.ret == pytest.ExitCode.OK, "\n".join(result.outlines + result.errlines)
     output = "\n".join(result.outlines + result.errlines)
-    assert "hunter2" not in output
+    assert result.ret == pytest.ExitCode.OK, output
+    assert [secret for secret in SECRETS if secret in output] == []
     return [line for line in result.outlines if line.startswith("ctxdb:")]
 
 
@@ -65,11 +67,11 @@ def test_header_shows_test_database_url_with_password_masked(pytester: pytest.Py
 
 
 @pytest.mark.parametrize(
-    ("sources", "expected"),
+    ("sources", "database", "origin"),
     [
-        (("cli", "env", "ini"), "test_cli_db (from --db-url;"),
-        (("env", "ini"), f"test_env_db (from env {ENV_URL};"),
-        (("ini",), "test_ini_db (from ini db_url;"),
+        (("cli", "env", "ini"), "test_cli_db", "from --db-url"),
+        (("env", "ini"), "test_env_db", f"from env {ENV_URL}"),
+        (("ini",), "test_ini_db", "from ini db_url"),
     ],
     ids=["cli-wins", "env-beats-ini", "ini-alone"],
 )
@@ -78,7 +80,8 @@ def test_url_precedence_is_cli_then_env_then_ini(
     ini: Callable[..., None],
     monkeypatch: pytest.MonkeyPatch,
     sources: tuple[str, ...],
-    expected: str,
+    database: str,
+    origin: str,
 ) -> None:
     """With the URL set in several places, --db-url beats env PYTEST_CTXDB_URL beats ini db_url."""
     args: tuple[str, ...] = ()
@@ -88,9 +91,7 @@ def test_url_precedence_is_cli_then_env_then_ini(
         monkeypatch.setenv(ENV_URL, server_url("env_db"))  # inherited by the subprocess
     if "ini" in sources:
         ini(f"db_url = {server_url('ini_db')}")
-    lines = header_lines(pytester, *args)
-    assert len(lines) == 1, lines
-    assert f"postgresql+psycopg://postgres:***@127.0.0.1:1/{expected}" in lines[0]
+    assert header_lines(pytester, *args) == [pg_header_line("default", database, origin)]
 
 
 def test_header_without_any_url_shows_embedded_sqlite(pytester: pytest.Pytester) -> None:
@@ -168,7 +169,7 @@ def test_fixtures_listing_shows_public_fixtures_with_docstrings(pytester: pytest
     assert result.ret == pytest.ExitCode.OK
     for name in PUBLIC_FIXTURES:
         result.stdout.fnmatch_lines(
-            [f"{name} *-- *_fixtures.py:*", f"    {first_docstring_line(name)}"], consecutive=True
+            [f"{name} *-- *", f"    {first_docstring_line(name)}"], consecutive=True
         )
     result.stdout.no_fnmatch_line("_ctxdb_*")  # private machinery stays out of the listing
 

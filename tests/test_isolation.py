@@ -55,24 +55,26 @@ def row_counts(connection):
 
 #: the last test of every inner suite (its file sorts last): a connection of its own, outside
 #: any test's outer transaction, must find every table empty.
-NOTHING_LEFT = '''
+NOTHING_LEFT = """
 from models import row_counts
 
 
 def test_nothing_left(db_engine):
     with db_engine.connect() as connection:
         assert row_counts(connection) == {"item": 0, "note": 0}
-'''
+"""
 
 #: ini lines of every inner suite; warnings (unclosed connections, unraisable errors) fail it.
 INI_LINES = ("db_metadata = models:Base.metadata", "filterwarnings = error")
 
 #: the header line naming the embedded SQLite test database, e.g.
 #: ``ctxdb: default: sqlite+pysqlite:////tmp/pytest-ctxdb-1-ab/test_ctxdb (embedded SQLite; ...``
-SQLITE_HEADER = re.compile(r"^ctxdb: default: sqlite\+pysqlite:///(?P<path>\S+) \(embedded SQLite", re.M)
+SQLITE_HEADER = re.compile(
+    r"^ctxdb: default: sqlite\+pysqlite:///(?P<path>\S+) \(embedded SQLite", re.MULTILINE
+)
 
 #: the inner suite's ``conftest.py`` (sync): every test must start with empty tables.
-SYNC_CONFTEST = '''
+SYNC_CONFTEST = """
 import pytest
 from models import row_counts
 
@@ -80,11 +82,11 @@ from models import row_counts
 @pytest.fixture(autouse=True)
 def starts_empty(db_connection):
     assert row_counts(db_connection) == {"item": 0, "note": 0}
-'''
+"""
 
 #: tests committing through ``db_session`` whose data the next test must not see; they run as
 #: A, B, A again, so each order (A then B, B then A) is seen, and a leaked A breaks the second A.
-COMMITS = '''
+COMMITS = """
 import pytest
 from models import NAMES, Item
 
@@ -94,10 +96,10 @@ def test_commit(db_session, name):
     db_session.add(Item(name=name))
     db_session.commit()
     assert db_session.scalars(NAMES).all() == [name]
-'''
+"""
 
 #: commit, rollback, commit, close, then a session of the test's own that commits.
-COMMIT_SEQUENCE = '''
+COMMIT_SEQUENCE = """
 from sqlalchemy.orm import Session
 from models import NAMES, Item, Note
 
@@ -120,10 +122,10 @@ def test_commit_rollback_commit_close_new_session(db_session, db_connection):
         assert own.scalars(NAMES).all() == ["one", "three", "two"]
     assert db_connection.scalars(NAMES).all() == ["one", "three", "two"]
     assert db_session.scalars(NAMES).all() == ["one", "three", "two"]
-'''
+"""
 
 #: a unique violation caught, rolled back and retried with another name.
-INTEGRITY_RETRY = '''
+INTEGRITY_RETRY = """
 import pytest
 from sqlalchemy.exc import IntegrityError
 from models import NAMES, Item
@@ -139,10 +141,10 @@ def test_integrity_error_rollback_retry(db_session):
     db_session.add(Item(name="free"))
     db_session.commit()
     assert db_session.scalars(NAMES).all() == ["free", "taken"]
-'''
+"""
 
 #: nested savepoints, the inner one rolled back (through the session and the connection).
-NESTED = '''
+NESTED = """
 from sqlalchemy import insert
 from models import NAMES, Item
 
@@ -165,11 +167,11 @@ def test_connection_nested_inner_rollback(db_connection):
         db_connection.execute(insert(Item).values(name="inner"))
         inner.rollback()
     assert db_connection.scalars(NAMES).all() == ["outer"]
-'''
+"""
 
 #: tests that fail with their outer transaction committed (refused) or aborted by an SQL error
 #: (PostgreSQL then refuses every statement until rollback); the next test must start clean.
-FAILING = '''
+FAILING = """
 from sqlalchemy import insert, text
 from models import NAMES, Item
 
@@ -190,7 +192,7 @@ def test_sql_error(db_connection):
 
 def test_after_sql_error(db_session):
     assert db_session.scalars(NAMES).all() == []
-'''
+"""
 
 
 def write_suite(pytester: pytest.Pytester, conftest: str, **tests: str) -> None:
@@ -201,7 +203,9 @@ def write_suite(pytester: pytest.Pytester, conftest: str, **tests: str) -> None:
     pytester.makepyfile(**tests, test_zz_nothing_left=NOTHING_LEFT)
 
 
-def run_suite(backend: Backend, pytester: pytest.Pytester, *args: str) -> tuple[pytest.RunResult, str]:
+def run_suite(
+    backend: Backend, pytester: pytest.Pytester, *args: str
+) -> tuple[pytest.RunResult, str]:
     """Run the inner suite against ``backend`` in a subprocess, with a test database name of its
     own (so concurrent runs on one server do not meet); return the result and that name.
 

@@ -35,12 +35,17 @@ def _no_url_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PYTEST_CTXDB_URL", raising=False)
 
 
+PYTEST_MODULES_SCRIPT = """
+import json, sys
+import {module}
+loaded = [name for name in sys.modules if name.partition(".")[0] in ("pytest", "_pytest")]
+print(json.dumps(sorted(loaded)))
+"""
+
+
 def pytest_modules_after_import(module: str, cwd: Path) -> list[str]:
     """Import ``module`` in a fresh interpreter; return the pytest modules it loaded."""
-    code = (
-        f"import json, sys, {module}\n"
-        "print(json.dumps(sorted(m for m in sys.modules if m.partition('.')[0] in ('pytest', '_pytest'))))"
-    )
+    code = PYTEST_MODULES_SCRIPT.format(module=module)
     completed = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=cwd, check=False
     )
@@ -112,7 +117,7 @@ from sqlalchemy import text
 CALLS = []
 
 def pytest_ctxdb_setup_schema(connection, alias):
-    connection.execute(text("CREATE TABLE raw_t (id INTEGER PRIMARY KEY, name VARCHAR(20) NOT NULL)"))
+    connection.execute(text("CREATE TABLE raw_t (id INTEGER PRIMARY KEY, name VARCHAR(20))"))
     CALLS.append((alias, connection.engine.url.database))
 
 @pytest.fixture
@@ -139,7 +144,7 @@ def test_raw_table_exists_in_the_test_database(db_session, schema_calls):
 def test_setup_schema_hook_runs_raw_ddl_on_the_test_database(
     pytester: pytest.Pytester, ini: Callable[..., None], backend: Backend
 ) -> None:
-    """A conftest's ``pytest_ctxdb_setup_schema`` gets the test database, once; its DDL stays there."""
+    """``pytest_ctxdb_setup_schema`` runs once, on the test database; its raw DDL stays there."""
     url_database = backend.url.database if backend.url is not None else None
     pytester.makeconftest(HOOK_CONFTEST)
     pytester.makepyfile(test_hook=HOOK_SUITE.format(url_database=url_database))

@@ -13,7 +13,14 @@ from .mysql import MySQLBackend
 from .postgresql import PostgreSQLBackend
 from .sqlite import SQLiteBackend
 
-__all__ = ("Backend", "DriverPair", "MySQLBackend", "PostgreSQLBackend", "SQLiteBackend", "backend_for")
+__all__ = (
+    "Backend",
+    "DriverPair",
+    "MySQLBackend",
+    "PostgreSQLBackend",
+    "SQLiteBackend",
+    "backend_for",
+)
 
 
 def backend_for(url: URL, *, sqlite_directory: Path, setting: str) -> Backend:

@@ -37,7 +37,9 @@ class MySQLBackend(Backend):
 
     def is_owned(self, admin: Connection, name: str) -> bool:
         comment = admin.execute(
-            text("SELECT SCHEMA_COMMENT FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = :name"),
+            text(
+                "SELECT SCHEMA_COMMENT FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = :name"
+            ),
             {"name": name},
         ).scalar()
         return bool(comment) and str(comment).startswith(self.OWNER_MARK)

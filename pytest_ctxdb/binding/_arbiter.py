@@ -5,10 +5,12 @@ In a test every session shares one connection, so their savepoints share one sta
 opened after it, is still in use, and PostgreSQL then reports ``savepoint "sa_savepoint_5"
 does not exist`` (a *lost savepoint*). The arbiter keeps the stack in order:
 
-* a context may open a savepoint when the stack is empty or its top belongs to the same
-  context or to an ancestor (a request's context, then ``run_in_new_context`` children);
-  otherwise it waits until the top is released: concurrent siblings are serialized
-  transaction by transaction;
+* a task (or thread) may open a savepoint when the stack is empty or its top was opened by
+  itself or by an *ancestor*: a task that opened a savepoint and then started this one
+  (``asyncio.gather``, ``run_in_new_context``, ``asyncio.to_thread``, context-async-sqlalchemy's
+  ``run_in_new_ctx``); otherwise it waits until the top is released, so concurrent siblings
+  are serialized transaction by transaction. Ancestry is a ``ContextVar`` lineage extended
+  each time a task opens a savepoint, which child tasks and threads inherit with the context;
 * a savepoint is released or rolled back only once it is the top, waiting for younger ones;
 * a wait that could never end (the holder is the waiting task or thread itself) or that
   lasts longer than ``timeout`` seconds raises :class:`ContextError` instead of hanging.
@@ -36,17 +38,8 @@ from .._errors import ContextError
 
 __all__ = ("SavepointArbiter",)
 
-_scope_var: ContextVar[Any] | None = None
-
-
-def current_owner() -> Any:
-    """The context-runtime scope of the caller (``None`` when the runtime is not in use)."""
-    global _scope_var
-    if _scope_var is None:
-        from ..context._scope import _current
-
-        _scope_var = _current
-    return _scope_var.get()
+#: the tasks/threads that opened savepoints in the contexts this one descends from.
+_lineage: ContextVar[tuple[Any, ...]] = ContextVar("pytest_ctxdb_lineage", default=())
 
 
 def _actor() -> Any:
@@ -57,18 +50,9 @@ def _actor() -> Any:
     return task if task is not None else threading.get_ident()
 
 
-def _descends(owner: Any, holder: Any) -> bool:
-    while owner is not None:
-        if owner is holder:
-            return True
-        owner = getattr(owner, "parent", None)
-    return False
-
-
 @dataclass
 class _Entry:
     name: str
-    owner: Any
     actor: Any
 
 
@@ -76,19 +60,11 @@ class SavepointArbiter:
     """Keeps the savepoints of one test connection in stack order (see the module doc).
 
     :param connection: the test connection (an ``AsyncConnection``'s ``sync_connection``).
-    :param timeout: seconds a context waits for another's savepoint before giving up.
-    :param owner: returns the caller's context scope.
+    :param timeout: seconds a task waits for another's savepoint before giving up.
     """
 
-    def __init__(
-        self,
-        connection: Connection,
-        *,
-        timeout: float = 30.0,
-        owner: Callable[[], Any] = current_owner,
-    ) -> None:
+    def __init__(self, connection: Connection, *, timeout: float = 30.0) -> None:
         self.timeout = timeout
-        self._owner = owner
         self._is_async = connection.dialect.is_async
         self._stack: list[_Entry] = []
         self._condition = threading.Condition()
@@ -106,16 +82,22 @@ class SavepointArbiter:
     # -- events ----------------------------------------------------------------------------
 
     def _on_savepoint(self, connection: Connection, name: str | None) -> None:
-        owner, actor = self._owner(), _actor()
+        actor, lineage = _actor(), _lineage.get()
 
         def may_open() -> bool:
-            return not self._stack or _descends(owner, self._stack[-1].owner)
+            if not self._stack:
+                return True
+            holder = self._stack[-1].actor
+            return holder == actor or holder in lineage
 
         self._wait(may_open, actor, "open a savepoint")
         if name is None:  # SQLAlchemy names it right after this event
             name = f"sa_savepoint_{getattr(connection, '_Connection__savepoint_seq', 0) + 1}"
         with self._condition:
-            self._stack.append(_Entry(name, owner, actor))
+            self._stack.append(_Entry(name, actor))
+        if not lineage or lineage[-1] != actor:
+            # Tasks and threads this one starts from now on descend from it.
+            _lineage.set((*lineage, actor))
 
     def _on_end(self, connection: Connection, name: str, context: Any) -> None:
         def is_top() -> bool:

@@ -19,7 +19,9 @@ def _raise_collected(errors: list[tuple[str, BaseException]]) -> None:
         raise errors[0][1]
     if errors:
         lines = "; ".join(f"alias {alias!r}: {type(exc).__name__}: {exc}" for alias, exc in errors)
-        raise TransactionError(f"rolling back the test's outer transactions failed: {lines}") from errors[0][1]
+        raise TransactionError(
+            f"rolling back the test's outer transactions failed: {lines}"
+        ) from errors[0][1]
 
 
 class TestBinding:
@@ -75,7 +77,9 @@ class AsyncTestBinding:
         """Begin (once) and return the outer transaction of ``alias``."""
         outer = self._outer.get(alias)
         if outer is None:
-            outer = self._outer[alias] = await AsyncOuterTransaction.begin(await self._connect(alias))
+            outer = self._outer[alias] = await AsyncOuterTransaction.begin(
+                await self._connect(alias)
+            )
         return outer
 
     def outer(self, alias: str) -> AsyncOuterTransaction:

@@ -22,7 +22,13 @@ from ._atomic import Atomic, atomic
 from ._fastapi import get_db
 from ._registry import Database, get_database, registered_databases
 from ._scope import SessionContext, SessionScope, current_scope, run_in_new_context, session_context
-from ._session import close_db_session, commit_db_session, db_session, new_session, rollback_db_session
+from ._session import (
+    close_db_session,
+    commit_db_session,
+    db_session,
+    new_session,
+    rollback_db_session,
+)
 
 __all__ = (
     "Atomic",

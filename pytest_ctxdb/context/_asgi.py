@@ -67,5 +67,3 @@ class DBSessionMiddleware:
                 await send(message)
 
             await self.app(scope, receive, send_settled)
-
-

@@ -17,6 +17,7 @@ import functools
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any, TypeVar, overload
 
 from sqlalchemy.orm import Session, SessionTransaction
@@ -87,7 +88,12 @@ class Atomic:
         self._enter(session, self._frames())
         return session
 
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self._exit(db_session(self.using), self._frames(), exc is not None)
 
     # -- async -----------------------------------------------------------------------------
@@ -100,7 +106,12 @@ class Atomic:
             await session.run_sync(self._enter, self._frames())
         return session
 
-    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         session = db_session(self.using)
         if isinstance(session, Session):
             self._exit(session, self._frames(), exc is not None)

@@ -16,6 +16,7 @@ import inspect
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
+from types import TracebackType
 from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
@@ -134,7 +135,12 @@ class SessionContext:
     def __enter__(self) -> SessionScope:
         return self._open()
 
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         scope = self._close()
         pending = _end_all(scope, commit=exc is None and not scope.rollback_only)
         if pending:
@@ -146,7 +152,12 @@ class SessionContext:
     async def __aenter__(self) -> SessionScope:
         return self._open()
 
-    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         scope = self._close()
         commit = exc is None and not scope.rollback_only
         pending = _end_all(scope, commit)

@@ -20,7 +20,13 @@ if TYPE_CHECKING:
     from ._registry import Database
     from ._scope import SessionScope
 
-__all__ = ("SessionSource", "current_source", "install_source", "uninstall_source", "watch_database")
+__all__ = (
+    "SessionSource",
+    "current_source",
+    "install_source",
+    "uninstall_source",
+    "watch_database",
+)
 
 
 class SessionSource(Protocol):

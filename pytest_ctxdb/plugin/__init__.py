@@ -13,6 +13,7 @@ from .._settings import DEFAULT_ALIAS
 from ..provision import make_sqlite_directory
 from ._fixtures import (
     ASYNC_FIXTURES,
+    CALL_FAILED_KEY,
     SYNC_FIXTURES,
     _ctxdb_async,
     _ctxdb_binding,
@@ -51,6 +52,7 @@ __all__ = (
     "pytest_addoption",
     "pytest_configure",
     "pytest_report_header",
+    "pytest_runtest_makereport",
     "pytest_runtestloop",
     "pytest_sessionfinish",
 )
@@ -127,3 +129,11 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
             reporter.write_line(f"pytest-ctxdb: {message}", red=True)
 
     state.close(report)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> object:
+    report = yield
+    if call.when == "call" and call.excinfo is not None:
+        item.stash[CALL_FAILED_KEY] = True
+    return report

@@ -32,11 +32,23 @@ HELP_METADATA = (
 
 def add_options(parser: pytest.Parser) -> None:
     group = parser.getgroup("ctxdb", "pytest-ctxdb: transactional test databases")
-    group.addoption("--db-url", action="append", dest="db_url", default=None,
-                    metavar="[ALIAS=]URL", help=HELP_URL)
+    group.addoption(
+        "--db-url",
+        action="append",
+        dest="db_url",
+        default=None,
+        metavar="[ALIAS=]URL",
+        help=HELP_URL,
+    )
     parser.addini("db_url", type="linelist", default=[], help=HELP_URL)
-    group.addoption("--db-test-name", action="append", dest="db_test_name", default=None,
-                    metavar="[ALIAS=]NAME", help=HELP_TEST_NAME)
+    group.addoption(
+        "--db-test-name",
+        action="append",
+        dest="db_test_name",
+        default=None,
+        metavar="[ALIAS=]NAME",
+        help=HELP_TEST_NAME,
+    )
     parser.addini("db_test_name", type="linelist", default=[], help=HELP_TEST_NAME)
     parser.addini("db_metadata", type="linelist", default=[], help=HELP_METADATA)
 

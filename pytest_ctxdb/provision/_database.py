@@ -61,7 +61,9 @@ class TestDatabase:
 
     __test__ = False  # not a pytest test class, despite its name
 
-    def __init__(self, settings: DatabaseSettings, sqlite_directory: Path, suffix: str = "") -> None:
+    def __init__(
+        self, settings: DatabaseSettings, sqlite_directory: Path, suffix: str = ""
+    ) -> None:
         self.settings = settings
         self.alias = settings.alias
         server_url = settings.url or make_url("sqlite://")
@@ -71,8 +73,10 @@ class TestDatabase:
         )
         self.server_url = server_url
         self.name = (settings.test_database or self.backend.default_test_name(server_url)) + suffix
-        if settings.url is not None and self.name == settings.url.database and not isinstance(
-            self.backend, SQLiteBackend
+        if (
+            settings.url is not None
+            and self.name == settings.url.database
+            and not isinstance(self.backend, SQLiteBackend)
         ):
             raise ConfigurationError(
                 f"--db-test-name: the test database of alias {self.alias!r} would be "
@@ -147,7 +151,9 @@ class TestDatabase:
         finally:
             engine.dispose()
 
-    async def _run_async(self, url: URL, fn: Callable[[Connection], T], options: dict[str, Any]) -> T:
+    async def _run_async(
+        self, url: URL, fn: Callable[[Connection], T], options: dict[str, Any]
+    ) -> T:
         from sqlalchemy.ext.asyncio import create_async_engine
 
         engine = create_async_engine(url, **options)
