@@ -25,6 +25,7 @@ RUNTIME_PACKAGES = (
     "pytest_ctxdb.binding",
     "pytest_ctxdb.provision",
     "pytest_ctxdb.backends",
+    "pytest_ctxdb.context",
 )
 PACKAGES = (*RUNTIME_PACKAGES, "pytest_ctxdb.plugin")
 

@@ -10,7 +10,10 @@ does not exist`` (a *lost savepoint*). The arbiter keeps the stack in order:
   (``asyncio.gather``, ``run_in_new_context``, ``asyncio.to_thread``, context-async-sqlalchemy's
   ``run_in_new_ctx``); otherwise it waits until the top is released, so concurrent siblings
   are serialized transaction by transaction. Ancestry is a ``ContextVar`` lineage extended
-  each time a task opens a savepoint, which child tasks and threads inherit with the context;
+  each time a task opens a savepoint, which child tasks and threads inherit with the context.
+  The thread that began the test's outer transaction (the test itself) counts as everyone's
+  ancestor, so worker threads that inherit no context (``ThreadPoolExecutor``) may work
+  inside a savepoint the test holds while it waits for them;
 * a savepoint is released or rolled back only once it is the top, waiting for younger ones;
 * a wait that could never end (the holder is the waiting task or thread itself) or that
   lasts longer than ``timeout`` seconds raises :class:`ContextError` instead of hanging.
@@ -37,6 +40,8 @@ from sqlalchemy.util.concurrency import in_greenlet
 from .._errors import ContextError
 
 __all__ = ("SavepointArbiter",)
+
+_ENDS = ("RELEASE SAVEPOINT", "ROLLBACK TO SAVEPOINT")
 
 #: the tasks/threads that opened savepoints in the contexts this one descends from.
 _lineage: ContextVar[tuple[Any, ...]] = ContextVar("pytest_ctxdb_lineage", default=())
@@ -69,14 +74,23 @@ class SavepointArbiter:
         self._stack: list[_Entry] = []
         self._condition = threading.Condition()
         self._waiters: list[asyncio.Future[None]] = []
+        self._root: Any = None
+        self._connection = connection
         event.listen(connection, "savepoint", self._on_savepoint)
         event.listen(connection, "release_savepoint", self._on_end)
         event.listen(connection, "rollback_savepoint", self._on_end)
+        # A savepoint leaves the stack only once its RELEASE / ROLLBACK TO has run. (If that
+        # statement fails the entry stays until the outer rollback resets the stack.)
+        event.listen(connection, "after_cursor_execute", self._after_execute)
 
     def reset(self) -> None:
-        """Forget every savepoint (the outer transaction ended) and wake all waiters."""
+        """Forget every savepoint (an outer transaction begins or ended) and wake all waiters.
+
+        The calling thread becomes the root: its savepoints are everyone's ancestors.
+        """
         with self._condition:
             self._stack.clear()
+            self._root = threading.get_ident()
         self._wake()
 
     # -- events ----------------------------------------------------------------------------
@@ -88,9 +102,9 @@ class SavepointArbiter:
             if not self._stack:
                 return True
             holder = self._stack[-1].actor
-            return holder == actor or holder in lineage
+            return holder == actor or holder == self._root or holder in lineage
 
-        self._wait(may_open, actor, "open a savepoint")
+        self._wait(may_open, actor, "open a savepoint", consistent=True)
         if name is None:  # SQLAlchemy names it right after this event
             name = f"sa_savepoint_{getattr(connection, '_Connection__savepoint_seq', 0) + 1}"
         with self._condition:
@@ -105,16 +119,34 @@ class SavepointArbiter:
             return name not in names or names[-1] == name
 
         self._wait(is_top, _actor(), f"end savepoint {name}")
+
+    def _after_execute(self, conn: Connection, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.startswith(_ENDS):
+            self._pop(statement.rsplit(None, 1)[-1])
+
+    def _pop(self, name: str) -> None:
         with self._condition:
             if self._stack and self._stack[-1].name == name:
                 self._stack.pop()
         self._wake()
 
+    def _in_step(self) -> bool:
+        """``True`` when SQLAlchemy's own innermost savepoint is the top of the stack, i.e. no
+        other thread is between running RELEASE and updating the connection's bookkeeping."""
+        nested = getattr(self._connection, "_nested_transaction", None)
+        sa_top = getattr(nested, "_savepoint", None)
+        return sa_top == (self._stack[-1].name if self._stack else None)
+
     # -- waiting ---------------------------------------------------------------------------
 
-    def _wait(self, ready: Callable[[], bool], actor: Any, what: str) -> None:
+    def _wait(
+        self, ready: Callable[[], bool], actor: Any, what: str, consistent: bool = False
+    ) -> None:
         deadline = time.monotonic() + self.timeout
-        while not ready():
+        while not ready() or (consistent and not self._is_async and not self._in_step()):
+            if ready():  # another thread is finishing its RELEASE: poll briefly
+                time.sleep(0.001)
+                continue
             holder = self._stack[-1]
             if holder.actor == actor:
                 raise ContextError(
