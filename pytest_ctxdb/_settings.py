@@ -87,13 +87,12 @@ def mask_url(url: URL | str) -> str:
     if isinstance(url, str):
         try:
             url = make_url(url)
-        except ArgumentError:
+        except (ArgumentError, ValueError):
             return "<unparsable URL>"
-    if any(key.lower() in ("password", "passwd", "pwd") for key in url.query):
-        url = url.update_query_dict(
-            {k: "***" for k in url.query if k.lower() in ("password", "passwd", "pwd")}
-        )
-    return url.render_as_string(hide_password=True)
+    secret_keys = [key for key in url.query if key.lower() in ("password", "passwd", "pwd")]
+    if secret_keys:
+        url = url.update_query_dict({key: "MASKED" for key in secret_keys})
+    return url.render_as_string(hide_password=True).replace("=MASKED", "=***")
 
 
 def split_alias(entry: str) -> tuple[str, str]:
@@ -135,7 +134,7 @@ def parse_alias_values(values: Iterable[str], setting: str) -> dict[str, str]:
 def _parse_url(value: str, alias: str, source: Source) -> URL:
     try:
         url = make_url(value)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: e.g. a port that is not a number
         # The raw value may hold a password: never echo it.
         raise ConfigurationError(
             f"{source.name}: the URL for alias {alias!r} is not a valid SQLAlchemy URL; "

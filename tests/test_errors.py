@@ -288,7 +288,7 @@ def test_test_database_named_like_url_database_is_refused(
 ) -> None:
     """``--db-test-name`` equal to the URL's own database is refused before any server is used."""
     result = run_suite(pytester, "--db-url", UNREACHABLE, "--db-test-name", test_name)
-    assert_one_usage_error(result, "ERROR: --db-test-name: *'test'*", secrets=("hunter2",))
+    assert_one_usage_error(result, "ERROR: --db-test-name / db_test_name: *'test'*", secrets=("hunter2",))
 
 
 # -- databases already on the server -------------------------------------------------------------

@@ -57,11 +57,27 @@ class Backend:
         dialect's default twin is used (psycopg <-> asyncpg, pysqlite <-> aiosqlite,
         pymysql <-> asyncmy).
         """
-        driver = url.get_driver_name() if "+" in url.drivername else None
-        kind = self.drivers.async_drivers if is_async else self.drivers.sync_drivers
-        if driver is None or driver not in kind:
-            driver = self.drivers.async_ if is_async else self.drivers.sync
+        if "+" in url.drivername:
+            driver = url.get_driver_name()
+            kind = self.drivers.async_drivers if is_async else self.drivers.sync_drivers
+            if driver in kind:
+                return url
+            other = self.drivers.sync_drivers if is_async else self.drivers.async_drivers
+            if driver not in other and url.get_dialect().is_async == is_async:
+                return url  # a driver SQLAlchemy knows and we do not: keep it
+        driver = self.drivers.async_ if is_async else self.drivers.sync
         return url.set(drivername=f"{url.get_backend_name()}+{driver}")
+
+    def check_dialect(self, url: URL, setting: str) -> None:
+        """:raises ConfigurationError: SQLAlchemy knows no such dialect+driver (no DBAPI import)."""
+        try:
+            url.get_dialect()
+        except NoSuchModuleError:
+            raise ConfigurationError(
+                f"{setting}: SQLAlchemy has no dialect or driver {url.drivername!r} "
+                f"(in {mask_url(url)}); use e.g. postgresql+psycopg, postgresql+asyncpg, "
+                "sqlite, sqlite+aiosqlite, mysql+pymysql."
+            ) from None
 
     def check_driver(self, url: URL, setting: str) -> None:
         """Import the DBAPI module ``url`` needs.

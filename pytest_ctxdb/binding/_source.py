@@ -13,9 +13,11 @@ The rule a user can rely on (documented in the README):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from .._errors import ContextError
+from .._settings import DEFAULT_ALIAS
 from ._binding import AsyncTestBinding, TestBinding
 
 __all__ = ("TestSessionSource",)
@@ -32,12 +34,39 @@ class TestSessionSource:
 
     __test__ = False
 
-    def __init__(self) -> None:
+    def __init__(self, adapters: Sequence[Any] = ()) -> None:
         self.sync_binding: TestBinding | None = None
         self.async_binding: AsyncTestBinding | None = None
         self.root_scope: Any = None
         self.root_sessions: dict[tuple[str, bool], Any] = {}
         self.escapes: list[str] = []
+        #: adapters (``pytest_ctxdb.adapters``) applied when a binding of their kind attaches.
+        self.adapters = list(adapters)
+        for adapter in self.adapters:
+            refuse = getattr(adapter, "refuse", None)
+            if refuse is not None:
+                refuse()
+
+    def attach_sync(self, binding: TestBinding, alias: str = DEFAULT_ALIAS) -> None:
+        """Use ``binding`` for sync sessions and apply the sync adapters to its connection."""
+        self.sync_binding = binding
+        outer = binding.outer(alias)
+        for adapter in self.adapters:
+            if not adapter.is_async:
+                adapter.apply(outer.connection, outer.session)
+
+    def attach_async(self, binding: AsyncTestBinding, alias: str = DEFAULT_ALIAS) -> None:
+        """Use ``binding`` for async sessions and apply the async adapters to its connection."""
+        self.async_binding = binding
+        outer = binding.outer(alias)
+        for adapter in self.adapters:
+            if adapter.is_async:
+                adapter.apply(outer.connection, outer.session)
+
+    def detach(self) -> None:
+        """Restore every adapter (at the end of the test)."""
+        for adapter in self.adapters:
+            adapter.restore()
 
     def make_session(self, database: Any, scope: Any) -> Any:
         alias, is_async = database.alias, database.is_async
@@ -67,11 +96,10 @@ class TestSessionSource:
             )
         return self.sync_binding.outer(alias).session(**options)
 
-    def escaped(self, database: Any) -> ContextError:
-        url = database.sync_engine.url.render_as_string(hide_password=True)
+    def escaped(self, label: str, url: str) -> ContextError:
         message = (
-            f"the app's engine for alias {database.alias!r} ({url}) was asked for a connection "
-            "during the test: it would bypass the test's outer transaction and commit for real. "
+            f"{label} ({url}) was asked for a connection during the test: it would bypass "
+            "the test's outer transaction and commit for real. "
             "Make sessions through pytest_ctxdb.context (db_session(), new_session(), atomic) "
             "or list the engine / sessionmaker in ini db_engines / db_sessionmakers."
         )

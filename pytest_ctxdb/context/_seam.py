@@ -38,9 +38,9 @@ class SessionSource(Protocol):
         :param scope: the context the session is for (``None`` for :func:`new_session`).
         """
 
-    def escaped(self, database: Database) -> ContextError:
-        """Record, and return the error for, a connection checked out of ``database``'s own
-        engine while the test binding is installed."""
+    def escaped(self, label: str, url: str) -> ContextError:
+        """Record, and return the error for, a connection checked out of an app engine
+        (described by ``label`` and its password-masked ``url``) during the test."""
 
 
 _lock = threading.Lock()
@@ -78,24 +78,29 @@ def uninstall_source(source: SessionSource) -> None:
 
 
 def watch_database(database: Database) -> None:
-    """While a source is installed, fail any checkout from ``database``'s own engine.
+    """Guard ``database``'s own engine (see :func:`watch_engine`)."""
+    watch_engine(database.sync_engine, f"the engine of alias {database.alias!r}")
 
-    Nothing is attached until a test installs a source, so production engines never
-    carry the guard.
+
+def watch_engine(engine: Any, label: str) -> None:
+    """While a source is installed, fail any connection taken from ``engine``.
 
     Escape detection: such a connection would bypass the test's outer transaction and
     commit for real. The checkout raises :class:`ContextError` (so nothing runs on it) and
-    the source records it, so the test fails even if the app swallows the error.
+    the source records it, so the test fails even if the app swallows the error. Nothing is
+    attached until a test installs a source, so production engines never carry the guard.
+
+    :param engine: a sync ``Engine`` (an ``AsyncEngine``'s ``sync_engine``).
+    :param label: how the error names it, e.g. ``"the engine of alias 'default'"``.
     """
-    source = _source
-    if source is None:
+    if _source is None:
         return
-    engine = database.sync_engine
+    url = engine.url.render_as_string(hide_password=True)
 
     def guard(*args: Any) -> None:
         installed = _source
         if installed is not None:
-            raise installed.escaped(database)
+            raise installed.escaped(label, url)
 
     with _lock:
         if engine in _watched:

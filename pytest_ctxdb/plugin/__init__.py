@@ -77,7 +77,14 @@ def pytest_configure(config: pytest.Config) -> None:
     # On a pytest-xdist worker, each worker gets its own test database (test_app_gw0, ...).
     workerinput = getattr(config, "workerinput", None)
     suffix = f"_{workerinput['workerid']}" if workerinput else ""
-    state = RunState(settings, make_sqlite_directory(), schema_hook, name_suffix=suffix)
+    state = RunState(
+        settings,
+        make_sqlite_directory(),
+        schema_hook,
+        name_suffix=suffix,
+        sessionmaker_specs=tuple(config.getini("db_sessionmakers")),
+        engine_specs=tuple(config.getini("db_engines")),
+    )
     try:
         for alias in settings:
             state.database(alias)  # validates dialect and names; contacts no server
@@ -113,6 +120,7 @@ def pytest_runtestloop(session: pytest.Session) -> None:
     state = session.config.stash[STATE_KEY]
     try:
         state.provision([DEFAULT_ALIAS], sync=needs_sync, async_=needs_async)
+        state.adapters()
     except CtxdbError as exc:
         raise pytest.UsageError(f"pytest-ctxdb: {exc}") from None
 

@@ -74,17 +74,27 @@ CALL_FAILED_KEY = pytest.StashKey[bool]()
 
 
 @pytest.fixture
-def _ctxdb_source(request: pytest.FixtureRequest) -> Iterator[TestSessionSource]:
+def _ctxdb_source(
+    request: pytest.FixtureRequest, _ctxdb_state: RunState
+) -> Iterator[TestSessionSource]:
     """Install the test's session source into the context runtime for one test."""
     from ..context import _scope, _seam
 
-    source = TestSessionSource()
+    try:
+        adapters = _ctxdb_state.adapters()
+    except CtxdbError as exc:
+        fail_on_error(exc)
+    source = TestSessionSource(adapters)
     source.root_scope = root = _scope.SessionScope()
     token = _scope._current.set(root)
     _seam.install_source(source)
+    for adapter in adapters:
+        for engine in adapter.engines():
+            _seam.watch_engine(engine, f"the engine behind {adapter.label}")
     try:
         yield source
     finally:
+        source.detach()
         _seam.uninstall_source(source)
         try:
             _scope._current.reset(token)
@@ -99,10 +109,12 @@ def _ctxdb_source(request: pytest.FixtureRequest) -> Iterator[TestSessionSource]
 def _ctxdb_binding(
     _ctxdb_state: RunState, _ctxdb_source: TestSessionSource
 ) -> Iterator[TestBinding]:
-    binding = _ctxdb_source.sync_binding = TestBinding(_ctxdb_state.connection)
+    binding = TestBinding(_ctxdb_state.connection)
     try:
         binding.outer(DEFAULT_ALIAS)
+        _ctxdb_source.attach_sync(binding)
     except CtxdbError as exc:
+        binding.close()
         fail_on_error(exc)
     yield binding
     binding.close()
@@ -184,7 +196,10 @@ def _ctxdb_async(
         fail_on_error(exc)
     source: AsyncReusedConnection = request.getfixturevalue(f"_ctxdb_async_connection_{scope}")
     binding: AsyncTestBinding = request.getfixturevalue(f"_ctxdb_async_binding_{scope}")
-    _ctxdb_source.async_binding = binding
+    try:
+        _ctxdb_source.attach_async(binding)
+    except CtxdbError as exc:
+        fail_on_error(exc)
     return AsyncHandles(source, binding)
 
 

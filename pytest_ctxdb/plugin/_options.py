@@ -30,6 +30,18 @@ HELP_METADATA = (
 )
 
 
+HELP_SESSIONMAKERS = (
+    "module:attribute of the app's own sessionmaker / async_sessionmaker objects, one per "
+    "line; each test rebinds them to its connection (join_transaction_mode=create_savepoint) "
+    "and restores them afterwards, e.g. myapp.db:SessionLocal."
+)
+HELP_ENGINES = (
+    "module:attribute of the app's own Engine / AsyncEngine objects, one per line; during "
+    "each test every module-level reference is replaced by a stand-in whose transactions are "
+    "savepoints on the test connection, e.g. myapp.db:engine."
+)
+
+
 def add_options(parser: pytest.Parser) -> None:
     group = parser.getgroup("ctxdb", "pytest-ctxdb: transactional test databases")
     group.addoption(
@@ -51,6 +63,8 @@ def add_options(parser: pytest.Parser) -> None:
     )
     parser.addini("db_test_name", type="linelist", default=[], help=HELP_TEST_NAME)
     parser.addini("db_metadata", type="linelist", default=[], help=HELP_METADATA)
+    parser.addini("db_sessionmakers", type="linelist", default=[], help=HELP_SESSIONMAKERS)
+    parser.addini("db_engines", type="linelist", default=[], help=HELP_ENGINES)
 
 
 def read_settings(config: pytest.Config) -> dict[str, DatabaseSettings]:
@@ -58,10 +72,13 @@ def read_settings(config: pytest.Config) -> dict[str, DatabaseSettings]:
 
     :raises pytest.UsageError: a value is malformed; the message names the option.
     """
-    env = os.environ.get(ENV_URL)
+    env = os.environ.get(ENV_URL, "").strip()
+    env_entries = env.split()
+    if any("://" not in entry for entry in env_entries):
+        env_entries = [env]  # not a list of URLs: report it as one malformed URL
     sources: list[tuple[Source, list[str]]] = [
         (Source("--db-url", "cli"), config.option.db_url or []),
-        (Source(ENV_URL, "env"), env.split() if env else []),
+        (Source(ENV_URL, "env"), env_entries if env else []),
         (Source("db_url", "ini"), config.getini("db_url")),
     ]
     try:

@@ -13,6 +13,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from .._errors import CtxdbError
 from .._settings import DatabaseSettings
+from ..adapters import Adapter, load_adapters
 from ..binding import ReusedConnection
 from ..provision import SchemaHook, TestDatabase, load_metadata
 
@@ -34,6 +35,10 @@ class RunState:
     name_suffix: str = ""
     databases: dict[str, TestDatabase] = field(default_factory=dict)
     provisioned: set[str] = field(default_factory=set)
+    #: ini ``db_sessionmakers`` / ``db_engines`` import strings, loaded by :meth:`adapters`.
+    sessionmaker_specs: tuple[str, ...] = ()
+    engine_specs: tuple[str, ...] = ()
+    _adapters: list[Adapter] | None = None
     _engines: dict[str, Engine] = field(default_factory=dict)
     _connections: dict[str, ReusedConnection] = field(default_factory=dict)
 
@@ -65,6 +70,15 @@ class RunState:
             metadata = load_metadata(self.settings[alias].metadata)
             database.create(metadata, self.schema_hook)
             self.provisioned.add(alias)
+
+    def adapters(self) -> list[Adapter]:
+        """The run's adapters, imported on first use.
+
+        :raises CtxdbError: an import string fails or names the wrong kind of object.
+        """
+        if self._adapters is None:
+            self._adapters = load_adapters(self.sessionmaker_specs, self.engine_specs)
+        return self._adapters
 
     def engine(self, alias: str) -> Engine:
         """The run's sync ``Engine`` on the test database of ``alias`` (created on first use)."""

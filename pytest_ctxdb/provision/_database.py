@@ -67,11 +67,12 @@ class TestDatabase:
         self.settings = settings
         self.alias = settings.alias
         server_url = settings.url or make_url("sqlite://")
-        self.setting = settings.source.name or "--db-url"
+        self.setting = settings.source.name or "embedded SQLite"
         self.backend: Backend = backend_for(
             server_url, sqlite_directory=sqlite_directory, setting=self.setting
         )
         self.server_url = server_url
+        self.backend.check_dialect(server_url, self.setting)
         self.name = (settings.test_database or self.backend.default_test_name(server_url)) + suffix
         if (
             settings.url is not None
@@ -79,7 +80,7 @@ class TestDatabase:
             and not isinstance(self.backend, SQLiteBackend)
         ):
             raise ConfigurationError(
-                f"--db-test-name: the test database of alias {self.alias!r} would be "
+                f"--db-test-name / db_test_name: the test database of alias {self.alias!r} would be "
                 f"{self.name!r}, the database of the URL itself; pytest-ctxdb never writes to "
                 "that one. Choose another name."
             )

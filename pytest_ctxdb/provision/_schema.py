@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from sqlalchemy import MetaData
 
 from .._errors import ConfigurationError
+from .._importing import import_object
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -17,28 +17,7 @@ __all__ = ("create_schema", "load_metadata")
 
 
 def _import_one(spec: str, setting: str) -> MetaData:
-    module_name, sep, attr_path = spec.partition(":")
-    if not sep or not module_name or not attr_path:
-        raise ConfigurationError(
-            f"{setting}: {spec!r} is not an import string; write module:attribute, "
-            "e.g. myapp.models:Base.metadata."
-        )
-    try:
-        obj: object = importlib.import_module(module_name)
-    except Exception as exc:  # noqa: BLE001 - any import-time error is the user's to see
-        raise ConfigurationError(
-            f"{setting}: cannot import module {module_name!r} of {spec!r}: "
-            f"{type(exc).__name__}: {exc}. Check the name and that it is importable "
-            "(installed, or on pythonpath)."
-        ) from None
-    for part in attr_path.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise ConfigurationError(
-                f"{setting}: {spec!r}: {type(obj).__name__} {getattr(obj, '__name__', obj)!r} "
-                f"has no attribute {part!r}."
-            ) from None
+    obj, _owner, _name = import_object(spec, setting)
     if not isinstance(obj, MetaData):
         candidate = getattr(obj, "metadata", None)
         if isinstance(candidate, MetaData):

@@ -1,0 +1,239 @@
+"""Bind other session-keeping styles to the test connection, one test at a time.
+
+Each adapter is loaded once per run from an ini import string, applied when the test's
+binding opens and restored when the test ends. ``apply`` verifies that the patch took
+effect and raises :class:`ContextError` otherwise; the original engines stay guarded by
+escape detection, so a reference the patch could not reach fails the test loudly.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
+from sqlalchemy.orm import sessionmaker
+
+from .._errors import ConfigurationError, ContextError
+from .._importing import import_object
+from ..binding import JOIN_MODE
+from ._engines import AsyncTestEngine, TestEngine
+
+__all__ = (
+    "Adapter",
+    "ContextAsyncSQLAlchemyAdapter",
+    "EngineAdapter",
+    "SessionmakerAdapter",
+    "load_adapters",
+)
+
+#: makes a session joined to the test's outer transaction (sync or async).
+MakeSession = Callable[[], Any]
+
+
+class Adapter:
+    """Base of the adapters: ``is_async`` tells which test binding it needs."""
+
+    is_async: bool = False
+    label: str = ""
+
+    def engines(self) -> Iterable[Engine]:
+        """The app's own engines to guard with escape detection."""
+        return ()
+
+    def apply(self, connection: Any, make_session: MakeSession) -> None:
+        """Bind to ``connection`` (a ``Connection`` or ``AsyncConnection``) for one test.
+
+        :raises ContextError: the patch did not take effect.
+        """
+        raise NotImplementedError
+
+    def restore(self) -> None:
+        """Undo :meth:`apply`; idempotent."""
+        raise NotImplementedError
+
+
+class SessionmakerAdapter(Adapter):
+    """Rebinds a ``sessionmaker`` / ``async_sessionmaker`` (ini ``db_sessionmakers``)."""
+
+    def __init__(self, spec: str, maker: Any) -> None:
+        self.label = f"db_sessionmakers {spec}"
+        self.maker = maker
+        self.is_async = isinstance(maker, async_sessionmaker)
+        self._saved: dict[str, Any] | None = None
+
+    def engines(self) -> Iterable[Engine]:
+        bind = self.maker.kw.get("bind")
+        if isinstance(bind, AsyncEngine):
+            bind = bind.sync_engine
+        return (bind,) if isinstance(bind, Engine) else ()
+
+    def apply(self, connection: Any, make_session: MakeSession) -> None:
+        if self._saved is None:
+            self._saved = dict(self.maker.kw)
+        self.maker.kw.pop("binds", None)
+        self.maker.configure(bind=connection, join_transaction_mode=JOIN_MODE)
+        session = self.maker()
+        sync_session = getattr(session, "sync_session", session)
+        expected = (
+            connection.sync_connection if isinstance(connection, AsyncConnection) else connection
+        )
+        bound = sync_session.bind
+        sync_session.close()  # no connection was taken: closing does no I/O
+        if bound is not expected:
+            self.restore()
+            raise ContextError(
+                f"{self.label}: rebinding had no effect (sessions bind to {bound!r})"
+            )
+
+    def restore(self) -> None:
+        if self._saved is not None:
+            self.maker.kw.clear()
+            self.maker.kw.update(self._saved)
+            self._saved = None
+
+
+class EngineAdapter(Adapter):
+    """Replaces an app ``Engine`` / ``AsyncEngine`` (ini ``db_engines``) by a stand-in whose
+    connections run on the test connection (see :mod:`._engines`), wherever a module holds it."""
+
+    def __init__(self, spec: str, engine: Any) -> None:
+        self.spec = spec
+        self.label = f"db_engines {spec}"
+        self.engine = engine
+        self.is_async = isinstance(engine, AsyncEngine)
+        self._replaced: list[tuple[dict[str, Any], str, Any]] = []
+
+    def engines(self) -> Iterable[Engine]:
+        return (self.engine.sync_engine if self.is_async else self.engine,)
+
+    def _references(self, value: Any) -> list[tuple[dict[str, Any], str]]:
+        found = []
+        for module in list(sys.modules.values()):
+            namespace = getattr(module, "__dict__", None)
+            if not isinstance(namespace, dict):
+                continue
+            for key, held in list(namespace.items()):
+                if held is value:
+                    found.append((namespace, key))
+        return found
+
+    def apply(self, connection: Any, make_session: MakeSession) -> None:
+        stand_in = (AsyncTestEngine if self.is_async else TestEngine)(self.engine, connection)
+        _value, owner, name = import_object(self.spec, self.label)
+        places = self._references(self.engine)
+        owner_dict = getattr(owner, "__dict__", None)
+        if not any(namespace is owner_dict and key == name for namespace, key in places):
+            setattr(owner, name, stand_in)
+            self._replaced.append((vars(owner), name, self.engine))
+        for namespace, key in places:
+            namespace[key] = stand_in
+            self._replaced.append((namespace, key, self.engine))
+        if import_object(self.spec, self.label)[0] is not stand_in:
+            self.restore()
+            raise ContextError(f"{self.label}: replacing the engine had no effect")
+
+    def restore(self) -> None:
+        replaced, self._replaced = self._replaced, []
+        for namespace, key, original in reversed(replaced):
+            try:
+                namespace[key] = original
+            except TypeError:  # a class's mappingproxy
+                pass
+
+
+class ContextAsyncSQLAlchemyAdapter(Adapter):
+    """Binds apps written with context-async-sqlalchemy to the test connection.
+
+    Every session that library makes, for ``db_session(connect)``, ``atomic_db_session``,
+    ``new_non_ctx_session``, ``new_non_ctx_atomic_session`` and ``run_in_new_ctx``, comes from
+    ``DBConnect.session_maker()``; the adapter replaces that one method, so the library's
+    own commit/rollback/close logic, its middleware and its hooks keep running, on the test
+    connection. Applied only when the app imported the library.
+    """
+
+    is_async = True
+    label = "context-async-sqlalchemy"
+
+    def __init__(self) -> None:
+        self._original: Any = None
+
+    @staticmethod
+    def _dbconnect() -> Any:
+        module = sys.modules.get("context_async_sqlalchemy.connect")
+        return None if module is None else module.DBConnect
+
+    def apply(self, connection: Any, make_session: MakeSession) -> None:
+        cls = self._dbconnect()
+        if cls is None:
+            return
+
+        class _Maker:
+            def __call__(self) -> Any:
+                return make_session()
+
+        maker = _Maker()
+
+        async def session_maker(self: Any) -> Any:
+            return maker
+
+        if self._original is None:
+            self._original = cls.__dict__["session_maker"]
+        cls.session_maker = session_maker
+        if cls.session_maker is not session_maker:
+            self.restore()
+            raise ContextError(f"{self.label}: patching DBConnect.session_maker had no effect")
+
+    def refuse(self) -> None:
+        """Without an async binding, make the library fail clearly instead of connecting."""
+        cls = self._dbconnect()
+        if cls is None:
+            return
+
+        async def session_maker(self: Any) -> Any:
+            raise ContextError(
+                "context-async-sqlalchemy asked for a session, but this test has no async "
+                "database binding: request the async_db_session fixture."
+            )
+
+        if self._original is None:
+            self._original = cls.__dict__["session_maker"]
+        cls.session_maker = session_maker
+
+    def restore(self) -> None:
+        cls = self._dbconnect()
+        if cls is not None and self._original is not None:
+            cls.session_maker = self._original
+        self._original = None
+
+
+def load_adapters(sessionmakers: Iterable[str], engines: Iterable[str]) -> list[Adapter]:
+    """Import the objects named by ini ``db_sessionmakers`` and ``db_engines``.
+
+    :returns: one adapter per import string, then the context-async-sqlalchemy adapter.
+    :raises ConfigurationError: a string does not import or names the wrong kind of object.
+    """
+    adapters: list[Adapter] = []
+    for spec in sessionmakers:
+        maker = import_object(spec, "db_sessionmakers")[0]
+        if not isinstance(maker, (sessionmaker, async_sessionmaker)):
+            raise ConfigurationError(
+                f"db_sessionmakers: {spec!r} is a {type(maker).__name__}, not a "
+                "sqlalchemy.orm.sessionmaker or async_sessionmaker."
+            )
+        adapters.append(SessionmakerAdapter(spec, maker))
+    for spec in engines:
+        engine = import_object(spec, "db_engines")[0]
+        if not isinstance(engine, (Engine, AsyncEngine)):
+            raise ConfigurationError(
+                f"db_engines: {spec!r} is a {type(engine).__name__}, not a sqlalchemy Engine "
+                "or AsyncEngine."
+            )
+        adapters.append(EngineAdapter(spec, engine))
+    adapters.append(ContextAsyncSQLAlchemyAdapter())
+    return adapters
+
+
+del Connection
