@@ -203,24 +203,24 @@ def write_suite(pytester: pytest.Pytester, conftest: str, **tests: str) -> None:
     pytester.makepyfile(**tests, test_zz_nothing_left=NOTHING_LEFT)
 
 
-def run_suite(
-    backend: Backend, pytester: pytest.Pytester, *args: str
-) -> tuple[pytest.RunResult, str]:
-    """Run the inner suite against ``backend`` in a subprocess, with a test database name of its
-    own (so concurrent runs on one server do not meet); return the result and that name.
+def run_suite(backend: Backend, pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    """Run the inner suite against ``backend`` in a subprocess and check that it left nothing.
 
-    ``timeout`` turns a run that hangs (e.g. at exit, on a thread or loop left behind) into a
-    failure instead of a stuck outer run.
+    Server runs get a test database name of their own, so concurrent runs on one server do not
+    meet. ``timeout`` turns a run that hangs (e.g. at exit, on a thread or loop left behind)
+    into a failure instead of a stuck outer run. The caller checks the outcomes.
     """
     name = f"test_ctxdb_{uuid.uuid4().hex[:12]}"
     name_args = ("--db-test-name", name) if backend.url is not None else ()
     result = pytester.runpytest_subprocess(*backend.args, *name_args, *args, timeout=120)
     result.stdout.no_fnmatch_line("*INTERNALERROR*")
-    return result, name
+    assert_nothing_left(backend, result, name)
+    return result
 
 
 def assert_nothing_left(backend: Backend, result: pytest.RunResult, name: str) -> None:
-    """Check from outside the finished run that its test database is gone."""
+    """Check from outside the finished run that its test database ``name`` is gone (server), or
+    its SQLite file and directory, named in the ``ctxdb: default:`` header line."""
     if backend.url is None:
         match = SQLITE_HEADER.search(result.stdout.str())
         assert match, f"no embedded SQLite header line in:\n{result.stdout.str()}"
@@ -229,7 +229,7 @@ def assert_nothing_left(backend: Backend, result: pytest.RunResult, name: str) -
         assert not path.exists(), f"{path} survived the run"
         assert not path.parent.exists(), f"{path.parent} survived the run"
     else:
-        assert name not in backend.leftover_test_databases()
+        assert name not in backend.leftover_test_databases(), result.stdout.str()
 
 
 @pytest.fixture
@@ -242,13 +242,12 @@ def sync_suite(pytester: pytest.Pytester, ini) -> pytest.Pytester:
 def test_commit_then_next_test_sees_nothing_in_both_orders(backend: Backend, sync_suite) -> None:
     """A commit through db_session is invisible to the next test, whichever test runs first."""
     write_suite(sync_suite, SYNC_CONFTEST, test_commits=COMMITS)
-    result, name = run_suite(backend, sync_suite, "-v")
+    result = run_suite(backend, sync_suite, "-v")
     result.assert_outcomes(passed=4)
     result.stdout.fnmatch_lines(
         [f"*test_commit[[]{test_id}[]] PASSED*" for test_id in ("A0", "B", "A1")]
         + ["*test_nothing_left PASSED*"]
     )
-    assert_nothing_left(backend, result, name)
 
 
 def test_savepoint_workflows_are_visible_within_the_test_and_gone_after(
@@ -263,16 +262,15 @@ def test_savepoint_workflows_are_visible_within_the_test_and_gone_after(
         test_b_integrity=INTEGRITY_RETRY,
         test_c_nested=NESTED,
     )
-    result, name = run_suite(backend, sync_suite, "-v")
+    result = run_suite(backend, sync_suite, "-v")
     result.assert_outcomes(passed=5)
-    assert_nothing_left(backend, result, name)
 
 
 def test_failing_tests_leave_nothing(backend: Backend, sync_suite) -> None:
     """db_connection.commit() fails the test with the TransactionError message, and neither its
     row nor that of a test failing on an SQL error reaches the next test."""
     write_suite(sync_suite, SYNC_CONFTEST, test_failing=FAILING)
-    result, name = run_suite(backend, sync_suite, "-v")
+    result = run_suite(backend, sync_suite, "-v")
     result.assert_outcomes(passed=3, failed=2)
     result.stdout.fnmatch_lines(
         [
@@ -283,4 +281,3 @@ def test_failing_tests_leave_nothing(backend: Backend, sync_suite) -> None:
             "*TransactionError: pytest-ctxdb refused to COMMIT the test's outer transaction*",
         ]
     )
-    assert_nothing_left(backend, result, name)

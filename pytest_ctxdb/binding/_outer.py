@@ -52,6 +52,8 @@ def prepare_connection(connection: Connection) -> None:
 
 
 def _reset_arbiter(connection: Connection) -> None:
+    if connection.closed or connection.invalidated:
+        return  # its info is gone with it; a new connection gets a new arbiter
     arbiter = connection.info.get(_ARBITER)
     if arbiter is not None:
         arbiter.reset()
@@ -133,12 +135,12 @@ class OuterTransaction:
         Idempotent.
         """
         try:
+            _reset_arbiter(self.connection)
             if self._transaction.is_active:
                 self._transaction.rollback()
             elif not self.connection.closed and not self.connection.invalidated:
                 self.connection.invalidate()
         finally:
-            _reset_arbiter(self.connection)
             sessions, self._sessions = self._sessions, []
             for session in sessions:
                 session.close()

@@ -1,0 +1,1 @@
+"""A small shop written with pytest_ctxdb.context: one async session per request."""

@@ -1,0 +1,607 @@
+"""App code using a context-session runtime, run under the plugin, lands in the test transaction.
+
+Each test writes an inner suite with ``pytester``: an app (models, modules using
+``pytest_ctxdb.context``, legacy engines and sessionmakers, context-async-sqlalchemy, FastAPI)
+whose own database URL points nowhere, and tests calling it. The inner suite runs in a
+subprocess on every backend; its last test (its file sorts last) counts the rows with an engine
+of its own on ``db_engine.url``, outside every test's outer transaction: there must be none.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING
+
+import pytest
+from test_context_runtime import MODELS
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from conftest import Backend
+
+#: ini lines of every inner suite; warnings (unclosed sessions, unawaited coroutines) fail it.
+INI_LINES = ("db_metadata = models:Base.metadata", "filterwarnings = error")
+
+#: the last inner test: a new engine on the test database sees no row at all.
+NOTHING_LEFT = """
+from sqlalchemy import create_engine
+from sqlalchemy.pool import NullPool
+from models import COUNT
+
+
+def test_nothing_left(db_engine):
+    engine = create_engine(db_engine.url, poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            assert connection.scalar(COUNT) == 0
+    finally:
+        engine.dispose()
+"""
+
+#: a sync app on the context runtime; its alias ``default`` is sync.
+SYNC_APP = '''
+from pytest_ctxdb.context import Database, atomic, db_session
+from models import Item
+from settings import SYNC_URL
+
+database = Database(SYNC_URL)
+
+
+def write(name):
+    """Add an item to the context session; return the connection that session is bound to."""
+    db_session().add(Item(name=name))
+    return db_session().get_bind()
+
+
+@atomic
+def register(name):
+    return write(name)
+'''
+
+#: tests of the sync app: every kind of context it opens runs on the test connection.
+SYNC_APP_TESTS = """
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from pytest_ctxdb import context
+from models import COUNT, NAMES, Item
+import app
+
+
+@pytest.mark.parametrize("name", ["A", "B", "A"])
+def test_app_commit_is_visible_then_gone(db_session, name):
+    assert db_session.scalars(NAMES).all() == []
+    app.register(name)
+    assert db_session.scalars(NAMES).all() == [name]
+
+
+def test_context_session_is_the_fixture_session(db_session):
+    assert context.db_session() is db_session
+    app.write("pending")
+    assert [item.name for item in db_session.new] == ["pending"]
+
+
+def test_every_context_runs_on_the_test_connection(db_session, db_connection):
+    binds = [app.register("atomic"), context.run_in_new_context(app.write, "job")]
+    with context.session_context():
+        binds.append(app.write("session context"))
+        assert context.db_session() is not db_session
+    with context.new_session() as own, own.begin():
+        own.add(Item(name="new session"))
+        binds.append(own.get_bind())
+    assert all(bind is db_connection for bind in binds), binds
+    assert db_session.scalars(NAMES).all() == ["atomic", "job", "new session", "session context"]
+
+
+def test_threads_run_new_contexts(db_session):
+    async def five_threads(round):
+        await asyncio.gather(
+            *(asyncio.to_thread(context.run_in_new_context, app.write, f"t{round}-{n}")
+              for n in range(5))
+        )
+
+    for round in range(5):
+        asyncio.run(five_threads(round))
+    with ThreadPoolExecutor(5) as pool:
+        list(pool.map(lambda n: context.run_in_new_context(app.write, f"pool-{n}"), range(25)))
+    assert db_session.scalar(COUNT) == 50
+"""
+
+#: an async app: the runtime, a FastAPI app with DBSessionMiddleware; alias ``default`` is async.
+ASYNC_APP = '''
+from fastapi import Depends, FastAPI
+from fastapi.responses import JSONResponse
+from pytest_ctxdb.context import Database, DBSessionMiddleware, atomic, db_session, get_db
+from models import Item
+from settings import ASYNC_URL
+
+database = Database(ASYNC_URL)
+
+
+async def write(name):
+    """Add and flush an item in the context session; return the connection it is bound to."""
+    db_session().add(Item(name=name))
+    await db_session().flush()
+    return db_session().get_bind()
+
+
+@atomic
+async def register(name):
+    return await write(name)
+
+
+api = FastAPI()
+api.add_middleware(DBSessionMiddleware)
+
+
+@api.post("/items/{name}")
+async def create(name: str, session=Depends(get_db())):
+    session.add(Item(name=name))
+    await session.flush()
+    return {"name": name}
+
+
+@api.post("/items/{name}/then-500")
+async def create_then_500(name: str, session=Depends(get_db())):
+    session.add(Item(name=name))
+    await session.flush()
+    return JSONResponse({"error": "failed after writing"}, status_code=500)
+
+
+@api.post("/items/{name}/then-raise")
+async def create_then_raise(name: str, session=Depends(get_db())):
+    session.add(Item(name=name))
+    await session.flush()
+    raise RuntimeError("the route failed after writing")
+'''
+
+#: a FastAPI route's outcome in the test: ``(path, status, names the test then sees)``.
+ROUTE_CASES = '''
+ROUTES = [
+    ("/items/ok", 200, ["ok"]),
+    ("/items/bad/then-500", 500, []),
+    ("/items/boom/then-raise", 500, []),
+]
+
+
+async def post(api, path):
+    """POST ``path`` to the ASGI app ``api`` in the test's own task; return the status."""
+    transport = httpx.ASGITransport(app=api, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+        return (await client.post(path)).status_code
+'''
+
+ASYNC_APP_TESTS = (
+    """
+import asyncio
+
+import httpx
+import pytest
+from pytest_ctxdb import context
+from models import COUNT, NAMES, Item
+import app
+"""
+    + ROUTE_CASES
+    + """
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("name", ["A", "B", "A"])
+async def test_app_commit_is_visible_then_gone(async_db_session, name):
+    assert (await async_db_session.scalars(NAMES)).all() == []
+    await app.register(name)
+    assert (await async_db_session.scalars(NAMES)).all() == [name]
+
+
+@pytest.mark.asyncio
+async def test_context_session_is_the_fixture_session(async_db_session):
+    assert context.db_session() is async_db_session
+    await app.write("flushed")
+    assert [item.name for item in async_db_session.identity_map.values()] == ["flushed"]
+
+
+@pytest.mark.asyncio
+async def test_every_context_runs_on_the_test_connection(async_db_session, async_db_connection):
+    binds = [await app.register("atomic"), await context.run_in_new_context(app.write, "job")]
+    async with context.session_context():
+        binds.append(await app.write("session context"))
+        assert context.db_session() is not async_db_session
+    async with context.new_session() as own:
+        own.add(Item(name="new session"))
+        await own.commit()
+        binds.append(own.get_bind())
+    assert all(bind is async_db_connection.sync_connection for bind in binds), binds
+    names = (await async_db_session.scalars(NAMES)).all()
+    assert names == ["atomic", "job", "new session", "session context"]
+
+
+@pytest.mark.asyncio
+async def test_gather_new_contexts(async_db_session, async_db_connection):
+    for round in range(5):
+        binds = await asyncio.gather(
+            *(context.run_in_new_context(app.write, f"g{round}-{n}") for n in range(5))
+        )
+        assert all(bind is async_db_connection.sync_connection for bind in binds), binds
+    assert await async_db_session.scalar(COUNT) == 25
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(("path", "status", "names"), ROUTES)
+async def test_fastapi_route(async_db_session, path, status, names):
+    assert await post(app.api, path) == status
+    assert (await async_db_session.scalars(NAMES)).all() == names
+"""
+)
+
+#: a sync app whose engine a test uses directly, bypassing the runtime.
+ESCAPE_TESTS = """
+from sqlalchemy import text
+from pytest_ctxdb.context import Database
+from settings import SYNC_URL
+import app
+
+
+def test_app_engine_connect(db_session):
+    with app.database.engine.connect() as connection:
+        connection.execute(text("SELECT 1"))
+
+
+def test_own_database_sessionmaker(db_session):
+    with Database(SYNC_URL, alias="reports").sessionmaker() as session:
+        session.execute(text("SELECT 1"))
+
+
+def test_app_swallows_the_error(db_session):
+    try:
+        with app.database.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except Exception:
+        pass
+"""
+
+#: a legacy app: a module-level engine and sessionmaker, and a module that copied the engine.
+LEGACY = '''
+from sqlalchemy import create_engine, insert
+from sqlalchemy.orm import sessionmaker
+from models import Item
+from settings import SYNC_URL
+
+engine = create_engine(SYNC_URL)
+SessionLocal = sessionmaker(bind=engine)
+
+
+def add_with_session(name):
+    with SessionLocal() as session, session.begin():
+        session.add(Item(name=name))
+
+
+def add_with_engine(name):
+    with engine.begin() as connection:
+        connection.execute(insert(Item).values(name=name))
+'''
+
+LEGACY_REPORTS = '''
+from sqlalchemy import insert
+from legacy import engine
+from models import Item
+
+
+def add_report(name):
+    with engine.connect() as connection:
+        connection.execute(insert(Item).values(name=name))
+        connection.commit()
+'''
+
+LEGACY_INI = ("db_sessionmakers = legacy:SessionLocal", "db_engines = legacy:engine")
+
+LEGACY_TESTS = """
+import pytest
+from sqlalchemy.engine import Engine
+from models import NAMES
+import legacy
+import reports
+
+
+@pytest.mark.parametrize("prefix", ["A", "B", "A"])
+def test_legacy_code_runs_on_the_test_connection(db_session, prefix):
+    assert db_session.scalars(NAMES).all() == []
+    assert not isinstance(legacy.engine, Engine) and reports.engine is legacy.engine
+    legacy.add_with_session(f"{prefix} session")
+    legacy.add_with_engine(f"{prefix} engine")
+    reports.add_report(f"{prefix} report")
+    names = [f"{prefix} engine", f"{prefix} report", f"{prefix} session"]
+    assert db_session.scalars(NAMES).all() == names
+"""
+
+#: runs after the legacy tests, with no database fixture: the originals are back.
+LEGACY_RESTORED = """
+from sqlalchemy.engine import Engine
+import legacy
+import reports
+
+
+def test_originals_restored():
+    assert isinstance(legacy.engine, Engine) and reports.engine is legacy.engine
+    assert legacy.SessionLocal.kw["bind"] is legacy.engine
+    assert "join_transaction_mode" not in legacy.SessionLocal.kw
+"""
+
+#: an app on context-async-sqlalchemy: its own DBConnect, helpers and ASGI middleware.
+CASA_APP = '''
+from context_async_sqlalchemy import ASGIHTTPDBSessionMiddleware, DBConnect, db_session
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+from models import Item
+from settings import ASYNC_URL
+
+connect = DBConnect(
+    engine_creator=create_async_engine,
+    session_maker_creator=lambda engine: async_sessionmaker(engine, expire_on_commit=False),
+    host=ASYNC_URL,
+)
+
+
+async def write(name):
+    session = await db_session(connect)
+    session.add(Item(name=name))
+    await session.flush()
+
+
+api = FastAPI()
+api.add_middleware(ASGIHTTPDBSessionMiddleware)
+
+
+@api.post("/items/{name}")
+async def create(name: str):
+    await write(name)
+    return {"name": name}
+
+
+@api.post("/items/{name}/then-500")
+async def create_then_500(name: str):
+    await write(name)
+    return JSONResponse({"error": "failed after writing"}, status_code=500)
+
+
+@api.post("/items/{name}/then-raise")
+async def create_then_raise(name: str):
+    await write(name)
+    raise RuntimeError("the route failed after writing")
+'''
+
+CASA_TESTS = (
+    """
+import asyncio
+
+import httpx
+import pytest
+from context_async_sqlalchemy import (
+    atomic_db_session,
+    close_db_session,
+    commit_db_session,
+    db_session,
+    init_db_session_ctx,
+    new_non_ctx_session,
+    reset_db_session_ctx,
+    rollback_db_session,
+    run_in_new_ctx,
+)
+from models import COUNT, NAMES, Item
+import app
+from app import connect
+"""
+    + ROUTE_CASES
+    + """
+
+@pytest.mark.asyncio
+async def test_library_helpers_run_in_the_test_transaction(async_db_session):
+    token = init_db_session_ctx()
+    try:
+        await app.write("committed")
+        await commit_db_session(connect)
+        await app.write("rolled back")
+        await rollback_db_session(connect)
+        async with atomic_db_session(connect):
+            await app.write("atomic")
+        first = await db_session(connect)
+        await close_db_session(connect)
+        assert await db_session(connect) is not first
+        async with new_non_ctx_session(connect) as own:
+            own.add(Item(name="non-ctx"))
+            await own.commit()
+    finally:
+        await reset_db_session_ctx(token)
+    names = (await async_db_session.scalars(NAMES)).all()
+    assert names == ["atomic", "committed", "non-ctx"]
+
+
+@pytest.mark.asyncio
+async def test_run_in_new_ctx_under_gather(async_db_session):
+    token = init_db_session_ctx()
+    try:
+        for round in range(5):
+            await asyncio.gather(*(run_in_new_ctx(app.write, f"g{round}-{n}") for n in range(5)))
+    finally:
+        await reset_db_session_ctx(token)
+    assert await async_db_session.scalar(COUNT) == 25
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(("path", "status", "names"), ROUTES)
+async def test_middleware_route(async_db_session, path, status, names):
+    assert await post(app.api, path) == status
+    assert (await async_db_session.scalars(NAMES)).all() == names
+"""
+)
+
+
+@pytest.fixture(autouse=True)
+def _no_url_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inner runs see only the URL a test passes, never one from this process's env."""
+    monkeypatch.delenv("PYTEST_CTXDB_URL", raising=False)
+
+
+def app_settings(backend: Backend, pytester: pytest.Pytester) -> str:
+    """The app's own URLs: a server nothing listens on, or a SQLite file never to be opened.
+
+    :returns: the secret in the URLs (it must never be printed).
+    """
+    if backend.url is None:
+        path = pytester.path / "never-opened.db"
+        urls = (f"sqlite:///{path}", f"sqlite+aiosqlite:///{path}")
+    else:
+        urls = (
+            "postgresql+psycopg://app:s3cret@127.0.0.1:1/app",
+            "postgresql+asyncpg://app:s3cret@127.0.0.1:1/app",
+        )
+    pytester.makepyfile(settings=f"SYNC_URL = {urls[0]!r}\nASYNC_URL = {urls[1]!r}\n")
+    return "s3cret"
+
+
+def write_suite(
+    backend: Backend,
+    pytester: pytest.Pytester,
+    ini: Callable[..., None],
+    *ini_lines: str,
+    **files: str,
+) -> None:
+    """Write the models, the app's settings, the ini file and the suite's ``files``."""
+    app_settings(backend, pytester)
+    ini(*INI_LINES, *ini_lines)
+    pytester.makepyfile(models=MODELS, **files)
+
+
+def run_suite(backend: Backend, pytester: pytest.Pytester) -> pytest.RunResult:
+    """Run the inner suite; nothing of it may remain on the server or in the app's file.
+
+    The test database gets a name of its own, so that runs in parallel never share one.
+    """
+    name = f"test_ctxdb_patching_{uuid.uuid4().hex[:8]}"
+    result = backend.runpytest(pytester, "-ra", "--db-test-name", name)
+    assert name not in backend.leftover_test_databases()
+    assert not (pytester.path / "never-opened.db").exists()
+    assert "s3cret" not in "\n".join(result.outlines + result.errlines)
+    return result
+
+
+def test_sync_app_runs_in_the_test_transaction(
+    backend: Backend, pytester: pytest.Pytester, ini: Callable[..., None]
+) -> None:
+    """A sync app's atomic, new contexts, new sessions and threads all commit inside the test."""
+    write_suite(
+        backend,
+        pytester,
+        ini,
+        app=SYNC_APP,
+        test_sync_app=SYNC_APP_TESTS,
+        test_zz_nothing_left=NOTHING_LEFT,
+    )
+    run_suite(backend, pytester).assert_outcomes(passed=7)
+
+
+def test_async_app_and_fastapi_run_in_the_test_transaction(
+    backend: Backend, pytester: pytest.Pytester, ini: Callable[..., None]
+) -> None:
+    """An async app's contexts, gathered new contexts and FastAPI routes stay in the test."""
+    write_suite(
+        backend,
+        pytester,
+        ini,
+        app=ASYNC_APP,
+        test_async_app=ASYNC_APP_TESTS,
+        test_zz_nothing_left=NOTHING_LEFT,
+    )
+    run_suite(backend, pytester).assert_outcomes(passed=10)
+
+
+def test_app_engine_used_directly_fails_the_test(
+    backend: Backend, pytester: pytest.Pytester, ini: Callable[..., None]
+) -> None:
+    """Taking a connection from an app engine fails the test, naming the engine; once each."""
+    write_suite(
+        backend,
+        pytester,
+        ini,
+        app=SYNC_APP,
+        test_escape=ESCAPE_TESTS,
+        test_zz_nothing_left=NOTHING_LEFT,
+    )
+    result = run_suite(backend, pytester)
+    result.assert_outcomes(passed=2, failed=2, errors=1)
+    masked = "sqlite:///*never-opened.db" if backend.url is None else "*app:***@127.0.0.1:1/app"
+    result.stdout.fnmatch_lines(
+        [
+            f"FAILED test_escape.py::test_app_engine_connect - *the engine of alias 'default' "
+            f"({masked}) was asked for a connection during the test*",
+            "FAILED test_escape.py::test_own_database_sessionmaker - *the engine of alias "
+            "'reports'*was asked for a connection*",
+            "ERROR test_escape.py::test_app_swallows_the_error - *the engine of alias "
+            "'default'*was asked for a connection*",
+        ],
+        consecutive=False,
+    )
+    assert "db_session(), new_session(), atomic" in result.stdout.str()
+
+
+def test_legacy_engine_and_sessionmaker_are_rebound_then_restored(
+    backend: Backend, pytester: pytest.Pytester, ini: Callable[..., None]
+) -> None:
+    """ini db_sessionmakers / db_engines: legacy commits stay in the test; originals come back."""
+    write_suite(
+        backend,
+        pytester,
+        ini,
+        *LEGACY_INI,
+        legacy=LEGACY,
+        reports=LEGACY_REPORTS,
+        test_legacy=LEGACY_TESTS,
+        test_zy_restored=LEGACY_RESTORED,
+        test_zz_nothing_left=NOTHING_LEFT,
+    )
+    run_suite(backend, pytester).assert_outcomes(passed=5)
+
+
+@pytest.mark.parametrize(
+    ("setting", "pattern"),
+    [
+        ("no_such_module:SessionLocal", "*db_sessionmakers*cannot import module 'no_such_module'*"),
+        ("legacy:engine", "*db_sessionmakers*'legacy:engine' is a Engine, not a*sessionmaker*"),
+    ],
+    ids=["unimportable", "not-a-sessionmaker"],
+)
+def test_bad_db_sessionmakers_is_a_usage_error(
+    backend: Backend,
+    pytester: pytest.Pytester,
+    ini: Callable[..., None],
+    setting: str,
+    pattern: str,
+) -> None:
+    """A db_sessionmakers string that does not name a sessionmaker stops the run, naming it."""
+    write_suite(
+        backend,
+        pytester,
+        ini,
+        f"db_sessionmakers = {setting}",
+        legacy=LEGACY,
+        test_legacy="def test_one(db_session):\n    pass\n",
+    )
+    result = run_suite(backend, pytester)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: {pattern}"])
+
+
+def test_context_async_sqlalchemy_app_runs_in_the_test_transaction(
+    backend: Backend, pytester: pytest.Pytester, ini: Callable[..., None]
+) -> None:
+    """context-async-sqlalchemy's helpers, run_in_new_ctx and middleware stay in the test."""
+    write_suite(
+        backend,
+        pytester,
+        ini,
+        app=CASA_APP,
+        test_casa=CASA_TESTS,
+        test_zz_nothing_left=NOTHING_LEFT,
+    )
+    run_suite(backend, pytester).assert_outcomes(passed=6)
