@@ -70,11 +70,13 @@ class DatabaseSettings:
     source: Source
     test_database: str | None = None
     metadata: tuple[str, ...] = ()
+    #: the alias whose test connection and transaction this one shares (``--db-mirror``).
+    mirror_of: str | None = None
 
     @property
     def embedded(self) -> bool:
         """``True`` when no server URL was given and an embedded SQLite database is used."""
-        return self.url is None
+        return self.url is None and self.mirror_of is None
 
 
 def mask_url(url: URL | str) -> str:
@@ -154,6 +156,7 @@ def resolve_settings(
     *,
     test_names: Mapping[str, str] | None = None,
     metadata: Mapping[str, Sequence[str]] | None = None,
+    mirrors: tuple[Source, Mapping[str, str]] | None = None,
 ) -> dict[str, DatabaseSettings]:
     """Resolve the URL settings of every alias.
 
@@ -161,6 +164,8 @@ def resolve_settings(
         (command line, environment, ini). For each alias the first source naming it wins.
     :param test_names: alias -> test database name (``--db-test-name``).
     :param metadata: alias -> ``module:attribute`` import strings (ini ``db_metadata``).
+    :param mirrors: where mirrors came from, and mirror alias -> target alias
+        (``--db-mirror replica=default``): the mirror gets no database of its own.
     :returns: ``{alias: DatabaseSettings}``, always with a ``"default"`` alias (embedded SQLite
         when no source names it), default alias first.
     :raises ConfigurationError: for a malformed URL or entry, naming the setting.
@@ -171,8 +176,20 @@ def resolve_settings(
             chosen.setdefault(alias, (source, value))
     test_names = dict(test_names or {})
     metadata = dict(metadata or {})
+    mirror_source, mirror_map = mirrors or (Source("--db-mirror", "cli"), {})
+    for mirror, target in mirror_map.items():
+        if mirror in chosen or mirror == DEFAULT_ALIAS:
+            raise ConfigurationError(
+                f"{mirror_source.name}: alias {mirror!r} has a URL of its own (or is the default "
+                "alias), so it cannot also be a mirror; drop one of the two settings."
+            )
+        if target != DEFAULT_ALIAS and target not in chosen:
+            raise ConfigurationError(
+                f"{mirror_source.name}: {mirror}={target}: unknown alias {target!r}; a mirror "
+                "needs an alias with a URL (or the default alias) to share."
+            )
     for setting, mapping in (("--db-test-name", test_names), ("db_metadata", metadata)):
-        unknown = sorted(set(mapping) - set(chosen) - {DEFAULT_ALIAS})
+        unknown = sorted(set(mapping) - set(chosen) - set(mirror_map) - {DEFAULT_ALIAS})
         if unknown:
             raise ConfigurationError(
                 f"{setting}: unknown alias {unknown[0]!r}; known aliases: "
@@ -191,5 +208,9 @@ def resolve_settings(
             source=source,
             test_database=test_names.get(alias),
             metadata=tuple(metadata.get(alias, ())),
+        )
+    for mirror in sorted(mirror_map):
+        result[mirror] = DatabaseSettings(
+            alias=mirror, url=None, source=mirror_source, mirror_of=mirror_map[mirror]
         )
     return result

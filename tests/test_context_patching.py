@@ -197,8 +197,9 @@ async def test_app_commit_is_visible_then_gone(async_db_session, name):
 @pytest.mark.asyncio
 async def test_context_session_is_the_fixture_session(async_db_session):
     assert context.db_session() is async_db_session
-    await app.write("flushed")
-    assert [item.name for item in async_db_session.identity_map.values()] == ["flushed"]
+    item = Item(name="pending")
+    context.db_session().add(item)
+    assert list(async_db_session.new) == [item]
 
 
 @pytest.mark.asyncio
@@ -261,14 +262,19 @@ def test_app_swallows_the_error(db_session):
 """
 
 #: a legacy app: a module-level engine and sessionmaker, and a module that copied the engine.
-LEGACY = '''
+LEGACY = """
 from sqlalchemy import create_engine, insert
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 from sqlalchemy.orm import sessionmaker
 from models import Item
-from settings import SYNC_URL
+from settings import ASYNC_URL, SYNC_URL
 
 engine = create_engine(SYNC_URL)
 SessionLocal = sessionmaker(bind=engine)
+async_engine = create_async_engine(ASYNC_URL)
+AsyncSessionLocal = async_sessionmaker(async_engine)
+#: the sessionmakers' settings at import, to compare after the tests.
+ORIGINAL_KW = (dict(SessionLocal.kw), dict(AsyncSessionLocal.kw))
 
 
 def add_with_session(name):
@@ -279,9 +285,16 @@ def add_with_session(name):
 def add_with_engine(name):
     with engine.begin() as connection:
         connection.execute(insert(Item).values(name=name))
-'''
 
-LEGACY_REPORTS = '''
+
+async def add_async(name):
+    async with AsyncSessionLocal() as session, session.begin():
+        session.add(Item(name=f"{name} session"))
+    async with async_engine.begin() as connection:
+        await connection.execute(insert(Item).values(name=f"{name} engine"))
+"""
+
+LEGACY_REPORTS = """
 from sqlalchemy import insert
 from legacy import engine
 from models import Item
@@ -291,9 +304,12 @@ def add_report(name):
     with engine.connect() as connection:
         connection.execute(insert(Item).values(name=name))
         connection.commit()
-'''
+"""
 
-LEGACY_INI = ("db_sessionmakers = legacy:SessionLocal", "db_engines = legacy:engine")
+LEGACY_INI = (
+    "db_sessionmakers =\n    legacy:SessionLocal\n    legacy:AsyncSessionLocal",
+    "db_engines =\n    legacy:engine\n    legacy:async_engine",
+)
 
 LEGACY_TESTS = """
 import pytest
@@ -312,23 +328,34 @@ def test_legacy_code_runs_on_the_test_connection(db_session, prefix):
     reports.add_report(f"{prefix} report")
     names = [f"{prefix} engine", f"{prefix} report", f"{prefix} session"]
     assert db_session.scalars(NAMES).all() == names
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("prefix", ["A", "B"])
+async def test_async_legacy_code_runs_on_the_test_connection(async_db_session, prefix):
+    assert (await async_db_session.scalars(NAMES)).all() == []
+    await legacy.add_async(prefix)
+    names = (await async_db_session.scalars(NAMES)).all()
+    assert names == [f"{prefix} engine", f"{prefix} session"]
 """
 
 #: runs after the legacy tests, with no database fixture: the originals are back.
 LEGACY_RESTORED = """
 from sqlalchemy.engine import Engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 import legacy
 import reports
 
 
 def test_originals_restored():
     assert isinstance(legacy.engine, Engine) and reports.engine is legacy.engine
+    assert isinstance(legacy.async_engine, AsyncEngine)
+    assert (legacy.SessionLocal.kw, legacy.AsyncSessionLocal.kw) == legacy.ORIGINAL_KW
     assert legacy.SessionLocal.kw["bind"] is legacy.engine
-    assert "join_transaction_mode" not in legacy.SessionLocal.kw
 """
 
 #: an app on context-async-sqlalchemy: its own DBConnect, helpers and ASGI middleware.
-CASA_APP = '''
+CASA_APP = """
 from context_async_sqlalchemy import ASGIHTTPDBSessionMiddleware, DBConnect, db_session
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
@@ -369,7 +396,7 @@ async def create_then_500(name: str):
 async def create_then_raise(name: str):
     await write(name)
     raise RuntimeError("the route failed after writing")
-'''
+"""
 
 CASA_TESTS = (
     """
@@ -437,27 +464,27 @@ async def test_middleware_route(async_db_session, path, status, names):
 )
 
 
+#: the password of the app's own server URL: no output may ever show it.
+APP_SECRET = "s3cret"
+
+
 @pytest.fixture(autouse=True)
 def _no_url_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """Inner runs see only the URL a test passes, never one from this process's env."""
     monkeypatch.delenv("PYTEST_CTXDB_URL", raising=False)
 
 
-def app_settings(backend: Backend, pytester: pytest.Pytester) -> str:
-    """The app's own URLs: a server nothing listens on, or a SQLite file never to be opened.
-
-    :returns: the secret in the URLs (it must never be printed).
-    """
+def app_settings(backend: Backend, pytester: pytest.Pytester) -> None:
+    """The app's own URLs: a server nothing listens on, or a SQLite file never to be opened."""
     if backend.url is None:
         path = pytester.path / "never-opened.db"
         urls = (f"sqlite:///{path}", f"sqlite+aiosqlite:///{path}")
     else:
         urls = (
-            "postgresql+psycopg://app:s3cret@127.0.0.1:1/app",
-            "postgresql+asyncpg://app:s3cret@127.0.0.1:1/app",
+            f"postgresql+psycopg://app:{APP_SECRET}@127.0.0.1:1/app",
+            f"postgresql+asyncpg://app:{APP_SECRET}@127.0.0.1:1/app",
         )
     pytester.makepyfile(settings=f"SYNC_URL = {urls[0]!r}\nASYNC_URL = {urls[1]!r}\n")
-    return "s3cret"
 
 
 def write_suite(
@@ -482,7 +509,6 @@ def run_suite(backend: Backend, pytester: pytest.Pytester) -> pytest.RunResult:
     result = backend.runpytest(pytester, "-ra", "--db-test-name", name)
     assert name not in backend.leftover_test_databases()
     assert not (pytester.path / "never-opened.db").exists()
-    assert "s3cret" not in "\n".join(result.outlines + result.errlines)
     return result
 
 
@@ -519,7 +545,7 @@ def test_async_app_and_fastapi_run_in_the_test_transaction(
 def test_app_engine_used_directly_fails_the_test(
     backend: Backend, pytester: pytest.Pytester, ini: Callable[..., None]
 ) -> None:
-    """Taking a connection from an app engine fails the test, naming the engine; once each."""
+    """Taking a connection from an app engine fails the test once, naming it, password hidden."""
     write_suite(
         backend,
         pytester,
@@ -533,16 +559,22 @@ def test_app_engine_used_directly_fails_the_test(
     masked = "sqlite:///*never-opened.db" if backend.url is None else "*app:***@127.0.0.1:1/app"
     result.stdout.fnmatch_lines(
         [
-            f"FAILED test_escape.py::test_app_engine_connect - *the engine of alias 'default' "
-            f"({masked}) was asked for a connection during the test*",
-            "FAILED test_escape.py::test_own_database_sessionmaker - *the engine of alias "
-            "'reports'*was asked for a connection*",
-            "ERROR test_escape.py::test_app_swallows_the_error - *the engine of alias "
-            "'default'*was asked for a connection*",
-        ],
-        consecutive=False,
+            "*ERROR at teardown of test_app_swallows_the_error*",
+            "*pytest-ctxdb: the engine of alias 'default'*was asked for a connection*",
+            "*_ test_app_engine_connect _*",
+            (
+                f"E   *ContextError: the engine of alias 'default' ({masked}) was asked for a "
+                "connection during the test*db_session(), new_session(), atomic*"
+            ),
+            "*_ test_own_database_sessionmaker _*",
+            "E   *ContextError: the engine of alias 'reports'*was asked for a connection*",
+            "ERROR test_escape.py::test_app_swallows_the_error*",
+            "FAILED test_escape.py::test_app_engine_connect*",
+            "FAILED test_escape.py::test_own_database_sessionmaker*",
+        ]
     )
-    assert "db_session(), new_session(), atomic" in result.stdout.str()
+    assert result.stdout.str().count("ERROR at teardown") == 1
+    assert APP_SECRET not in "\n".join(result.outlines + result.errlines)
 
 
 def test_legacy_engine_and_sessionmaker_are_rebound_then_restored(
@@ -560,7 +592,7 @@ def test_legacy_engine_and_sessionmaker_are_rebound_then_restored(
         test_zy_restored=LEGACY_RESTORED,
         test_zz_nothing_left=NOTHING_LEFT,
     )
-    run_suite(backend, pytester).assert_outcomes(passed=5)
+    run_suite(backend, pytester).assert_outcomes(passed=7)
 
 
 @pytest.mark.parametrize(

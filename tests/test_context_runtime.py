@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from conftest import Backend
 
 #: the models of every script and inner suite: one table whose ``name`` is unique.
-MODELS = '''
+MODELS = """
 from sqlalchemy import String, func, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -42,7 +42,7 @@ class Item(Base):
 
 NAMES = select(Item.name).order_by(Item.name)
 COUNT = select(func.count()).select_from(Item)
-'''
+"""
 
 #: the start of every runtime script: the schema, a checker outside the runtime, two aliases.
 RUNTIME_PRELUDE = '''
@@ -135,9 +135,9 @@ sqlite_savepoints(async_db.sync_engine)
 '''
 
 #: the end of every runtime script: the outer test looks for this line.
-RUNTIME_DONE = '''
+RUNTIME_DONE = """
 print("RUNTIME CHECKS PASSED")
-'''
+"""
 
 REGISTRY_AND_LOOKUP = '''
 # Database(url) registers; a sync URL makes a sync alias, an async driver an async one.
@@ -223,7 +223,7 @@ asyncio.run(async_helpers())
 assert committed() == ["kept"]
 '''
 
-CONTEXTS = '''
+CONTEXTS = """
 # session_context commits at its end, not before; rolls back when the block raises.
 with session_context():
     add("committed")
@@ -307,9 +307,9 @@ async def failing_job():
 
 asyncio.run(async_contexts())
 assert committed() == ["async committed", "async own", "job 0", "job 1", "job 2"]
-'''
+"""
 
-ATOMIC = '''
+ATOMIC = """
 @atomic
 def bare(name):
     add(name)
@@ -387,7 +387,7 @@ async def async_atomic():
 
 asyncio.run(async_atomic())
 assert committed() == ["async decorated", "async outer"]
-'''
+"""
 
 #: imports the context runtime, uses it on an in-memory SQLite database, lists pytest modules.
 NO_PYTEST_SCRIPT = """

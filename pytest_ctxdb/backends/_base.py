@@ -13,6 +13,9 @@ from .._errors import ConfigurationError, MissingDriverError
 from .._settings import mask_url
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from sqlalchemy import Table
     from sqlalchemy.engine import Connection, Engine
 
 __all__ = ("Backend", "DriverPair")
@@ -117,6 +120,24 @@ class Backend:
 
     def prepare_engine(self, engine: Engine) -> None:
         """Install dialect fixes on a (sync, or an async engine's ``sync_engine``) engine."""
+
+    # -- emptying tables (transaction=True) ---------------------------------------------------
+
+    def empty_tables(
+        self, connection: Connection, tables: Sequence[Table], reset_sequences: bool
+    ) -> None:
+        """Delete every row of ``tables`` (children first) inside the caller's transaction.
+
+        ``DELETE`` rather than ``TRUNCATE``: on small test tables it is many times faster
+        (PostgreSQL: ~4 ms against ~80 ms for 20 tables, see the README's figures).
+        """
+        for table in reversed(tables):
+            connection.execute(table.delete())
+        if reset_sequences:
+            self.reset_sequences(connection, tables)
+
+    def reset_sequences(self, connection: Connection, tables: Sequence[Table]) -> None:
+        """Restart the sequences / AUTO_INCREMENT counters of ``tables``."""
 
     # -- databases --------------------------------------------------------------------------
 

@@ -13,6 +13,9 @@ from sqlalchemy import text
 from ._base import Backend, DriverPair
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from sqlalchemy import Table
     from sqlalchemy.engine import Connection
 
 __all__ = ("MySQLBackend",)
@@ -27,6 +30,34 @@ class MySQLBackend(Backend):
         async_drivers=frozenset({"asyncmy", "aiomysql"}),
         extras={"pymysql": "mysql", "asyncmy": "mysql"},
     )
+
+    def empty_tables(
+        self, connection: Connection, tables: Sequence[Table], reset_sequences: bool
+    ) -> None:
+        connection.exec_driver_sql("SET FOREIGN_KEY_CHECKS = 0")
+        try:
+            for table in tables:
+                connection.execute(table.delete())
+        finally:
+            connection.exec_driver_sql("SET FOREIGN_KEY_CHECKS = 1")
+        if reset_sequences:
+            self.reset_sequences(connection, tables)
+
+    def reset_sequences(self, connection: Connection, tables: Sequence[Table]) -> None:
+        quote = connection.dialect.identifier_preparer.quote_identifier
+        for table in tables:
+            if table.autoincrement_column is not None:
+                connection.exec_driver_sql(f"ALTER TABLE {quote(table.name)} AUTO_INCREMENT = 1")
+
+    def non_transactional_tables(self, connection: Connection) -> list[str]:
+        """Tables of the current database whose engine cannot roll back (MyISAM, Aria, ...)."""
+        rows = connection.execute(
+            text(
+                "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() "
+                "AND TABLE_TYPE = 'BASE TABLE' AND ENGINE NOT IN ('InnoDB')"
+            )
+        )
+        return [row[0] for row in rows]
 
     def database_exists(self, admin: Connection, name: str) -> bool:
         found = admin.execute(

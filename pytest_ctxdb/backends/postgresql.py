@@ -14,6 +14,9 @@ from sqlalchemy import text
 from ._base import Backend, DriverPair
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from sqlalchemy import Table
     from sqlalchemy.engine import Connection
 
 __all__ = ("PostgreSQLBackend",)
@@ -32,6 +35,16 @@ class PostgreSQLBackend(Backend):
         async_drivers=frozenset({"asyncpg", "psycopg_async"}),
         extras={"psycopg": "postgres", "asyncpg": "async", "psycopg2": "postgres"},
     )
+
+    def reset_sequences(self, connection: Connection, tables: Sequence[Table]) -> None:
+        names = connection.execute(
+            text(
+                "SELECT schemaname, sequencename FROM pg_sequences WHERE schemaname = current_schema()"
+            )
+        ).all()
+        quote = connection.dialect.identifier_preparer.quote_identifier
+        for schema, name in names:
+            connection.exec_driver_sql(f"ALTER SEQUENCE {quote(schema)}.{quote(name)} RESTART")
 
     def database_exists(self, admin: Connection, name: str) -> bool:
         found = admin.execute(

@@ -23,6 +23,9 @@ from sqlalchemy.engine import URL
 from ._base import Backend, DriverPair
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from sqlalchemy import Table
     from sqlalchemy.engine import Connection, Engine
 
 __all__ = ("SQLiteBackend",)
@@ -66,6 +69,13 @@ class SQLiteBackend(Backend):
         if not event.contains(engine, "connect", _on_connect):
             event.listen(engine, "connect", _on_connect)
             event.listen(engine, "begin", _on_begin)
+
+    def reset_sequences(self, connection: Connection, tables: Sequence[Table]) -> None:
+        # Only AUTOINCREMENT tables keep a counter; plain rowid tables restart when empty.
+        if connection.exec_driver_sql(
+            "SELECT 1 FROM sqlite_master WHERE name = 'sqlite_sequence'"
+        ).first():
+            connection.exec_driver_sql("DELETE FROM sqlite_sequence")
 
     def database_exists(self, admin: Connection | None, name: str) -> bool:
         return (self.directory / name).exists()

@@ -5,7 +5,8 @@ will ask it for sessions."""
 from __future__ import annotations
 
 from ._async import AsyncOuterTransaction, AsyncReusedConnection
-from ._binding import AsyncTestBinding, TestBinding
+from ._binding import AsyncTestBinding, BindingPlan, TestBinding
+from ._commit import CommitTransaction
 from ._outer import JOIN_MODE, OuterTransaction, ReusedConnection
 from ._source import TestSessionSource
 
@@ -14,6 +15,8 @@ __all__ = (
     "AsyncOuterTransaction",
     "AsyncReusedConnection",
     "AsyncTestBinding",
+    "BindingPlan",
+    "CommitTransaction",
     "OuterTransaction",
     "ReusedConnection",
     "TestBinding",

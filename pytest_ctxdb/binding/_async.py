@@ -6,10 +6,13 @@ own pattern in ``ext/asyncio``); nothing here decides anything on its own.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
+from ._commit import CommitTransaction
 from ._outer import JOIN_MODE, OuterTransaction, prepare_connection
 
 __all__ = ("AsyncOuterTransaction", "AsyncReusedConnection")
@@ -51,23 +54,32 @@ class AsyncOuterTransaction:
 
     __slots__ = ("connection", "sync")
 
-    def __init__(self, connection: AsyncConnection, sync: OuterTransaction) -> None:
+    def __init__(
+        self, connection: AsyncConnection, sync: OuterTransaction | CommitTransaction
+    ) -> None:
         self.connection = connection
         #: the sync policy object doing the work.
         self.sync = sync
 
     @classmethod
-    async def begin(cls, connection: AsyncConnection) -> AsyncOuterTransaction:
-        """Begin the outer transaction on ``connection`` and return it."""
-        return cls(connection, await connection.run_sync(OuterTransaction))
+    async def begin(
+        cls,
+        connection: AsyncConnection,
+        policy: Callable[[Connection], OuterTransaction | CommitTransaction] = OuterTransaction,
+    ) -> AsyncOuterTransaction:
+        """Begin the test's transaction on ``connection`` with the sync ``policy`` and return it."""
+        return cls(connection, await connection.run_sync(policy))
 
     def session(self, **options: Any) -> AsyncSession:
         """Return a new ``AsyncSession`` joined to the outer transaction.
 
-        :returns: an ``AsyncSession`` with ``join_transaction_mode="create_savepoint"``,
-            closed by :meth:`rollback`.
+        :returns: an ``AsyncSession`` with ``join_transaction_mode="create_savepoint"``
+            (in commit mode: a plain one on the engine), closed by :meth:`rollback`.
         """
-        session = AsyncSession(bind=self.connection, join_transaction_mode=JOIN_MODE, **options)
+        if isinstance(self.sync, CommitTransaction):
+            session = AsyncSession(bind=self.connection.engine, **options)
+        else:
+            session = AsyncSession(bind=self.connection, join_transaction_mode=JOIN_MODE, **options)
         self.sync.adopt(session.sync_session)
         return session
 

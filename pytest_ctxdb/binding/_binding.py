@@ -1,17 +1,73 @@
-"""A test's binding: one outer transaction per alias, all rolled back at the end."""
+"""A test's binding: per declared alias, an outer transaction (or, with
+``transaction=True``, committing work), all ended together at the end of the test."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from .._errors import TransactionError
+from .._errors import ContextError, TransactionError
+from .._settings import DEFAULT_ALIAS
 from ._async import AsyncOuterTransaction
+from ._commit import CommitTransaction
 from ._outer import OuterTransaction
 
-__all__ = ("AsyncTestBinding", "TestBinding")
+__all__ = ("AsyncTestBinding", "BindingPlan", "TestBinding")
+
+
+class BindingPlan:
+    """What one test asked for: which aliases, and rollback or commit mode.
+
+    :param aliases: the declared aliases, the first one being the test's primary
+        (``db_session`` is its session); ``@pytest.mark.db(using=...)`` or ``("default",)``.
+    :param transaction: ``True`` for real commits and emptied tables afterwards.
+    :param reset_sequences: with ``transaction``, also restart sequences / AUTO_INCREMENT.
+    :param mirrors: alias -> alias whose test connection and transaction it shares.
+    """
+
+    __slots__ = ("aliases", "mirrors", "reset_sequences", "transaction")
+
+    def __init__(
+        self,
+        aliases: Sequence[str] = (DEFAULT_ALIAS,),
+        *,
+        transaction: bool = False,
+        reset_sequences: bool = False,
+        mirrors: Mapping[str, str] | None = None,
+    ) -> None:
+        self.aliases = tuple(aliases)
+        self.transaction = transaction
+        self.reset_sequences = reset_sequences
+        self.mirrors = dict(mirrors or {})
+
+    @property
+    def primary(self) -> str:
+        return self.aliases[0]
+
+    def physical(self, alias: str) -> str:
+        """The alias whose connection ``alias`` uses (itself unless mirrored).
+
+        A mirror may be used whenever its target is declared.
+
+        :raises ContextError: ``alias`` is neither declared nor a mirror of a declared alias.
+        """
+        if alias not in self.aliases and self.mirrors.get(alias) not in self.aliases:
+            raise ContextError(
+                f"this test touched database alias {alias!r}, which it did not declare; "
+                f"declared: {', '.join(self.aliases)}. Add it: "
+                f"@pytest.mark.db(using=[{', '.join(repr(a) for a in (*self.aliases, alias))}])."
+            )
+        return self.mirrors.get(alias, alias)
+
+    def physical_aliases(self) -> list[str]:
+        seen: list[str] = []
+        for alias in self.aliases:
+            target = self.mirrors.get(alias, alias)
+            if target not in seen:
+                seen.append(target)
+        return seen
 
 
 def _raise_collected(errors: list[tuple[str, BaseException]]) -> None:
@@ -19,39 +75,59 @@ def _raise_collected(errors: list[tuple[str, BaseException]]) -> None:
         raise errors[0][1]
     if errors:
         lines = "; ".join(f"alias {alias!r}: {type(exc).__name__}: {exc}" for alias, exc in errors)
-        raise TransactionError(
-            f"rolling back the test's outer transactions failed: {lines}"
-        ) from errors[0][1]
+        raise TransactionError(f"ending the test's transactions failed: {lines}") from errors[0][1]
 
 
 class TestBinding:
-    """The outer transactions of one test, per alias (sync).
+    """The transactions of one test, per declared alias (sync).
 
-    :param connect: returns the connection to use for an alias (no transaction begun).
+    :param connect: ``connect(alias, fresh)`` returns a connection of ``alias`` with no
+        transaction begun: the reused one (``fresh=False``, rollback mode) or a new one.
+    :param plan: what the test declared.
+    :param cleanup: ``cleanup(alias, reset_sequences)`` returns the table-emptying function
+        used in commit mode.
 
-    :meth:`outer` opens an alias's outer transaction on first use; :meth:`close` rolls
-    back every one of them, even when one rollback fails, then raises what failed.
+    :meth:`outer` opens an alias on first use; :meth:`close` ends every one of them, even
+    when one fails, then raises what failed (naming each alias).
     """
 
     __test__ = False
-    __slots__ = ("_connect", "_outer")
 
-    def __init__(self, connect: Callable[[str], Connection]) -> None:
+    def __init__(
+        self,
+        connect: Callable[[str, bool], Connection],
+        plan: BindingPlan | None = None,
+        cleanup: Callable[[str, bool], Callable[[Connection], None]] | None = None,
+    ) -> None:
         self._connect = connect
-        self._outer: dict[str, OuterTransaction] = {}
+        self.plan = plan or BindingPlan()
+        self._cleanup = cleanup
+        self._outer: dict[str, OuterTransaction | CommitTransaction] = {}
 
-    def outer(self, alias: str) -> OuterTransaction:
-        """Return the outer transaction of ``alias``, beginning it on first use."""
-        outer = self._outer.get(alias)
+    def outer(self, alias: str) -> OuterTransaction | CommitTransaction:
+        """Return the transaction ``alias`` uses, beginning it on first use.
+
+        :raises ContextError: ``alias`` was not declared by the test.
+        """
+        physical = self.plan.physical(alias)
+        outer = self._outer.get(physical)
         if outer is None:
-            outer = self._outer[alias] = OuterTransaction(self._connect(alias))
+            if self.plan.transaction:
+                assert self._cleanup is not None, "commit mode needs a cleanup"
+                outer = CommitTransaction(
+                    self._connect(physical, True),
+                    self._cleanup(physical, self.plan.reset_sequences),
+                )
+            else:
+                outer = OuterTransaction(self._connect(physical, False))
+            self._outer[physical] = outer
         return outer
 
     def close(self) -> None:
-        """Roll back every outer transaction.
+        """End every transaction: roll back (or empty the tables in commit mode).
 
         :raises Exception: the one error, or a :class:`TransactionError` naming each alias
-            whose rollback failed.
+            whose end failed; every alias is ended regardless.
         """
         errors: list[tuple[str, BaseException]] = []
         outers, self._outer = self._outer, {}
@@ -64,33 +140,52 @@ class TestBinding:
 
 
 class AsyncTestBinding:
-    """The async twin of :class:`TestBinding`; rollbacks run the same sync policy."""
+    """The async twin of :class:`TestBinding`; every step runs the same sync policy."""
 
     __test__ = False
-    __slots__ = ("_connect", "_outer")
 
-    def __init__(self, connect: Callable[[str], Awaitable[AsyncConnection]]) -> None:
+    def __init__(
+        self,
+        connect: Callable[[str, bool], Awaitable[AsyncConnection]],
+        plan: BindingPlan | None = None,
+        cleanup: Callable[[str, bool], Callable[[Connection], None]] | None = None,
+    ) -> None:
         self._connect = connect
+        self.plan = plan or BindingPlan()
+        self._cleanup = cleanup
         self._outer: dict[str, AsyncOuterTransaction] = {}
 
     async def open(self, alias: str) -> AsyncOuterTransaction:
-        """Begin (once) and return the outer transaction of ``alias``."""
-        outer = self._outer.get(alias)
+        """Begin (once) and return the transaction of ``alias``."""
+        physical = self.plan.physical(alias)
+        outer = self._outer.get(physical)
         if outer is None:
-            outer = self._outer[alias] = await AsyncOuterTransaction.begin(
-                await self._connect(alias)
-            )
+            if self.plan.transaction:
+                assert self._cleanup is not None, "commit mode needs a cleanup"
+                cleanup = self._cleanup(physical, self.plan.reset_sequences)
+                connection = await self._connect(physical, True)
+                outer = await AsyncOuterTransaction.begin(
+                    connection, lambda sync: CommitTransaction(sync, cleanup)
+                )
+            else:
+                outer = await AsyncOuterTransaction.begin(await self._connect(physical, False))
+            self._outer[physical] = outer
         return outer
 
-    def outer(self, alias: str) -> AsyncOuterTransaction:
-        """Return the already opened outer transaction of ``alias``.
+    async def open_all(self) -> None:
+        """Open every declared alias (async work cannot begin lazily from sync code)."""
+        for alias in self.plan.physical_aliases():
+            await self.open(alias)
 
-        :raises KeyError: :meth:`open` was not awaited for ``alias``.
+    def outer(self, alias: str) -> AsyncOuterTransaction:
+        """Return the opened transaction of ``alias``.
+
+        :raises ContextError: ``alias`` was not declared by the test.
         """
-        return self._outer[alias]
+        return self._outer[self.plan.physical(alias)]
 
     async def close(self) -> None:
-        """Roll back every outer transaction; see :meth:`TestBinding.close`."""
+        """End every transaction; see :meth:`TestBinding.close`."""
         errors: list[tuple[str, BaseException]] = []
         outers, self._outer = self._outer, {}
         for alias, outer in outers.items():

@@ -9,7 +9,6 @@ from __future__ import annotations
 import pytest
 
 from .._errors import CtxdbError
-from .._settings import DEFAULT_ALIAS
 from ..provision import make_sqlite_directory
 from ._fixtures import (
     ASYNC_FIXTURES,
@@ -17,15 +16,20 @@ from ._fixtures import (
     SYNC_FIXTURES,
     _ctxdb_async,
     _ctxdb_binding,
+    _ctxdb_plan,
     _ctxdb_source,
     _ctxdb_state,
     async_db_connection,
     async_db_engine,
     async_db_session,
+    async_db_sessions,
     db_connection,
     db_engine,
     db_session,
+    db_sessions,
+    make_plan,
 )
+from ._marker import MARKER_HELP, MarkerError
 from ._options import add_options, read_settings
 from ._state import STATE_KEY, RunState
 
@@ -40,14 +44,17 @@ __all__ = (
     "STATE_KEY",
     "_ctxdb_async",
     "_ctxdb_binding",
+    "_ctxdb_plan",
     "_ctxdb_source",
     "_ctxdb_state",
     "async_db_connection",
     "async_db_engine",
     "async_db_session",
+    "async_db_sessions",
     "db_connection",
     "db_engine",
     "db_session",
+    "db_sessions",
     "pytest_addhooks",
     "pytest_addoption",
     "pytest_configure",
@@ -69,6 +76,7 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", MARKER_HELP)
     settings = read_settings(config)
 
     def schema_hook(connection: object, alias: str) -> None:
@@ -77,17 +85,17 @@ def pytest_configure(config: pytest.Config) -> None:
     # On a pytest-xdist worker, each worker gets its own test database (test_app_gw0, ...).
     workerinput = getattr(config, "workerinput", None)
     suffix = f"_{workerinput['workerid']}" if workerinput else ""
-    state = RunState(
-        settings,
-        make_sqlite_directory(),
-        schema_hook,
-        name_suffix=suffix,
-        sessionmaker_specs=tuple(config.getini("db_sessionmakers")),
-        engine_specs=tuple(config.getini("db_engines")),
-    )
     try:
-        for alias in settings:
-            state.database(alias)  # validates dialect and names; contacts no server
+        # Builds each TestDatabase: validates dialect and names; contacts no server.
+        state = RunState(
+            settings,
+            make_sqlite_directory(),
+            schema_hook,
+            name_suffix=suffix,
+            sessionmaker_specs=tuple(config.getini("db_sessionmakers")),
+            engine_specs=tuple(config.getini("db_engines")),
+            block_access=bool(config.getini("db_block_access")),
+        )
     except CtxdbError as exc:
         raise pytest.UsageError(str(exc)) from None
     config.stash[STATE_KEY] = state
@@ -95,7 +103,16 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
     state = config.stash[STATE_KEY]
-    return [f"ctxdb: {state.database(alias).describe()}" for alias in state.settings]
+    lines = []
+    for alias, settings in state.settings.items():
+        if settings.mirror_of is not None:
+            lines.append(
+                f"ctxdb: {alias}: mirror of {settings.mirror_of} ({settings.source}; shares its "
+                "test connection and transaction)"
+            )
+        else:
+            lines.append(f"ctxdb: {state.database(alias).describe()}")
+    return lines
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -108,18 +125,25 @@ def pytest_runtestloop(session: pytest.Session) -> None:
     """
     if session.config.option.collectonly or not session.items:
         return
+    state = session.config.stash[STATE_KEY]
     needs_sync = needs_async = False
+    aliases: dict[str, None] = {}
     for item in session.items:
         names = getattr(item, "fixturenames", ())
-        needs_sync = needs_sync or not SYNC_FIXTURES.isdisjoint(names)
-        needs_async = needs_async or not ASYNC_FIXTURES.isdisjoint(names)
-        if needs_sync and needs_async:
-            break
-    if not (needs_sync or needs_async):
+        uses_sync = not SYNC_FIXTURES.isdisjoint(names)
+        uses_async = not ASYNC_FIXTURES.isdisjoint(names)
+        if not (uses_sync or uses_async or item.get_closest_marker("db")):
+            continue
+        needs_sync = needs_sync or uses_sync or not uses_async
+        needs_async = needs_async or uses_async
+        try:
+            aliases.update(dict.fromkeys(make_plan(item, state).physical_aliases()))
+        except MarkerError:
+            pass  # that test fails on its own, with the marker's message
+    if not aliases:
         return
-    state = session.config.stash[STATE_KEY]
     try:
-        state.provision([DEFAULT_ALIAS], sync=needs_sync, async_=needs_async)
+        state.provision(list(aliases), sync=needs_sync, async_=needs_async)
         state.adapters()
     except CtxdbError as exc:
         raise pytest.UsageError(f"pytest-ctxdb: {exc}") from None

@@ -12,38 +12,71 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.pool import NullPool
 
-from .._settings import DEFAULT_ALIAS
-from ..binding import AsyncReusedConnection, AsyncTestBinding
+from ..binding import AsyncReusedConnection, AsyncTestBinding, BindingPlan
 from ._state import RunState
 
 
-def _define(scope: Any) -> tuple[Any, Any]:
-    @pytest_asyncio.fixture(scope=scope, loop_scope=scope, name=f"_ctxdb_async_connection_{scope}")
-    async def source(_ctxdb_state: RunState) -> AsyncIterator[AsyncReusedConnection]:
-        options: dict[str, Any] = {"poolclass": NullPool} if scope == "function" else {}
-        engine = _ctxdb_state.database(DEFAULT_ALIAS).create_async_engine(**options)
-        reused = AsyncReusedConnection(engine)
-        try:
-            yield reused
-        finally:
+class AsyncConnections:
+    """The async engines and reused connections of one loop, per alias, made on demand.
+
+    An async connection belongs to the event loop it was made in, so each loop scope keeps
+    its own, and disposes them in that loop.
+    """
+
+    def __init__(self, state: RunState, scope: str) -> None:
+        self._state = state
+        self._options: dict[str, Any] = {"poolclass": NullPool} if scope == "function" else {}
+        self._reused: dict[str, AsyncReusedConnection] = {}
+
+    def _for(self, alias: str) -> AsyncReusedConnection:
+        alias = self._state.physical(alias)
+        reused = self._reused.get(alias)
+        if reused is None:
+            engine = self._state.database(alias).create_async_engine(**self._options)
+            reused = self._reused[alias] = AsyncReusedConnection(engine)
+        return reused
+
+    def engine(self, alias: str) -> AsyncEngine:
+        return self._for(alias).engine
+
+    async def connect(self, alias: str, fresh: bool) -> AsyncConnection:
+        reused = self._for(alias)
+        return await (reused.engine.connect() if fresh else reused.get())
+
+    async def close(self) -> None:
+        for reused in self._reused.values():
             try:
                 await reused.close()
             finally:
                 # Dispose in this loop: aiosqlite >= 0.22 otherwise keeps a thread alive at exit.
-                await engine.dispose()
+                await reused.engine.dispose()
+        self._reused.clear()
+
+
+def _define(scope: Any) -> tuple[Any, Any]:
+    @pytest_asyncio.fixture(scope=scope, loop_scope=scope, name=f"_ctxdb_async_connection_{scope}")
+    async def source(_ctxdb_state: RunState) -> AsyncIterator[AsyncConnections]:
+        connections = AsyncConnections(_ctxdb_state, scope)
+        try:
+            yield connections
+        finally:
+            await connections.close()
 
     @pytest_asyncio.fixture(loop_scope=scope, name=f"_ctxdb_async_binding_{scope}")
     async def binding(request: pytest.FixtureRequest) -> AsyncIterator[AsyncTestBinding]:
-        # Already set up by the dispatcher, so this returns the cached value, no loop work.
-        reused: AsyncReusedConnection = request.getfixturevalue(f"_ctxdb_async_connection_{scope}")
-
-        async def connect(alias: str) -> Any:
-            return await reused.get()
-
-        test_binding = AsyncTestBinding(connect)
-        await test_binding.open(DEFAULT_ALIAS)
+        # Both already set up by the dispatcher, so these return cached values, no loop work.
+        connections: AsyncConnections = request.getfixturevalue(f"_ctxdb_async_connection_{scope}")
+        plan: BindingPlan = request.getfixturevalue("_ctxdb_plan")
+        state: RunState = request.getfixturevalue("_ctxdb_state")
+        test_binding = AsyncTestBinding(connections.connect, plan, state.cleanup)
+        try:
+            await test_binding.open_all()
+        except BaseException:
+            await test_binding.close()
+            raise
         yield test_binding
         await test_binding.close()
 
@@ -57,6 +90,7 @@ _ctxdb_async_connection_package, _ctxdb_async_binding_package = _define("package
 _ctxdb_async_connection_session, _ctxdb_async_binding_session = _define("session")
 
 __all__ = (
+    "AsyncConnections",
     "_ctxdb_async_binding_class",
     "_ctxdb_async_binding_function",
     "_ctxdb_async_binding_module",

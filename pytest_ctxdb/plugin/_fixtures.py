@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -12,7 +12,8 @@ from sqlalchemy.orm import Session
 
 from .._errors import CtxdbError
 from .._settings import DEFAULT_ALIAS
-from ..binding import AsyncReusedConnection, AsyncTestBinding, TestBinding, TestSessionSource
+from ..binding import AsyncTestBinding, BindingPlan, TestBinding, TestSessionSource
+from ._marker import MarkerError, read_marker
 from ._state import STATE_KEY, RunState
 
 if TYPE_CHECKING:
@@ -25,20 +26,26 @@ __all__ = (
     "AsyncHandles",
     "_ctxdb_async",
     "_ctxdb_binding",
+    "_ctxdb_plan",
     "_ctxdb_source",
     "_ctxdb_state",
     "async_db_connection",
     "async_db_engine",
     "async_db_session",
+    "async_db_sessions",
     "db_connection",
     "db_engine",
     "db_session",
+    "db_sessions",
     "fail_on_error",
+    "make_plan",
 )
 
 #: fixtures that need the sync driver / the async driver (used to provision before the run).
-SYNC_FIXTURES = frozenset({"db_engine", "db_connection", "db_session"})
-ASYNC_FIXTURES = frozenset({"async_db_engine", "async_db_connection", "async_db_session"})
+SYNC_FIXTURES = frozenset({"db_engine", "db_connection", "db_session", "db_sessions"})
+ASYNC_FIXTURES = frozenset(
+    {"async_db_engine", "async_db_connection", "async_db_session", "async_db_sessions"}
+)
 _LOOP_SCOPES = ("function", "class", "module", "package", "session")
 
 
@@ -105,19 +112,76 @@ def _ctxdb_source(
         pytest.fail("pytest-ctxdb: " + "\n".join(source.escapes), pytrace=False)
 
 
+def make_plan(item: pytest.Item, state: RunState) -> BindingPlan:
+    """The test's :class:`BindingPlan` from its ``db`` marker (default alias without one).
+
+    :raises MarkerError: the marker's arguments are invalid (message names the marker).
+    """
+    marker = read_marker(item, state.aliases)
+    mirrors = {a: s.mirror_of for a, s in state.settings.items() if s.mirror_of is not None}
+    if marker is None:
+        return BindingPlan(mirrors=mirrors)
+    return BindingPlan(
+        marker.using,
+        transaction=marker.transaction,
+        reset_sequences=marker.reset_sequences,
+        mirrors=mirrors,
+    )
+
+
+@pytest.fixture
+def _ctxdb_plan(request: pytest.FixtureRequest, _ctxdb_state: RunState) -> BindingPlan:
+    try:
+        plan = make_plan(request.node, _ctxdb_state)
+    except MarkerError as exc:
+        pytest.fail(f"In {request.node.nodeid}: {exc}", pytrace=False)
+    if not plan.transaction:
+        for alias in plan.physical_aliases():
+            tables = _ctxdb_state.nontransactional.get(alias)
+            if tables:
+                pytest.fail(
+                    f"pytest-ctxdb: alias {alias!r}: tables {', '.join(sorted(tables))} use a "
+                    "storage engine that cannot roll back (MyISAM/Aria), so this test's data "
+                    "would stay. Use ENGINE=InnoDB, or @pytest.mark.db(transaction=True).",
+                    pytrace=False,
+                )
+    return plan
+
+
 @pytest.fixture
 def _ctxdb_binding(
-    _ctxdb_state: RunState, _ctxdb_source: TestSessionSource
+    _ctxdb_state: RunState, _ctxdb_source: TestSessionSource, _ctxdb_plan: BindingPlan
 ) -> Iterator[TestBinding]:
-    binding = TestBinding(_ctxdb_state.connection)
+    binding = TestBinding(_ctxdb_state.connect, _ctxdb_plan, _ctxdb_state.cleanup)
     try:
-        binding.outer(DEFAULT_ALIAS)
+        binding.outer(_ctxdb_plan.primary)
         _ctxdb_source.attach_sync(binding)
     except CtxdbError as exc:
         binding.close()
         fail_on_error(exc)
     yield binding
     binding.close()
+
+
+class SessionMap(Mapping[str, Any]):
+    """alias -> the test's session of that alias, made on first access (``db_sessions``)."""
+
+    def __init__(self, make: Any, aliases: tuple[str, ...]) -> None:
+        self._make = make
+        self._aliases = aliases
+        self._sessions: dict[str, Any] = {}
+
+    def __getitem__(self, alias: str) -> Any:
+        session = self._sessions.get(alias)
+        if session is None:
+            session = self._sessions[alias] = self._make(alias)
+        return session
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._aliases)
+
+    def __len__(self) -> int:
+        return len(self._aliases)
 
 
 @pytest.fixture
@@ -130,7 +194,29 @@ def db_connection(_ctxdb_binding: TestBinding) -> Connection:
     permanent); use ``begin_nested()``, or a ``Session(bind=db_connection,
     join_transaction_mode="create_savepoint")`` whose commits release savepoints.
     """
-    return _ctxdb_binding.outer(DEFAULT_ALIAS).connection
+    return _ctxdb_binding.outer(_ctxdb_binding.plan.primary).connection
+
+
+@pytest.fixture
+def db_sessions(
+    _ctxdb_binding: TestBinding, _ctxdb_source: TestSessionSource
+) -> Mapping[str, Session]:
+    """alias -> a sync ``Session`` of that alias, for tests that declare several databases.
+
+    ``@pytest.mark.db(using=["default", "replica"])`` then ``db_sessions["replica"]``. Each
+    alias has its own outer transaction (a mirror shares its target's), rolled back after the
+    test; ``db_sessions[first declared alias]`` is ``db_session``. The app's context session of
+    each alias is the same object in the test's own context. Function scope.
+    """
+
+    def make(alias: str) -> Session:
+        if alias == _ctxdb_binding.plan.primary and (alias, False) in _ctxdb_source.root_sessions:
+            return _ctxdb_source.root_sessions[(alias, False)]  # type: ignore[no-any-return]
+        session = _ctxdb_binding.outer(alias).session()
+        _ctxdb_source.root_sessions[(alias, False)] = session
+        return session
+
+    return SessionMap(make, _ctxdb_binding.plan.aliases)
 
 
 @pytest.fixture
@@ -143,8 +229,11 @@ def db_session(_ctxdb_binding: TestBinding, _ctxdb_source: TestSessionSource) ->
     ``close()`` is harmless. A test may request it with ``db_connection``: both share the one
     outer transaction, which is rolled back at the end whatever the test did.
     """
-    session = _ctxdb_binding.outer(DEFAULT_ALIAS).session()
-    _ctxdb_source.root_sessions[(DEFAULT_ALIAS, False)] = session
+    primary = _ctxdb_binding.plan.primary
+    session = _ctxdb_source.root_sessions.get((primary, False))
+    if session is None:
+        session = _ctxdb_binding.outer(primary).session()
+        _ctxdb_source.root_sessions[(primary, False)] = session
     return session
 
 
@@ -153,9 +242,9 @@ def db_session(_ctxdb_binding: TestBinding, _ctxdb_source: TestSessionSource) ->
 
 @dataclass(frozen=True)
 class AsyncHandles:
-    """The async connection source of a loop scope and the test's binding on it."""
+    """The async connections of a loop scope and the test's binding on them."""
 
-    source: AsyncReusedConnection
+    source: Any  # _async_fixtures.AsyncConnections
     binding: AsyncTestBinding
 
 
@@ -176,7 +265,10 @@ def _loop_scope(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def _ctxdb_async(
-    request: pytest.FixtureRequest, _ctxdb_state: RunState, _ctxdb_source: TestSessionSource
+    request: pytest.FixtureRequest,
+    _ctxdb_state: RunState,
+    _ctxdb_source: TestSessionSource,
+    _ctxdb_plan: BindingPlan,
 ) -> AsyncHandles:
     try:
         import pytest_asyncio  # noqa: F401
@@ -191,10 +283,10 @@ def _ctxdb_async(
         pytest.fail(f"pytest-ctxdb: unknown asyncio loop scope {scope!r}", pytrace=False)
     try:
         # Provision here, outside any event loop (provisioning may run its own loop).
-        _ctxdb_state.provision([DEFAULT_ALIAS], sync=False, async_=True)
+        _ctxdb_state.provision(_ctxdb_plan.physical_aliases(), sync=False, async_=True)
     except CtxdbError as exc:
         fail_on_error(exc)
-    source: AsyncReusedConnection = request.getfixturevalue(f"_ctxdb_async_connection_{scope}")
+    source = request.getfixturevalue(f"_ctxdb_async_connection_{scope}")
     binding: AsyncTestBinding = request.getfixturevalue(f"_ctxdb_async_binding_{scope}")
     try:
         _ctxdb_source.attach_async(binding)
@@ -212,7 +304,7 @@ def async_db_engine(_ctxdb_async: AsyncHandles) -> AsyncEngine:
     is the async twin of the URL's (asyncpg for PostgreSQL, aiosqlite for SQLite). Like
     ``db_engine``, connections taken from it directly are not isolated.
     """
-    return _ctxdb_async.source.engine
+    return _ctxdb_async.source.engine(_ctxdb_async.binding.plan.primary)  # type: ignore[no-any-return]
 
 
 @pytest.fixture
@@ -222,7 +314,25 @@ def async_db_connection(_ctxdb_async: AsyncHandles) -> AsyncConnection:
     The async twin of ``db_connection`` (function scope); it belongs to the requesting test's
     event loop (its ``asyncio`` marker ``loop_scope``, or ``asyncio_default_test_loop_scope``).
     """
-    return _ctxdb_async.binding.outer(DEFAULT_ALIAS).connection
+    return _ctxdb_async.binding.outer(_ctxdb_async.binding.plan.primary).connection
+
+
+@pytest.fixture
+def async_db_sessions(
+    _ctxdb_async: AsyncHandles, _ctxdb_source: TestSessionSource
+) -> Mapping[str, AsyncSession]:
+    """alias -> an ``AsyncSession`` of that alias; the async twin of ``db_sessions``."""
+    binding = _ctxdb_async.binding
+
+    def make(alias: str) -> AsyncSession:
+        existing = _ctxdb_source.root_sessions.get((alias, True))
+        if alias == binding.plan.primary and existing is not None:
+            return existing  # type: ignore[no-any-return]
+        session = binding.outer(alias).session()
+        _ctxdb_source.root_sessions[(alias, True)] = session
+        return session
+
+    return SessionMap(make, binding.plan.aliases)
 
 
 @pytest.fixture
@@ -235,6 +345,9 @@ def async_db_session(_ctxdb_async: AsyncHandles, _ctxdb_source: TestSessionSourc
     and auto modes and every loop scope; the connection and engine are made and disposed in
     the test's own loop.
     """
-    session = _ctxdb_async.binding.outer(DEFAULT_ALIAS).session()
-    _ctxdb_source.root_sessions[(DEFAULT_ALIAS, True)] = session
+    primary = _ctxdb_async.binding.plan.primary
+    session = _ctxdb_source.root_sessions.get((primary, True))
+    if session is None:
+        session = _ctxdb_async.binding.outer(primary).session()
+        _ctxdb_source.root_sessions[(primary, True)] = session
     return session

@@ -42,6 +42,17 @@ HELP_ENGINES = (
 )
 
 
+HELP_MIRROR = (
+    "MIRROR=ALIAS: in tests, alias MIRROR (e.g. a read replica) uses ALIAS's test connection "
+    "and transaction, so writes through ALIAS are readable through MIRROR at once; MIRROR needs "
+    "no server of its own; repeatable."
+)
+HELP_BLOCK = (
+    "Fail a test that touches a database without asking for one (no db marker, no db "
+    "fixture): 'Database access not allowed'. Default: true."
+)
+
+
 def add_options(parser: pytest.Parser) -> None:
     group = parser.getgroup("ctxdb", "pytest-ctxdb: transactional test databases")
     group.addoption(
@@ -63,6 +74,16 @@ def add_options(parser: pytest.Parser) -> None:
     )
     parser.addini("db_test_name", type="linelist", default=[], help=HELP_TEST_NAME)
     parser.addini("db_metadata", type="linelist", default=[], help=HELP_METADATA)
+    group.addoption(
+        "--db-mirror",
+        action="append",
+        dest="db_mirror",
+        default=None,
+        metavar="MIRROR=ALIAS",
+        help=HELP_MIRROR,
+    )
+    parser.addini("db_mirrors", type="linelist", default=[], help=HELP_MIRROR)
+    parser.addini("db_block_access", type="bool", default=True, help=HELP_BLOCK)
     parser.addini("db_sessionmakers", type="linelist", default=[], help=HELP_SESSIONMAKERS)
     parser.addini("db_engines", type="linelist", default=[], help=HELP_ENGINES)
 
@@ -94,6 +115,21 @@ def read_settings(config: pytest.Config) -> dict[str, DatabaseSettings]:
         for entry in config.getini("db_metadata"):
             alias, value = split_alias(entry)
             metadata.setdefault(alias, []).append(value)
-        return resolve_settings(sources, test_names=test_names, metadata=metadata)
+        cli_mirrors = config.option.db_mirror or []
+        mirror_source = Source("--db-mirror", "cli") if cli_mirrors else Source("db_mirrors", "ini")
+        mirrors: dict[str, str] = {}
+        for entry in cli_mirrors or config.getini("db_mirrors"):
+            mirror, sep, target = entry.strip().partition("=")
+            if not sep or not mirror.strip() or not target.strip():
+                raise ConfigurationError(
+                    f"{mirror_source.name}: {entry!r} is not MIRROR=ALIAS, e.g. replica=default."
+                )
+            mirrors[mirror.strip()] = target.strip()
+        return resolve_settings(
+            sources,
+            test_names=test_names,
+            metadata=metadata,
+            mirrors=(mirror_source, mirrors),
+        )
     except ConfigurationError as exc:
         raise pytest.UsageError(str(exc)) from None

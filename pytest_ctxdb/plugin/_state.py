@@ -9,11 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import MetaData, Table
 from sqlalchemy.engine import Connection, Engine
 
 from .._errors import CtxdbError
 from .._settings import DatabaseSettings
 from ..adapters import Adapter, load_adapters
+from ..backends import MySQLBackend
 from ..binding import ReusedConnection
 from ..provision import SchemaHook, TestDatabase, load_metadata
 
@@ -24,8 +26,10 @@ __all__ = ("STATE_KEY", "RunState")
 class RunState:
     """Everything pytest-ctxdb keeps for one pytest run (one per xdist worker).
 
-    :ivar settings: alias -> resolved settings (frozen, decided in ``pytest_configure``).
-    :ivar databases: alias -> its :class:`TestDatabase` (built lazily, no server contacted).
+    :ivar settings: alias -> resolved settings (frozen, decided in ``pytest_configure``);
+        mirrors included.
+    :ivar databases: alias -> its :class:`TestDatabase` (mirrors have none); built in
+        ``pytest_configure`` without contacting any server.
     """
 
     settings: dict[str, DatabaseSettings]
@@ -33,23 +37,50 @@ class RunState:
     schema_hook: SchemaHook | None = None
     #: appended to every test database name (``"_gw0"`` on a pytest-xdist worker).
     name_suffix: str = ""
-    databases: dict[str, TestDatabase] = field(default_factory=dict)
-    provisioned: set[str] = field(default_factory=set)
     #: ini ``db_sessionmakers`` / ``db_engines`` import strings, loaded by :meth:`adapters`.
     sessionmaker_specs: tuple[str, ...] = ()
     engine_specs: tuple[str, ...] = ()
+    #: ``False`` when ini ``db_block_access`` turns access blocking off.
+    block_access: bool = True
+    databases: dict[str, TestDatabase] = field(default_factory=dict)
+    provisioned: set[str] = field(default_factory=set)
+    #: alias -> tables that cannot roll back (MySQL MyISAM/Aria), found at provisioning.
+    nontransactional: dict[str, list[str]] = field(default_factory=dict)
     _adapters: list[Adapter] | None = None
     _engines: dict[str, Engine] = field(default_factory=dict)
     _connections: dict[str, ReusedConnection] = field(default_factory=dict)
+    _tables: dict[str, list[Table]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        seen: dict[tuple[Any, ...], str] = {}
+        for alias, settings in self.settings.items():
+            if settings.mirror_of is not None:
+                continue
+            database = self.databases[alias] = TestDatabase(
+                settings, self.sqlite_directory, self.name_suffix
+            )
+            key = (
+                database.url.get_backend_name(),
+                database.url.host,
+                database.url.port,
+                database.name,
+            )
+            if key in seen:  # two aliases on one server and database: keep them apart
+                database.rename(f"{database.name}_{alias}")
+            seen[key] = alias
+
+    @property
+    def aliases(self) -> list[str]:
+        """Every configured alias, default first (mirrors included)."""
+        return list(self.settings)
+
+    def physical(self, alias: str) -> str:
+        """The alias that owns the database ``alias`` uses (its mirror target, or itself)."""
+        return self.settings[alias].mirror_of or alias
 
     def database(self, alias: str) -> TestDatabase:
-        """Return the :class:`TestDatabase` of ``alias``, without creating it on the server."""
-        database = self.databases.get(alias)
-        if database is None:
-            database = self.databases[alias] = TestDatabase(
-                self.settings[alias], self.sqlite_directory, self.name_suffix
-            )
-        return database
+        """Return the :class:`TestDatabase` behind ``alias`` (a mirror's target's)."""
+        return self.databases[self.physical(alias)]
 
     def provision(self, aliases: Iterable[str], *, sync: bool = True, async_: bool = False) -> None:
         """Create each alias's test database and schema, once per run.
@@ -59,8 +90,8 @@ class RunState:
         :raises CtxdbError: a driver is missing, a schema import string fails, the server is
             unreachable; nothing is created for later aliases then.
         """
-        for alias in aliases:
-            database = self.database(alias)
+        for alias in dict.fromkeys(self.physical(a) for a in aliases):
+            database = self.databases[alias]
             if sync:
                 database.check_driver(is_async=False)
             if async_:
@@ -70,6 +101,9 @@ class RunState:
             metadata = load_metadata(self.settings[alias].metadata)
             database.create(metadata, self.schema_hook)
             self.provisioned.add(alias)
+            if isinstance(database.backend, MySQLBackend):
+                backend = database.backend
+                self.nontransactional[alias] = database.run(backend.non_transactional_tables)
 
     def adapters(self) -> list[Adapter]:
         """The run's adapters, imported on first use.
@@ -82,18 +116,41 @@ class RunState:
 
     def engine(self, alias: str) -> Engine:
         """The run's sync ``Engine`` on the test database of ``alias`` (created on first use)."""
+        alias = self.physical(alias)
         engine = self._engines.get(alias)
         if engine is None:
             self.provision([alias])
             engine = self._engines[alias] = self.database(alias).create_engine()
         return engine
 
-    def connection(self, alias: str) -> Connection:
-        """The reused sync connection of ``alias``, with no transaction begun."""
+    def connect(self, alias: str, fresh: bool = False) -> Connection:
+        """A connection of ``alias`` with no transaction begun.
+
+        :param fresh: a new connection from the engine (commit mode) instead of the one
+            reused from test to test (rollback mode).
+        """
+        alias = self.physical(alias)
+        if fresh:
+            return self.engine(alias).connect()
         reused = self._connections.get(alias)
         if reused is None:
             reused = self._connections[alias] = ReusedConnection(self.engine(alias))
         return reused.get()
+
+    def cleanup(self, alias: str, reset_sequences: bool) -> Callable[[Connection], None]:
+        """The function that empties ``alias``'s tables after a ``transaction=True`` test."""
+        alias = self.physical(alias)
+        backend = self.database(alias).backend
+
+        def empty(connection: Connection) -> None:
+            tables = self._tables.get(alias)
+            if tables is None:
+                reflected = MetaData()
+                reflected.reflect(connection)
+                tables = self._tables[alias] = list(reflected.sorted_tables)
+            backend.empty_tables(connection, tables, reset_sequences)
+
+        return empty
 
     def close(self, report: Callable[[str], Any]) -> None:
         """Dispose engines and drop every test database this run created.

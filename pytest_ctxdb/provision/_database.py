@@ -90,6 +90,15 @@ class TestDatabase:
         self.created = False
         self._needs_server = not isinstance(self.backend, SQLiteBackend)
 
+    def rename(self, name: str) -> None:
+        """Use test database ``name`` instead (before :meth:`create`)."""
+        self.name = name
+        self.url = self.backend.test_url(self.server_url, name)
+
+    def run(self, fn: Callable[[Connection], T]) -> T:
+        """Run ``fn(connection)`` on a fresh connection to the test database (autocommit)."""
+        return self._run(self.url, fn, autocommit=True)
+
     # -- URLs and engines ---------------------------------------------------------------------
 
     def driver_url(self, *, is_async: bool) -> URL:

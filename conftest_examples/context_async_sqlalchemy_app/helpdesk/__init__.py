@@ -1,0 +1,1 @@
+"""A helpdesk API written with context-async-sqlalchemy, unchanged for its tests."""
