@@ -39,6 +39,44 @@ def test_nothing_left(db_engine):
         engine.dispose()
 """
 
+#: FastAPI routes on the context runtime; ``ASYNC_`` / ``AWAIT_`` make them async or sync.
+FASTAPI_ROUTES = """
+from fastapi import Depends, FastAPI
+from fastapi.responses import JSONResponse
+from pytest_ctxdb.context import DBSessionMiddleware, get_db
+
+api = FastAPI()
+api.add_middleware(DBSessionMiddleware)
+
+
+@api.post("/items/{name}")
+ASYNC_def create(name: str, session=Depends(get_db())):
+    session.add(Item(name=name))
+    AWAIT_session.flush()
+    return {"name": name}
+
+
+@api.post("/items/{name}/then-500")
+ASYNC_def create_then_500(name: str, session=Depends(get_db())):
+    session.add(Item(name=name))
+    AWAIT_session.flush()
+    return JSONResponse({"error": "failed after writing"}, status_code=500)
+
+
+@api.post("/items/{name}/then-raise")
+ASYNC_def create_then_raise(name: str, session=Depends(get_db())):
+    session.add(Item(name=name))
+    AWAIT_session.flush()
+    raise RuntimeError("the route failed after writing")
+"""
+
+
+def fastapi_routes(is_async: bool) -> str:
+    """The FastAPI routes, with ``async def`` and ``await`` or as plain functions."""
+    prefix = "async " if is_async else ""
+    return FASTAPI_ROUTES.replace("ASYNC_", prefix).replace("AWAIT_", "await " if is_async else "")
+
+
 #: a sync app on the context runtime; its alias ``default`` is sync.
 SYNC_APP = '''
 from pytest_ctxdb.context import Database, atomic, db_session
@@ -57,17 +95,40 @@ def write(name):
 @atomic
 def register(name):
     return write(name)
+''' + fastapi_routes(is_async=False)
+
+#: a FastAPI route's outcome in the test: ``(path, status, names the test then sees)``.
+ROUTE_CASES = '''
+import httpx
+
+ROUTES = [
+    ("/items/ok", 200, ["ok"]),
+    ("/items/bad/then-500", 500, []),
+    ("/items/boom/then-raise", 500, []),
+]
+
+
+async def post(api, path):
+    """POST ``path`` to the ASGI app ``api`` in the test's own task; return the status."""
+    transport = httpx.ASGITransport(app=api, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+        return (await client.post(path)).status_code
 '''
 
 #: tests of the sync app: every kind of context it opens runs on the test connection.
-SYNC_APP_TESTS = """
+SYNC_APP_TESTS = (
+    """
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from fastapi.testclient import TestClient
 from pytest_ctxdb import context
 from models import COUNT, NAMES, Item
 import app
+"""
+    + ROUTE_CASES
+    + """
 
 
 @pytest.mark.parametrize("name", ["A", "B", "A"])
@@ -107,13 +168,19 @@ def test_threads_run_new_contexts(db_session):
     with ThreadPoolExecutor(5) as pool:
         list(pool.map(lambda n: context.run_in_new_context(app.write, f"pool-{n}"), range(25)))
     assert db_session.scalar(COUNT) == 50
+
+
+@pytest.mark.parametrize(("path", "status", "names"), ROUTES)
+def test_fastapi_route_through_test_client(db_session, path, status, names):
+    with TestClient(app.api, raise_server_exceptions=False) as client:
+        assert client.post(path).status_code == status
+    assert db_session.scalars(NAMES).all() == names
 """
+)
 
 #: an async app: the runtime, a FastAPI app with DBSessionMiddleware; alias ``default`` is async.
 ASYNC_APP = '''
-from fastapi import Depends, FastAPI
-from fastapi.responses import JSONResponse
-from pytest_ctxdb.context import Database, DBSessionMiddleware, atomic, db_session, get_db
+from pytest_ctxdb.context import Database, atomic, db_session
 from models import Item
 from settings import ASYNC_URL
 
@@ -130,54 +197,12 @@ async def write(name):
 @atomic
 async def register(name):
     return await write(name)
-
-
-api = FastAPI()
-api.add_middleware(DBSessionMiddleware)
-
-
-@api.post("/items/{name}")
-async def create(name: str, session=Depends(get_db())):
-    session.add(Item(name=name))
-    await session.flush()
-    return {"name": name}
-
-
-@api.post("/items/{name}/then-500")
-async def create_then_500(name: str, session=Depends(get_db())):
-    session.add(Item(name=name))
-    await session.flush()
-    return JSONResponse({"error": "failed after writing"}, status_code=500)
-
-
-@api.post("/items/{name}/then-raise")
-async def create_then_raise(name: str, session=Depends(get_db())):
-    session.add(Item(name=name))
-    await session.flush()
-    raise RuntimeError("the route failed after writing")
-'''
-
-#: a FastAPI route's outcome in the test: ``(path, status, names the test then sees)``.
-ROUTE_CASES = '''
-ROUTES = [
-    ("/items/ok", 200, ["ok"]),
-    ("/items/bad/then-500", 500, []),
-    ("/items/boom/then-raise", 500, []),
-]
-
-
-async def post(api, path):
-    """POST ``path`` to the ASGI app ``api`` in the test's own task; return the status."""
-    transport = httpx.ASGITransport(app=api, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
-        return (await client.post(path)).status_code
-'''
+''' + fastapi_routes(is_async=True)
 
 ASYNC_APP_TESTS = (
     """
 import asyncio
 
-import httpx
 import pytest
 from pytest_ctxdb import context
 from models import COUNT, NAMES, Item
@@ -402,7 +427,6 @@ CASA_TESTS = (
     """
 import asyncio
 
-import httpx
 import pytest
 from context_async_sqlalchemy import (
     atomic_db_session,
@@ -524,7 +548,7 @@ def test_sync_app_runs_in_the_test_transaction(
         test_sync_app=SYNC_APP_TESTS,
         test_zz_nothing_left=NOTHING_LEFT,
     )
-    run_suite(backend, pytester).assert_outcomes(passed=7)
+    run_suite(backend, pytester).assert_outcomes(passed=10)
 
 
 def test_async_app_and_fastapi_run_in_the_test_transaction(

@@ -46,6 +46,10 @@ class BindingPlan:
     def primary(self) -> str:
         return self.aliases[0]
 
+    def declares(self, alias: str) -> bool:
+        """``True`` if the test may use ``alias`` (declared, or a mirror of a declared one)."""
+        return alias in self.aliases or self.mirrors.get(alias) in self.aliases
+
     def physical(self, alias: str) -> str:
         """The alias whose connection ``alias`` uses (itself unless mirrored).
 
@@ -53,7 +57,7 @@ class BindingPlan:
 
         :raises ContextError: ``alias`` is neither declared nor a mirror of a declared alias.
         """
-        if alias not in self.aliases and self.mirrors.get(alias) not in self.aliases:
+        if not self.declares(alias):
             raise ContextError(
                 f"this test touched database alias {alias!r}, which it did not declare; "
                 f"declared: {', '.join(self.aliases)}. Add it: "

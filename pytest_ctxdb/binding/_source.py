@@ -48,8 +48,14 @@ class TestSessionSource:
                 refuse()
 
     def attach_sync(self, binding: TestBinding, alias: str = DEFAULT_ALIAS) -> None:
-        """Use ``binding`` for sync sessions and apply the sync adapters to its connection."""
+        """Use ``binding`` for sync sessions and apply the sync adapters to its connection.
+
+        Adapters serve the app's main database, ``alias``; a test that did not declare it
+        leaves them unapplied (their engines stay guarded).
+        """
         self.sync_binding = binding
+        if not binding.plan.declares(alias):
+            return
         outer = binding.outer(alias)
         for adapter in self.adapters:
             if not adapter.is_async:
@@ -58,6 +64,8 @@ class TestSessionSource:
     def attach_async(self, binding: AsyncTestBinding, alias: str = DEFAULT_ALIAS) -> None:
         """Use ``binding`` for async sessions and apply the async adapters to its connection."""
         self.async_binding = binding
+        if not binding.plan.declares(alias):
+            return
         outer = binding.outer(alias)
         for adapter in self.adapters:
             if adapter.is_async:

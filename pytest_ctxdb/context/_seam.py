@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = (
     "SessionSource",
+    "block",
     "current_source",
     "install_source",
     "uninstall_source",
@@ -45,12 +46,34 @@ class SessionSource(Protocol):
 
 _lock = threading.Lock()
 _source: SessionSource | None = None
+#: set while a test that asked for no database runs: the error every access raises.
+_blocked: str | None = None
 _watched: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 def current_source() -> SessionSource | None:
-    """The installed test source, or ``None`` outside tests."""
+    """The installed test source, or ``None`` outside tests.
+
+    :raises ContextError: database access is blocked for the running test.
+    """
+    if _source is None and _blocked is not None:
+        raise ContextError(_blocked)
     return _source
+
+
+def block(message: str | None) -> None:
+    """Block (``message``) or allow (``None``) database access for the running test.
+
+    While blocked, making a session through the runtime and taking a connection from any
+    guarded engine raise :class:`ContextError` with ``message``.
+    """
+    global _blocked
+    _blocked = message
+    if message is not None:
+        from ._registry import registered_databases
+
+        for database in registered_databases().values():
+            watch_database(database)
 
 
 def install_source(source: SessionSource) -> None:
@@ -82,7 +105,7 @@ def watch_database(database: Database) -> None:
     watch_engine(database.sync_engine, f"the engine of alias {database.alias!r}")
 
 
-def watch_engine(engine: Any, label: str) -> None:
+def watch_engine(engine: Any, label: str, *, own: bool = False) -> None:
     """While a source is installed, fail any connection taken from ``engine``.
 
     Escape detection: such a connection would bypass the test's outer transaction and
@@ -92,15 +115,22 @@ def watch_engine(engine: Any, label: str) -> None:
 
     :param engine: a sync ``Engine`` (an ``AsyncEngine``'s ``sync_engine``).
     :param label: how the error names it, e.g. ``"the engine of alias 'default'"``.
+    :param own: the engine is the plugin's own (a test database engine): only blocking
+        applies to it, never escape detection.
     """
-    if _source is None:
+    if _source is None and _blocked is None and not own:
         return
     url = engine.url.render_as_string(hide_password=True)
 
     def guard(*args: Any) -> None:
+        # Hidden from tracebacks: its arguments hold the DBAPI connect parameters (password).
+        __tracebackhide__ = True
         installed = _source
         if installed is not None:
-            raise installed.escaped(label, url)
+            if not own:
+                raise installed.escaped(label, url)
+        elif _blocked is not None:
+            raise ContextError(_blocked)
 
     with _lock:
         if engine in _watched:

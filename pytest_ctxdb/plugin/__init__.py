@@ -6,6 +6,9 @@ by the runtime packages (:mod:`pytest_ctxdb.provision`, :mod:`pytest_ctxdb.bindi
 
 from __future__ import annotations
 
+import inspect
+import sys
+
 import pytest
 
 from .._errors import CtxdbError
@@ -57,9 +60,11 @@ __all__ = (
     "db_sessions",
     "pytest_addhooks",
     "pytest_addoption",
+    "pytest_collection_modifyitems",
     "pytest_configure",
     "pytest_report_header",
     "pytest_runtest_makereport",
+    "pytest_runtest_setup",
     "pytest_runtestloop",
     "pytest_sessionfinish",
 )
@@ -115,6 +120,46 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     return lines
 
 
+#: the error a test gets when it touches a database without asking for one.
+ACCESS_NOT_ALLOWED = (
+    "Database access not allowed, use @pytest.mark.db or the db_session fixture "
+    "(or set ini db_block_access = false)."
+)
+_USES_DB = pytest.StashKey[bool]()
+
+
+def _uses_db(item: pytest.Item) -> bool:
+    names = getattr(item, "fixturenames", ())
+    return (
+        item.get_closest_marker("db") is not None
+        or not SYNC_FIXTURES.isdisjoint(names)
+        or not ASYNC_FIXTURES.isdisjoint(names)
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test with the ``db`` marker but no database fixture still gets its binding."""
+    for item in items:
+        names = getattr(item, "fixturenames", None)
+        if names is None or item.get_closest_marker("db") is None:
+            continue
+        if SYNC_FIXTURES.isdisjoint(names) and ASYNC_FIXTURES.isdisjoint(names):
+            is_async = inspect.iscoroutinefunction(getattr(item, "obj", None))
+            names.append("_ctxdb_async" if is_async else "_ctxdb_binding")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Block database access for a test that asked for none (and its fixtures' setup and
+    finalizers, which run in its phases); allow it for the others."""
+    state = item.config.stash.get(STATE_KEY, None)
+    if state is None or not state.block_access:
+        return
+    from ..context import _seam
+
+    _seam.block(None if _uses_db(item) else ACCESS_NOT_ALLOWED)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtestloop(session: pytest.Session) -> None:
     """Provision the databases the selected tests need, once, before the first test.
@@ -154,6 +199,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     state = session.config.stash.get(STATE_KEY, None)
     if state is None:
         return
+    if "pytest_ctxdb.context._seam" in sys.modules:
+        sys.modules["pytest_ctxdb.context._seam"].block(None)
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
 
     def report(message: str) -> None:

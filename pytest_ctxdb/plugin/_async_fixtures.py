@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.pool import NullPool
 
 from ..binding import AsyncReusedConnection, AsyncTestBinding, BindingPlan
-from ._state import RunState
+from ._state import RunState, guard_own_engine
 
 
 class AsyncConnections:
@@ -36,6 +36,7 @@ class AsyncConnections:
         reused = self._reused.get(alias)
         if reused is None:
             engine = self._state.database(alias).create_async_engine(**self._options)
+            guard_own_engine(engine.sync_engine, alias)
             reused = self._reused[alias] = AsyncReusedConnection(engine)
         return reused
 

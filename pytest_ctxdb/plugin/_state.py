@@ -121,6 +121,9 @@ class RunState:
         if engine is None:
             self.provision([alias])
             engine = self._engines[alias] = self.database(alias).create_engine()
+            guard_own_engine(
+                engine.sync_engine if hasattr(engine, "sync_engine") else engine, alias
+            )
         return engine
 
     def connect(self, alias: str, fresh: bool = False) -> Connection:
@@ -173,6 +176,13 @@ class RunState:
                 report(str(exc))
         self.provisioned.clear()
         shutil.rmtree(self.sqlite_directory, ignore_errors=True)
+
+
+def guard_own_engine(engine: Engine, alias: str) -> None:
+    """Let a test database engine refuse connections while database access is blocked."""
+    from ..context import _seam
+
+    _seam.watch_engine(engine, f"the test database engine of alias {alias!r}", own=True)
 
 
 #: where the plugin keeps the run's :class:`RunState`.

@@ -138,6 +138,7 @@ async def close_ticket(ticket_id: int, mailer: Mailer = Depends(get_mailer)) -> 
             raise HTTPException(404, "no such ticket")
         ticket.status = "closed"
         session.add(Event(ticket_id=ticket_id, kind="closed"))
+        answer = TicketOut.model_validate(ticket)
 
     # Back in the request's transaction, which the middleware commits or rolls back.
     session = await db_session(connection)
@@ -146,7 +147,7 @@ async def close_ticket(ticket_id: int, mailer: Mailer = Depends(get_mailer)) -> 
         await mailer.send(f"Ticket {ticket_id} closed")
     except MailerError:
         raise HTTPException(502, "mail server unavailable") from None  # "notified" is undone
-    return TicketOut.model_validate(ticket)
+    return answer
 
 
 @app.post("/tickets/{ticket_id}/escalate")

@@ -169,7 +169,7 @@ async def test_many_contexts_at_once(client: httpx.AsyncClient, async_db_session
 async def test_purge_closed(client: httpx.AsyncClient, async_db_session: AsyncSession) -> None:
     keep = await open_ticket(client, "VPN down")
     done = await open_ticket(client, "Printer jam")
-    await client.post(f"/tickets/{done}/close")
+    assert (await client.post(f"/tickets/{done}/close")).status_code == 200
 
     response = await client.post("/maintenance/purge-closed")
 
