@@ -19,6 +19,7 @@ with :class:`~pytest_ctxdb.TransactionError` (it would make the test's data perm
 
 from __future__ import annotations
 
+import re
 from typing import Any, Final
 
 from sqlalchemy import event
@@ -44,10 +45,37 @@ def _refuse_commit(connection: Connection) -> None:
 
 _ARBITER = "pytest_ctxdb.arbiter"
 
+#: statements that make MySQL / MariaDB commit the current transaction implicitly
+#: ("Statements That Cause an Implicit Commit"); temporary tables are exempt.
+_IMPLICIT_COMMIT = re.compile(
+    r"^\s*(?:(?:CREATE|ALTER|DROP|RENAME|TRUNCATE)\b(?!\s+TEMPORARY\b)"
+    r"|LOCK\s+TABLES?\b|UNLOCK\s+TABLES?\b|START\s+TRANSACTION\b|BEGIN\s*(?:WORK\s*)?;?\s*$"
+    r"|SET\s+(?:@@(?:SESSION\.)?)?AUTOCOMMIT\s*=\s*(?:1|ON)\b|GRANT\b|REVOKE\b"
+    r"|(?:ANALYZE|OPTIMIZE|REPAIR)\s+(?:NO_WRITE_TO_BINLOG\s+|LOCAL\s+)?TABLE\b"
+    r"|FLUSH\b|RESET\b|LOAD\s+INDEX\b|CACHE\s+INDEX\b)",
+    re.IGNORECASE,
+)
+
+
+def _refuse_implicit_commit(
+    connection: Connection, cursor: Any, statement: str, *args: Any
+) -> None:
+    if _IMPLICIT_COMMIT.match(statement):
+        first = " ".join(statement.split()[:3])
+        raise TransactionError(
+            f"pytest-ctxdb refused {first!r}...: on MySQL/MariaDB this statement commits the "
+            "current transaction implicitly, which would make the test's data permanent. Run "
+            "DDL in the pytest_ctxdb_setup_schema hook, or mark the test "
+            "@pytest.mark.db(transaction=True) (real commits, tables emptied afterwards)."
+        )
+
 
 def prepare_connection(connection: Connection) -> None:
-    """Install the commit guard and the savepoint arbiter on a new test connection."""
+    """Install the guards and the savepoint arbiter on a new rollback-mode test connection:
+    the outer COMMIT is refused, and on MySQL/MariaDB so are implicitly committing statements."""
     event.listen(connection, "commit", _refuse_commit)
+    if connection.dialect.name in ("mysql", "mariadb"):
+        event.listen(connection, "before_cursor_execute", _refuse_implicit_commit)
     connection.info[_ARBITER] = SavepointArbiter(connection)
 
 
