@@ -245,9 +245,14 @@ def pytest_sessionfinish(session, exitstatus):
     # The first stamp follows the first test (one-time set-up excluded); the last test is
     # dropped because its teardown also finalizes the session-scoped fixtures.
     n = len(_stamps)
-    per_test_us = (_stamps[-2] - _stamps[0]) / (n - 2) * 1e6 if n > 2 else None
+    per_test_us = median_us = None
+    if n > 2:
+        per_test_us = (_stamps[-2] - _stamps[0]) / (n - 2) * 1e6
+        gaps = sorted(b - a for a, b in zip(_stamps[:-2], _stamps[1:-1]))
+        median_us = gaps[len(gaps) // 2] * 1e6
     with open(_os.environ["BENCH_TIMING_FILE"], "w") as f:
-        _json.dump({"tests": n, "failed": session.testsfailed, "per_test_us": per_test_us}, f)
+        _json.dump({"tests": n, "failed": session.testsfailed, "per_test_us": per_test_us,
+                    "median_gap_us": median_us}, f)
 '''
 
 RECIPE_SYNC_SQLITE = '''\
@@ -517,8 +522,9 @@ def subprocess_env() -> dict[str, str]:
     return env
 
 
-def run_suite(suite: Suite, tests: int) -> float:
-    """Run ``suite`` once; return its per-test time in microseconds."""
+def run_suite(suite: Suite, tests: int) -> tuple[float, float]:
+    """Run ``suite`` once; return its per-test time in microseconds: the mean (the measure)
+    and the median of the test-to-test gaps (a cross-check, robust to bursts of load)."""
     timing = suite.directory / "timing.json"
     timing.unlink(missing_ok=True)
     env = subprocess_env()
@@ -535,7 +541,7 @@ def run_suite(suite: Suite, tests: int) -> float:
     if proc.returncode != 0 or result is None or result["tests"] != tests or result["failed"]:
         sys.stderr.write(proc.stdout[-6000:] + proc.stderr[-3000:])
         raise SystemExit(f"{suite.label}: pytest failed (exit {proc.returncode}, timing {result})")
-    return float(result["per_test_us"])
+    return float(result["per_test_us"]), float(result["median_gap_us"])
 
 
 def check_postgresql(url: str) -> str:
@@ -583,6 +589,7 @@ def versions() -> dict[str, str]:
 
 
 def summarize(samples: dict[tuple[str, str, str], list[float]], backends, bodies) -> list[dict]:
+    """One row per (backend, body): medians, overheads over the floor, and the ratio."""
     rows = []
     for backend in backends:
         for body in bodies:
@@ -648,6 +655,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return options
 
 
+def plugin_origin() -> str:
+    """Where the pytest subprocesses import pytest_ctxdb from (and its git state, if any)."""
+    with tempfile.TemporaryDirectory() as neutral:  # not the repository: its cwd would win
+        proc = subprocess.run(
+            [sys.executable, "-c", "import os, pytest_ctxdb; print(os.path.dirname(pytest_ctxdb.__file__))"],
+            cwd=neutral, env=subprocess_env(), capture_output=True, text=True,
+        )
+    where = proc.stdout.strip() or f"<not importable: {proc.stderr.strip()[-200:]}>"
+    git = ["git", "-C", where]
+    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    if head.returncode == 0:
+        dirty = subprocess.run([*git, "status", "--porcelain", "--", "."], capture_output=True, text=True)
+        where += f" (git {head.stdout.strip()}{', uncommitted changes' if dirty.stdout.strip() else ''})"
+    return where
+
+
 def main(argv: list[str] | None = None) -> int:
     options = parse_args(argv)
     info = versions()
@@ -656,6 +679,7 @@ def main(argv: list[str] | None = None) -> int:
         info["postgresql-server"] = check_postgresql(options.pg_url)
     print("pytest-ctxdb benchmark: per-test overhead over a no-database floor")
     print("versions: " + ", ".join(f"{k} {v}" for k, v in info.items()))
+    print(f"pytest_ctxdb imported from: {plugin_origin()}")
     print(
         f"suite: {options.tests} tests over {options.tables} tables; {options.repeat} measured "
         "runs per suite after one warm-up, variants interleaved; medians."
@@ -664,11 +688,12 @@ def main(argv: list[str] | None = None) -> int:
         "note: PYTHONDONTWRITEBYTECODE is unset for the pytest subprocesses "
         f"(it is {'set' if os.environ.get('PYTHONDONTWRITEBYTECODE') else 'not set'} here), "
         "so pytest can cache rewritten test modules.",
-        flush=True,
     )
+    print(f"cpus: {os.cpu_count()}, load average at start: {os.getloadavg()[0]:.2f}", flush=True)
 
     root = Path(tempfile.mkdtemp(prefix="ctxdb-bench-"))
-    samples: dict[tuple[str, str, str], list[float]] = {}
+    means: dict[tuple[str, str, str], list[float]] = {}
+    gaps: dict[tuple[str, str, str], list[float]] = {}
     started = time.monotonic()
     try:
         suites = [
@@ -680,10 +705,13 @@ def main(argv: list[str] | None = None) -> int:
         for round_ in range(options.repeat + 1):
             what = "warm-up" if round_ == 0 else f"run {round_}/{options.repeat}"
             for suite in suites:
-                per_test = run_suite(suite, options.tests)
+                mean, gap = run_suite(suite, options.tests)
                 if round_ > 0:
-                    samples.setdefault((suite.backend, suite.body, suite.variant), []).append(per_test)
-                print(f"  [{what}] {suite.label}: {per_test:8.1f} us/test", file=sys.stderr, flush=True)
+                    key = (suite.backend, suite.body, suite.variant)
+                    means.setdefault(key, []).append(mean)
+                    gaps.setdefault(key, []).append(gap)
+                print(f"  [{what}] {suite.label}: {mean:8.1f} us/test (median gap {gap:8.1f})",
+                      file=sys.stderr, flush=True)
     finally:
         if uses_pg:
             drop_recipe_database(options.pg_url)
@@ -692,15 +720,22 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(root, ignore_errors=True)
 
-    rows = summarize(samples, options.backends, options.bodies)
+    rows = summarize(means, options.backends, options.bodies)
+    check = summarize(gaps, options.backends, options.bodies)
     print()
     print(markdown_table(rows))
     print()
     print(
+        "us/test = (stamp[N-2] - stamp[0]) / (N-2), stamps at pytest_runtest_logfinish; "
         "overhead = median us/test of the variant - median us/test of the floor; "
         "ratio = ctxdb overhead / recipe overhead (target: <= 1.00)."
     )
-    print(f"total time: {time.monotonic() - started:.0f} s")
+    print()
+    print("cross-check, from the median test-to-test gap of each run (robust to bursts of load):")
+    print()
+    print(markdown_table(check))
+    print()
+    print(f"load average at end: {os.getloadavg()[0]:.2f}; total time: {time.monotonic() - started:.0f} s")
     if options.json:
         path = Path(options.json)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -708,10 +743,12 @@ def main(argv: list[str] | None = None) -> int:
             json.dumps(
                 {
                     "versions": info,
+                    "plugin": plugin_origin(),
                     "tests": options.tests,
                     "tables": options.tables,
                     "repeat": options.repeat,
                     "results": rows,
+                    "median_gap_results": check,
                 },
                 indent=2,
             )

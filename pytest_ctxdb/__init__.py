@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from ._errors import (
     ConfigurationError,
+    ContextError,
     CtxdbError,
     MissingDriverError,
     ProvisioningError,
@@ -21,6 +22,7 @@ __version__ = "0.1.0"
 __all__ = (
     "AsyncOuterTransaction",
     "ConfigurationError",
+    "ContextError",
     "CtxdbError",
     "DatabaseSettings",
     "MissingDriverError",

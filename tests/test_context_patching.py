@@ -9,15 +9,15 @@ of its own on ``db_engine.url``, outside every test's outer transaction: there m
 
 from __future__ import annotations
 
-import uuid
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import pytest
 from test_context_runtime import MODELS
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from conftest import Backend
 
 #: ini lines of every inner suite; warnings (unclosed sessions, unawaited coroutines) fail it.
@@ -97,14 +97,14 @@ def register(name):
     return write(name)
 ''' + fastapi_routes(is_async=False)
 
-#: a FastAPI route's outcome in the test: ``(path, status, names the test then sees)``.
+#: FastAPI routes called after the test flushed ``seed``: ``(path, status, names then seen)``.
 ROUTE_CASES = '''
 import httpx
 
 ROUTES = [
-    ("/items/ok", 200, ["ok"]),
-    ("/items/bad/then-500", 500, []),
-    ("/items/boom/then-raise", 500, []),
+    ("/items/ok", 200, ["ok", "seed"]),
+    ("/items/bad/then-500", 500, ["seed"]),
+    ("/items/boom/then-raise", 500, ["seed"]),
 ]
 
 
@@ -171,6 +171,8 @@ def test_threads_run_new_contexts(db_session):
 
 @pytest.mark.parametrize(("path", "status", "names"), ROUTES)
 def test_sync_fastapi_route(db_session, path, status, names):
+    db_session.add(Item(name="seed"))
+    db_session.flush()
     assert asyncio.run(post(app.api, path)) == status
     assert db_session.scalars(NAMES).all() == names
 """
@@ -182,7 +184,8 @@ from pytest_ctxdb.context import Database, atomic, db_session
 from models import Item
 from settings import ASYNC_URL
 
-database = Database(ASYNC_URL)
+#: async apps usually keep objects readable after a commit (no implicit I/O on access).
+database = Database(ASYNC_URL, expire_on_commit=False)
 
 
 async def write(name):
@@ -195,6 +198,14 @@ async def write(name):
 @atomic
 async def register(name):
     return await write(name)
+
+
+@atomic
+async def register_item(name):
+    """Add an item and return it; callers read it after the commit."""
+    item = Item(name=name)
+    db_session().add(item)
+    return item
 ''' + fastapi_routes(is_async=True)
 
 ASYNC_APP_TESTS = (
@@ -253,10 +264,31 @@ async def test_gather_new_contexts(async_db_session, async_db_connection):
 @pytest.mark.asyncio
 @pytest.mark.parametrize(("path", "status", "names"), ROUTES)
 async def test_fastapi_route(async_db_session, path, status, names):
+    async_db_session.add(Item(name="seed"))
+    await async_db_session.flush()
     assert await post(app.api, path) == status
     assert (await async_db_session.scalars(NAMES)).all() == names
 """
 )
+
+#: the app's object, read after its commit, in the test's own context and in a new one.
+SESSION_OPTIONS_TESTS = """
+import pytest
+from pytest_ctxdb import context
+import app
+
+
+@pytest.mark.asyncio
+async def test_in_the_tests_own_context(async_db_session):
+    item = await app.register_item("own")
+    assert item.name == "own"
+
+
+@pytest.mark.asyncio
+async def test_in_a_new_context(async_db_session):
+    item = await context.run_in_new_context(app.register_item, "new")
+    assert item.name == "new"
+"""
 
 #: a sync app whose engine a test uses directly, bypassing the runtime.
 ESCAPE_TESTS = """
@@ -310,6 +342,11 @@ def add_with_engine(name):
         connection.execute(insert(Item).values(name=name))
 
 
+def add_with_options(name):
+    with engine.execution_options(logging_token="legacy").begin() as connection:
+        connection.execute(insert(Item).values(name=name))
+
+
 async def add_async(name):
     async with AsyncSessionLocal() as session, session.begin():
         session.add(Item(name=f"{name} session"))
@@ -360,6 +397,17 @@ async def test_async_legacy_code_runs_on_the_test_connection(async_db_session, p
     await legacy.add_async(prefix)
     names = (await async_db_session.scalars(NAMES)).all()
     assert names == [f"{prefix} engine", f"{prefix} session"]
+"""
+
+#: legacy code that derives an engine with ``execution_options`` before connecting.
+LEGACY_OPTIONS_TESTS = """
+from models import NAMES
+import legacy
+
+
+def test_engine_with_execution_options(db_session):
+    legacy.add_with_options("options")
+    assert db_session.scalars(NAMES).all() == ["options"]
 """
 
 #: runs after the legacy tests, with no database fixture: the originals are back.
@@ -480,6 +528,8 @@ async def test_run_in_new_ctx_under_gather(async_db_session):
 @pytest.mark.asyncio
 @pytest.mark.parametrize(("path", "status", "names"), ROUTES)
 async def test_middleware_route(async_db_session, path, status, names):
+    async_db_session.add(Item(name="seed"))
+    await async_db_session.flush()
     assert await post(app.api, path) == status
     assert (await async_db_session.scalars(NAMES)).all() == names
 """
@@ -496,89 +546,103 @@ def _no_url_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PYTEST_CTXDB_URL", raising=False)
 
 
-def app_settings(backend: Backend, pytester: pytest.Pytester) -> None:
-    """The app's own URLs: a server nothing listens on, or a SQLite file never to be opened."""
-    if backend.url is None:
-        path = pytester.path / "never-opened.db"
-        urls = (f"sqlite:///{path}", f"sqlite+aiosqlite:///{path}")
-    else:
-        urls = (
-            f"postgresql+psycopg://app:{APP_SECRET}@127.0.0.1:1/app",
-            f"postgresql+asyncpg://app:{APP_SECRET}@127.0.0.1:1/app",
-        )
-    pytester.makepyfile(settings=f"SYNC_URL = {urls[0]!r}\nASYNC_URL = {urls[1]!r}\n")
+@dataclass
+class Suite:
+    """The inner suite of one test: its files, its ini, its run on one backend.
+
+    :ivar db_name: the base name of its test database: stable across runs (the plugin keeps a
+        schema template per base name) and its own, so that parallel runs never share one.
+    """
+
+    backend: Backend
+    pytester: pytest.Pytester
+    ini: Callable[..., None]
+    db_name: str
+
+    def write(self, *ini_lines: str, **files: str) -> None:
+        """Write the models, the app's settings, the ini file and the suite's ``files``."""
+        if self.backend.url is None:
+            path = self.pytester.path / "never-opened.db"
+            urls = (f"sqlite:///{path}", f"sqlite+aiosqlite:///{path}")
+        else:  # a server nothing listens on
+            urls = (
+                f"postgresql+psycopg://app:{APP_SECRET}@127.0.0.1:1/app",
+                f"postgresql+asyncpg://app:{APP_SECRET}@127.0.0.1:1/app",
+            )
+        settings = f"SYNC_URL = {urls[0]!r}\nASYNC_URL = {urls[1]!r}\n"
+        self.ini(*INI_LINES, *ini_lines)
+        self.pytester.makepyfile(models=MODELS, settings=settings, **files)
+
+    def run(self) -> pytest.RunResult:
+        """Run the suite; its test database and the app's own SQLite file must not remain."""
+        result = self.backend.runpytest(self.pytester, "-ra", "--db-test-name", self.db_name)
+        assert self.db_name not in self.backend.leftover_test_databases()
+        assert not (self.pytester.path / "never-opened.db").exists()
+        return result
 
 
-def write_suite(
+@pytest.fixture
+def suite(
     backend: Backend,
     pytester: pytest.Pytester,
     ini: Callable[..., None],
-    *ini_lines: str,
-    **files: str,
-) -> None:
-    """Write the models, the app's settings, the ini file and the suite's ``files``."""
-    app_settings(backend, pytester)
-    ini(*INI_LINES, *ini_lines)
-    pytester.makepyfile(models=MODELS, **files)
-
-
-def run_suite(backend: Backend, pytester: pytest.Pytester) -> pytest.RunResult:
-    """Run the inner suite; nothing of it may remain on the server or in the app's file.
-
-    The test database gets a name of its own, so that runs in parallel never share one.
-    """
-    name = f"test_ctxdb_patching_{uuid.uuid4().hex[:8]}"
-    result = backend.runpytest(pytester, "-ra", "--db-test-name", name)
-    assert name not in backend.leftover_test_databases()
-    assert not (pytester.path / "never-opened.db").exists()
-    return result
+    request: pytest.FixtureRequest,
+) -> Suite:
+    """The test's inner suite, on the ``backend`` it is parametrized with."""
+    digest = zlib.crc32(request.node.nodeid.encode())
+    return Suite(backend, pytester, ini, f"test_ctxdb_patching_{digest:08x}")
 
 
 def test_sync_app_runs_in_the_test_transaction(
-    backend: Backend, pytester: pytest.Pytester, ini: Callable[..., None]
+    suite: Suite,
 ) -> None:
-    """A sync app's atomic, new contexts, new sessions and threads all commit inside the test."""
-    write_suite(
-        backend,
-        pytester,
-        ini,
+    """A sync app's atomic, contexts, threads and FastAPI routes all commit inside the test."""
+    suite.write(
         app=SYNC_APP,
         test_sync_app=SYNC_APP_TESTS,
         test_zz_nothing_left=NOTHING_LEFT,
     )
-    run_suite(backend, pytester).assert_outcomes(passed=10)
+    suite.run().assert_outcomes(passed=10)
 
 
 def test_async_app_and_fastapi_run_in_the_test_transaction(
-    backend: Backend, pytester: pytest.Pytester, ini: Callable[..., None]
+    suite: Suite,
 ) -> None:
     """An async app's contexts, gathered new contexts and FastAPI routes stay in the test."""
-    write_suite(
-        backend,
-        pytester,
-        ini,
+    suite.write(
         app=ASYNC_APP,
         test_async_app=ASYNC_APP_TESTS,
         test_zz_nothing_left=NOTHING_LEFT,
     )
-    run_suite(backend, pytester).assert_outcomes(passed=10)
+    suite.run().assert_outcomes(passed=10)
+
+
+def test_alias_session_options_hold_in_the_tests_own_context(
+    suite: Suite,
+) -> None:
+    """Database(..., expire_on_commit=False) holds in the test's context too, as in production."""
+    suite.write(
+        app=ASYNC_APP,
+        test_session_options=SESSION_OPTIONS_TESTS,
+        test_zz_nothing_left=NOTHING_LEFT,
+    )
+    suite.run().assert_outcomes(passed=3)
 
 
 def test_app_engine_used_directly_fails_the_test(
-    backend: Backend, pytester: pytest.Pytester, ini: Callable[..., None]
+    suite: Suite,
 ) -> None:
     """Taking a connection from an app engine fails the test once, naming it, password hidden."""
-    write_suite(
-        backend,
-        pytester,
-        ini,
+    suite.write(
         app=SYNC_APP,
         test_escape=ESCAPE_TESTS,
         test_zz_nothing_left=NOTHING_LEFT,
     )
-    result = run_suite(backend, pytester)
+    result = suite.run()
     result.assert_outcomes(passed=2, failed=2, errors=1)
-    masked = "sqlite:///*never-opened.db" if backend.url is None else "*app:***@127.0.0.1:1/app"
+    masked = (
+        "sqlite:///*never-opened.db" if suite.backend.url is None else "*app:***@127.0.0.1:1/app"
+    )
     result.stdout.fnmatch_lines(
         [
             "*ERROR at teardown of test_app_swallows_the_error*",
@@ -600,13 +664,10 @@ def test_app_engine_used_directly_fails_the_test(
 
 
 def test_legacy_engine_and_sessionmaker_are_rebound_then_restored(
-    backend: Backend, pytester: pytest.Pytester, ini: Callable[..., None]
+    suite: Suite,
 ) -> None:
     """ini db_sessionmakers / db_engines: legacy commits stay in the test; originals come back."""
-    write_suite(
-        backend,
-        pytester,
-        ini,
+    suite.write(
         *LEGACY_INI,
         legacy=LEGACY,
         reports=LEGACY_REPORTS,
@@ -614,7 +675,20 @@ def test_legacy_engine_and_sessionmaker_are_rebound_then_restored(
         test_zy_restored=LEGACY_RESTORED,
         test_zz_nothing_left=NOTHING_LEFT,
     )
-    run_suite(backend, pytester).assert_outcomes(passed=7)
+    suite.run().assert_outcomes(passed=7)
+
+
+def test_legacy_engine_execution_options_stay_in_the_test(
+    suite: Suite,
+) -> None:
+    """engine.execution_options(...) of a db_engines engine runs on the test connection too."""
+    suite.write(
+        *LEGACY_INI,
+        legacy=LEGACY,
+        test_legacy_options=LEGACY_OPTIONS_TESTS,
+        test_zz_nothing_left=NOTHING_LEFT,
+    )
+    suite.run().assert_outcomes(passed=2)
 
 
 @pytest.mark.parametrize(
@@ -625,37 +699,25 @@ def test_legacy_engine_and_sessionmaker_are_rebound_then_restored(
     ],
     ids=["unimportable", "not-a-sessionmaker"],
 )
-def test_bad_db_sessionmakers_is_a_usage_error(
-    backend: Backend,
-    pytester: pytest.Pytester,
-    ini: Callable[..., None],
-    setting: str,
-    pattern: str,
-) -> None:
+def test_bad_db_sessionmakers_is_a_usage_error(suite: Suite, setting: str, pattern: str) -> None:
     """A db_sessionmakers string that does not name a sessionmaker stops the run, naming it."""
-    write_suite(
-        backend,
-        pytester,
-        ini,
+    suite.write(
         f"db_sessionmakers = {setting}",
         legacy=LEGACY,
         test_legacy="def test_one(db_session):\n    pass\n",
     )
-    result = run_suite(backend, pytester)
+    result = suite.run()
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"ERROR: {pattern}"])
 
 
 def test_context_async_sqlalchemy_app_runs_in_the_test_transaction(
-    backend: Backend, pytester: pytest.Pytester, ini: Callable[..., None]
+    suite: Suite,
 ) -> None:
     """context-async-sqlalchemy's helpers, run_in_new_ctx and middleware stay in the test."""
-    write_suite(
-        backend,
-        pytester,
-        ini,
+    suite.write(
         app=CASA_APP,
         test_casa=CASA_TESTS,
         test_zz_nothing_left=NOTHING_LEFT,
     )
-    run_suite(backend, pytester).assert_outcomes(passed=6)
+    suite.run().assert_outcomes(passed=6)

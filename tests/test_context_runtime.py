@@ -415,9 +415,9 @@ def app_urls(backend: Backend, tmp_path: Path) -> Iterator[tuple[str, str]]:
         connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
     url = backend.url.set(database=name)
     try:
-        yield tuple(  # type: ignore[misc]
-            url.set(drivername=driver).render_as_string(hide_password=False)
-            for driver in ("postgresql+psycopg", "postgresql+asyncpg")
+        yield (
+            url.set(drivername="postgresql+psycopg").render_as_string(hide_password=False),
+            url.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False),
         )
     finally:
         with admin.connect() as connection:

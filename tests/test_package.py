@@ -126,32 +126,42 @@ def schema_calls():
     return CALLS
 """
 HOOK_SUITE = """
+import os
 from sqlalchemy import text
 
 URL_DATABASE = {url_database!r}
+BUILDS = {builds}
 
-def test_hook_ran_once_on_the_test_database(db_session, schema_calls):
+def test_hook_ran_on_the_template_database(db_session, schema_calls):
     test_database = db_session.connection().engine.url.database
-    assert schema_calls == [("default", test_database)]
+    assert len(schema_calls) == BUILDS
+    for alias, database in schema_calls:
+        assert alias == "default"
+        assert os.path.basename(database).startswith("{test_database}_tpl_")
     assert test_database != URL_DATABASE
 
 def test_raw_table_exists_in_the_test_database(db_session, schema_calls):
     db_session.execute(text("INSERT INTO raw_t (id, name) VALUES (1, 'raw')"))
     assert db_session.execute(text("SELECT name FROM raw_t")).scalar_one() == "raw"
-    assert len(schema_calls) == 1
 """
 
 
-def test_setup_schema_hook_runs_raw_ddl_on_the_test_database(
+def test_setup_schema_hook_runs_raw_ddl_on_the_template_database(
     pytester: pytest.Pytester, ini: Callable[..., None], backend: Backend
 ) -> None:
-    """``pytest_ctxdb_setup_schema`` runs once, on the test database; its raw DDL stays there."""
+    """``pytest_ctxdb_setup_schema`` runs once, on the template database its raw DDL is cloned
+    from; with the template current (second run) it does not run at all."""
     url_database = backend.url.database if backend.url is not None else None
     pytester.makeconftest(HOOK_CONFTEST)
-    pytester.makepyfile(test_hook=HOOK_SUITE.format(url_database=url_database))
-    result = backend.runpytest(pytester, "--db-test-name", HOOK_TEST_DATABASE)
-    result.assert_outcomes(passed=2)
-    assert HOOK_TEST_DATABASE not in backend.leftover_test_databases()
+    for builds, args in ((1, ["--db-create"]), (0, [])):
+        pytester.makepyfile(
+            test_hook=HOOK_SUITE.format(
+                url_database=url_database, builds=builds, test_database=HOOK_TEST_DATABASE
+            )
+        )
+        result = backend.runpytest(pytester, "--db-test-name", HOOK_TEST_DATABASE, *args)
+        result.assert_outcomes(passed=2)
+        assert HOOK_TEST_DATABASE not in backend.leftover_test_databases()
     if backend.url is not None:
         engine = create_engine(backend.url, poolclass=NullPool)
         try:

@@ -90,6 +90,20 @@ class SavepointConnection:
         return getattr(self._connection, name)
 
 
+#: engine attributes a stand-in exposes (from the test database's engine); anything else
+#: (``raw_connection``, ``pool``, ...) would reach past the test's transaction.
+_SAFE_ATTRIBUTES = frozenset({"url", "dialect", "name", "driver", "echo", "logging_name"})
+
+
+def _safe_attribute(stand_in: object, engine: Any, name: str) -> Any:
+    if name in _SAFE_ATTRIBUTES:
+        return getattr(engine, name)
+    raise AttributeError(
+        f"{type(stand_in).__name__} (pytest-ctxdb's stand-in for an app engine during a test) "
+        f"has no {name!r}: it would reach past the test's transaction. Use connect() or begin()."
+    )
+
+
 class TestEngine:
     """Replaces an app ``Engine`` for one test; see the module docstring.
 
@@ -114,8 +128,12 @@ class TestEngine:
     def dispose(self, close: bool = True) -> None:
         """Nothing to dispose: the test connection belongs to pytest-ctxdb."""
 
+    def execution_options(self, **options: Any) -> TestEngine:
+        """Return the stand-in itself: options are not applied to the shared test connection."""
+        return self
+
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._connection.engine, name)
+        return _safe_attribute(self, self._connection.engine, name)
 
     def __repr__(self) -> str:
         return f"<TestEngine standing in for {self.original!r}>"
@@ -209,8 +227,12 @@ class AsyncTestEngine:
     async def dispose(self, close: bool = True) -> None:
         """Nothing to dispose: the test connection belongs to pytest-ctxdb."""
 
+    def execution_options(self, **options: Any) -> AsyncTestEngine:
+        """Return the stand-in itself: options are not applied to the shared test connection."""
+        return self
+
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._connection.engine, name)
+        return _safe_attribute(self, self._connection.engine, name)
 
     def __repr__(self) -> str:
         return f"<AsyncTestEngine standing in for {self.original!r}>"

@@ -30,7 +30,7 @@ __all__ = (
 )
 
 #: makes a session joined to the test's outer transaction (sync or async).
-MakeSession = Callable[[], Any]
+MakeSession = Callable[..., Any]
 
 
 class Adapter:
@@ -170,13 +170,30 @@ class ContextAsyncSQLAlchemyAdapter(Adapter):
         if cls is None:
             return
 
-        class _Maker:
-            def __call__(self) -> Any:
-                return make_session()
+        makers: dict[int, Any] = {}
 
-        maker = _Maker()
+        class _Maker:
+            """Makes test sessions with the options of the app's own sessionmaker."""
+
+            def __init__(self, real: Any) -> None:
+                self.class_ = getattr(real, "class_", None)
+                kw = getattr(real, "kw", {})
+                self.kw = {k: v for k, v in kw.items() if k not in ("bind", "binds")}
+                self.kw.pop("join_transaction_mode", None)
+
+            def __call__(self) -> Any:
+                if self.class_ is not None:
+                    return make_session(class_=self.class_, **self.kw)
+                return make_session(**self.kw)
 
         async def session_maker(self: Any) -> Any:
+            maker = makers.get(id(self))
+            if maker is None:
+                # The app's own creator, given the test engine, tells its session options
+                # (expire_on_commit, class_, ...); its engine is never connected.
+                creator = getattr(self, "_session_maker_creator", None)
+                real = creator(connection.engine) if creator is not None else None
+                maker = makers[id(self)] = _Maker(real)
             return maker
 
         if self._original is None:

@@ -23,16 +23,19 @@ __all__ = (
 )
 
 
-def backend_for(url: URL, *, sqlite_directory: Path, setting: str) -> Backend:
+def backend_for(
+    url: URL, *, sqlite_directory: Path, setting: str, template_directory: Path | None = None
+) -> Backend:
     """Return the backend of ``url``'s dialect.
 
     :param sqlite_directory: where SQLite test database files are made.
+    :param template_directory: where SQLite template files are kept across runs.
     :param setting: the option that gave ``url``, for the error message.
     :raises ConfigurationError: the dialect is not one pytest-ctxdb supports.
     """
     name = url.get_backend_name()
     if name == "sqlite":
-        return SQLiteBackend(sqlite_directory)
+        return SQLiteBackend(sqlite_directory, template_directory)
     if name == "postgresql":
         return PostgreSQLBackend()
     if name in ("mysql", "mariadb"):

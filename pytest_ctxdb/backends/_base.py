@@ -139,17 +139,53 @@ class Backend:
     def reset_sequences(self, connection: Connection, tables: Sequence[Table]) -> None:
         """Restart the sequences / AUTO_INCREMENT counters of ``tables``."""
 
-    # -- databases --------------------------------------------------------------------------
+    # -- databases (server backends; each takes an AUTOCOMMIT admin connection) ---------------
+
+    @classmethod
+    def mark(cls, **fields: object) -> str:
+        """The ownership comment for a new database: the mark, then ``key=value`` fields."""
+        return "; ".join([cls.OWNER_MARK, *(f"{k}={v}" for k, v in fields.items())])
+
+    @classmethod
+    def parse_mark(cls, comment: str | None) -> dict[str, str] | None:
+        """The fields of an ownership comment, or ``None`` if it is not the plugin's."""
+        if not comment or not comment.startswith(cls.OWNER_MARK):
+            return None
+        fields = {}
+        for part in comment.split(";")[1:]:
+            key, sep, value = part.strip().partition("=")
+            if sep:
+                fields[key] = value
+        return fields
+
+    def comment(self, admin: Connection, name: str) -> str | None:
+        """The comment of database ``name``; ``None`` when it does not exist, ``""`` if unset."""
+        raise NotImplementedError
+
+    def set_comment(self, admin: Connection, name: str, comment: str) -> None:
+        raise NotImplementedError
+
+    def owned_databases(self, admin: Connection) -> list[tuple[str, str]]:
+        """``(name, comment)`` of every database on the server carrying the plugin's mark."""
+        raise NotImplementedError
+
+    def in_use(self, admin: Connection, name: str) -> bool:
+        """``True`` if a session other than ``admin`` is connected to database ``name``."""
+        raise NotImplementedError
 
     def database_exists(self, admin: Connection, name: str) -> bool:
-        raise NotImplementedError
+        return self.comment(admin, name) is not None
 
     def is_owned(self, admin: Connection, name: str) -> bool:
         """``True`` if database ``name`` carries the plugin's ownership mark."""
+        return self.parse_mark(self.comment(admin, name)) is not None
+
+    def create_database(self, admin: Connection, name: str, comment: str | None = None) -> None:
+        """Create database ``name`` marked with ``comment`` (default: the bare mark)."""
         raise NotImplementedError
 
-    def create_database(self, admin: Connection, name: str) -> None:
-        """Create database ``name`` and mark it as the plugin's."""
+    def clone_database(self, admin: Connection, template: str, name: str, comment: str) -> None:
+        """Create database ``name`` as a copy of ``template`` (schema and rows)."""
         raise NotImplementedError
 
     def drop_database(self, admin: Connection, name: str, *, force: bool = False) -> None:

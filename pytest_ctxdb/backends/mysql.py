@@ -59,25 +59,72 @@ class MySQLBackend(Backend):
         )
         return [row[0] for row in rows]
 
-    def database_exists(self, admin: Connection, name: str) -> bool:
-        found = admin.execute(
-            text("SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = :name"),
-            {"name": name},
-        ).first()
-        return found is not None
-
-    def is_owned(self, admin: Connection, name: str) -> bool:
-        comment = admin.execute(
+    def comment(self, admin: Connection, name: str) -> str | None:
+        row = admin.execute(
             text(
                 "SELECT SCHEMA_COMMENT FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = :name"
             ),
             {"name": name},
-        ).scalar()
-        return bool(comment) and str(comment).startswith(self.OWNER_MARK)
+        ).first()
+        return None if row is None else str(row[0] or "")
 
-    def create_database(self, admin: Connection, name: str) -> None:
+    def set_comment(self, admin: Connection, name: str, comment: str) -> None:
         quoted = admin.dialect.identifier_preparer.quote_identifier(name)
-        admin.exec_driver_sql(f"CREATE DATABASE {quoted} COMMENT '{self.OWNER_MARK}'")
+        literal = comment.replace("'", "''")
+        admin.exec_driver_sql(f"ALTER DATABASE {quoted} COMMENT '{literal}'")
+
+    def owned_databases(self, admin: Connection) -> list[tuple[str, str]]:
+        rows = admin.execute(
+            text(
+                "SELECT SCHEMA_NAME, SCHEMA_COMMENT FROM information_schema.SCHEMATA "
+                "WHERE SCHEMA_COMMENT LIKE :mark"
+            ),
+            {"mark": f"{self.OWNER_MARK}%"},
+        )
+        return [(str(name), str(comment)) for name, comment in rows]
+
+    def in_use(self, admin: Connection, name: str) -> bool:
+        count = admin.execute(
+            text(
+                "SELECT count(*) FROM information_schema.PROCESSLIST WHERE DB = :name "
+                "AND ID <> CONNECTION_ID()"
+            ),
+            {"name": name},
+        ).scalar()
+        return bool(count)
+
+    def create_database(self, admin: Connection, name: str, comment: str | None = None) -> None:
+        quoted = admin.dialect.identifier_preparer.quote_identifier(name)
+        literal = (comment or self.OWNER_MARK).replace("'", "''")
+        admin.exec_driver_sql(f"CREATE DATABASE {quoted} COMMENT '{literal}'")
+
+    def clone_database(self, admin: Connection, template: str, name: str, comment: str) -> None:
+        """MySQL has no CREATE DATABASE ... TEMPLATE: replay the template's ``SHOW CREATE
+        TABLE`` statements into the new database, then copy any rows (seed data)."""
+        quote = admin.dialect.identifier_preparer.quote_identifier
+        self.create_database(admin, name, comment)
+        tables = admin.execute(
+            text(
+                "SELECT TABLE_NAME, TABLE_ROWS FROM information_schema.TABLES "
+                "WHERE TABLE_SCHEMA = :schema AND TABLE_TYPE = 'BASE TABLE' ORDER BY TABLE_NAME"
+            ),
+            {"schema": template},
+        ).all()
+        admin.exec_driver_sql("SET FOREIGN_KEY_CHECKS = 0")
+        try:
+            for table, _rows in tables:
+                ddl = admin.exec_driver_sql(
+                    f"SHOW CREATE TABLE {quote(template)}.{quote(table)}"
+                ).one()[1]
+                admin.exec_driver_sql(f"USE {quote(name)}")
+                admin.exec_driver_sql(ddl)
+            for table, _rows in tables:
+                admin.exec_driver_sql(
+                    f"INSERT INTO {quote(name)}.{quote(table)} "
+                    f"SELECT * FROM {quote(template)}.{quote(table)}"
+                )
+        finally:
+            admin.exec_driver_sql("SET FOREIGN_KEY_CHECKS = 1")
 
     def drop_database(self, admin: Connection, name: str, *, force: bool = False) -> None:
         quoted = admin.dialect.identifier_preparer.quote_identifier(name)

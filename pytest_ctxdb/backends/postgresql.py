@@ -7,9 +7,11 @@ database named in the URL (only its catalog is read) and marked with
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
 from ._base import Backend, DriverPair
 
@@ -46,25 +48,59 @@ class PostgreSQLBackend(Backend):
         for schema, name in names:
             connection.exec_driver_sql(f"ALTER SEQUENCE {quote(schema)}.{quote(name)} RESTART")
 
-    def database_exists(self, admin: Connection, name: str) -> bool:
-        found = admin.execute(
-            text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": name}
-        ).first()
-        return found is not None
-
-    def is_owned(self, admin: Connection, name: str) -> bool:
-        comment = admin.execute(
+    def comment(self, admin: Connection, name: str) -> str | None:
+        row = admin.execute(
             text(
-                "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = :name"
+                "SELECT coalesce(shobj_description(oid, 'pg_database'), '') "
+                "FROM pg_database WHERE datname = :name"
+            ),
+            {"name": name},
+        ).first()
+        return None if row is None else str(row[0])
+
+    def set_comment(self, admin: Connection, name: str, comment: str) -> None:
+        literal = comment.replace("'", "''")
+        admin.exec_driver_sql(f"COMMENT ON DATABASE {_quote(admin, name)} IS '{literal}'")
+
+    def owned_databases(self, admin: Connection) -> list[tuple[str, str]]:
+        rows = admin.execute(
+            text(
+                "SELECT datname, shobj_description(oid, 'pg_database') FROM pg_database "
+                "WHERE shobj_description(oid, 'pg_database') LIKE :mark"
+            ),
+            {"mark": f"{self.OWNER_MARK}%"},
+        )
+        return [(str(name), str(comment)) for name, comment in rows]
+
+    def in_use(self, admin: Connection, name: str) -> bool:
+        count = admin.execute(
+            text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = :name "
+                "AND pid <> pg_backend_pid()"
             ),
             {"name": name},
         ).scalar()
-        return bool(comment) and str(comment).startswith(self.OWNER_MARK)
+        return bool(count)
 
-    def create_database(self, admin: Connection, name: str) -> None:
-        quoted = _quote(admin, name)
-        admin.exec_driver_sql(f"CREATE DATABASE {quoted}")
-        admin.exec_driver_sql(f"COMMENT ON DATABASE {quoted} IS '{self.OWNER_MARK}'")
+    def create_database(self, admin: Connection, name: str, comment: str | None = None) -> None:
+        admin.exec_driver_sql(f"CREATE DATABASE {_quote(admin, name)}")
+        self.set_comment(admin, name, comment or self.OWNER_MARK)
+
+    def clone_database(self, admin: Connection, template: str, name: str, comment: str) -> None:
+        # CREATE DATABASE ... TEMPLATE fails while anyone is connected to the template (a
+        # worker still building it, autovacuum): retry for a few seconds.
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                admin.exec_driver_sql(
+                    f"CREATE DATABASE {_quote(admin, name)} TEMPLATE {_quote(admin, template)}"
+                )
+                break
+            except DBAPIError as exc:
+                if "being accessed by other users" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        self.set_comment(admin, name, comment)
 
     def drop_database(self, admin: Connection, name: str, *, force: bool = False) -> None:
         # WITH (FORCE) (PostgreSQL >= 13) ends connections a test leaked on its own database.

@@ -14,6 +14,7 @@ a ``sqlite:///`` URL is never opened.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -54,9 +55,11 @@ class SQLiteBackend(Backend):
         extras={"aiosqlite": "async"},
     )
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, template_directory: Path | None = None) -> None:
         #: the directory that holds every test database file of this run.
         self.directory = directory
+        #: where template files are kept across runs.
+        self.template_directory = template_directory or directory
 
     def default_test_name(self, url: URL) -> str:
         stem = Path(url.database).name if url.database and url.database != ":memory:" else "ctxdb"
@@ -77,16 +80,33 @@ class SQLiteBackend(Backend):
         ).first():
             connection.exec_driver_sql("DELETE FROM sqlite_sequence")
 
+    # SQLite has no server: a "database" is a file. Clones live in the run's private
+    # directory; templates in a directory kept across runs, named by fingerprint, written
+    # to a temporary name and renamed into place (so a template that exists is complete).
+
+    def path(self, name: str) -> Path:
+        return self.directory / name
+
+    def template_path(self, name: str) -> Path:
+        return self.template_directory / f"{name}.sqlite3"
+
     def database_exists(self, admin: Connection | None, name: str) -> bool:
-        return (self.directory / name).exists()
+        return self.path(name).exists()
 
     def is_owned(self, admin: Connection | None, name: str) -> bool:
         # Every file in the run's own temporary directory was made by the plugin.
-        return (self.directory / name).parent == self.directory
+        return self.path(name).parent == self.directory
 
-    def create_database(self, admin: Connection | None, name: str) -> None:
+    def create_database(
+        self, admin: Connection | None, name: str, comment: str | None = None
+    ) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        (self.directory / name).touch()
+        self.path(name).touch()
+
+    def clone_file(self, template: Path, name: str) -> None:
+        """Copy the template file to the run's database ``name``."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(template, self.path(name))
 
     def drop_database(self, admin: Connection | None, name: str, *, force: bool = False) -> None:
         for suffix in ("", "-journal", "-wal", "-shm"):

@@ -8,7 +8,7 @@ from ._async import AsyncOuterTransaction, AsyncReusedConnection
 from ._binding import AsyncTestBinding, BindingPlan, TestBinding
 from ._commit import CommitTransaction
 from ._outer import JOIN_MODE, OuterTransaction, ReusedConnection
-from ._source import TestSessionSource
+from ._source import EngineSessionSource, TestSessionSource
 
 __all__ = (
     "JOIN_MODE",
@@ -17,6 +17,7 @@ __all__ = (
     "AsyncTestBinding",
     "BindingPlan",
     "CommitTransaction",
+    "EngineSessionSource",
     "OuterTransaction",
     "ReusedConnection",
     "TestBinding",

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -47,18 +48,88 @@ _ENDS = ("RELEASE SAVEPOINT", "ROLLBACK TO SAVEPOINT")
 _lineage: ContextVar[tuple[Any, ...]] = ContextVar("pytest_ctxdb_lineage", default=())
 
 
+#: task -> the task that was running when it was created (see :func:`track_tasks`).
+_parents: weakref.WeakKeyDictionary[asyncio.Task[Any], asyncio.Task[Any]] = (
+    weakref.WeakKeyDictionary()
+)
+_tracked_loops: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+
+
+def track_tasks() -> None:
+    """Record, for every task the running loop creates from now on, the task that created it.
+
+    Installed once per loop by the async test binding (chaining any task factory already
+    set): it lets the arbiter see that a ``gather``-ed task descends from the request that
+    holds a savepoint even when no context variable says so.
+    """
+    loop = asyncio.get_running_loop()
+    if loop in _tracked_loops:
+        return
+    previous = loop.get_task_factory()
+
+    def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> Any:
+        if previous is not None:
+            task = previous(loop, coro, **kwargs)
+        else:
+            task = asyncio.Task(coro, loop=loop, **kwargs)
+        parent = asyncio.current_task(loop)
+        if parent is not None and isinstance(task, asyncio.Task):
+            _parents[task] = parent
+        return task
+
+    loop.set_task_factory(factory)
+    _tracked_loops.add(loop)
+
+
 def _actor() -> Any:
     try:
         task = asyncio.current_task()
     except RuntimeError:
         task = None
-    return task if task is not None else threading.get_ident()
+    return task if task is not None else threading.current_thread()
+
+
+def _finished(actor: Any) -> bool:
+    if isinstance(actor, asyncio.Task):
+        return actor.done()
+    if isinstance(actor, threading.Thread):
+        return not actor.is_alive()
+    return False
+
+
+def _ancestors(actor: Any, lineage: tuple[Any, ...]) -> set[Any]:
+    """Every task/thread ``actor`` descends from: its creators, and the context lineage."""
+    found = set(lineage)
+    parent = _parents.get(actor) if isinstance(actor, asyncio.Task) else None
+    while parent is not None and parent not in found:
+        found.add(parent)
+        parent = _parents.get(parent)
+    return found
 
 
 @dataclass
 class _Entry:
     name: str
     actor: Any
+    lineage: tuple[Any, ...]
+
+    def holder(self) -> Any:
+        """Who holds the savepoint now: its opener, or, once that task or thread has
+        finished, the nearest ancestor still running (``None`` if all have finished).
+
+        A task started by ``gather`` that opened the request's session savepoint and
+        returned leaves that savepoint to the request, which is its parent.
+        """
+        chain = [self.actor]
+        parent = _parents.get(self.actor) if isinstance(self.actor, asyncio.Task) else None
+        while parent is not None and parent not in chain:
+            chain.append(parent)
+            parent = _parents.get(parent)
+        chain.extend(reversed(self.lineage))
+        for actor in chain:
+            if not _finished(actor):
+                return actor
+        return None
 
 
 class SavepointArbiter:
@@ -90,25 +161,26 @@ class SavepointArbiter:
         """
         with self._condition:
             self._stack.clear()
-            self._root = threading.get_ident()
+            self._root = threading.current_thread()
         self._wake()
 
     # -- events ----------------------------------------------------------------------------
 
     def _on_savepoint(self, connection: Connection, name: str | None) -> None:
         actor, lineage = _actor(), _lineage.get()
+        ancestors = _ancestors(actor, lineage)
 
         def may_open() -> bool:
             if not self._stack:
                 return True
-            holder = self._stack[-1].actor
-            return holder == actor or holder == self._root or holder in lineage
+            holder = self._stack[-1].holder()
+            return holder is None or holder is actor or holder is self._root or holder in ancestors
 
         self._wait(may_open, actor, "open a savepoint", consistent=True)
         if name is None:  # SQLAlchemy names it right after this event
             name = f"sa_savepoint_{getattr(connection, '_Connection__savepoint_seq', 0) + 1}"
         with self._condition:
-            self._stack.append(_Entry(name, actor))
+            self._stack.append(_Entry(name, actor, lineage))
         if not lineage or lineage[-1] != actor:
             # Tasks and threads this one starts from now on descend from it.
             _lineage.set((*lineage, actor))
@@ -148,7 +220,7 @@ class SavepointArbiter:
                 time.sleep(0.001)
                 continue
             holder = self._stack[-1]
-            if holder.actor == actor:
+            if holder.holder() is actor:
                 raise ContextError(
                     f"cannot {what} on the test connection: savepoint {holder.name} of another "
                     "context, opened by this same task/thread, is still open, so waiting would "
@@ -164,16 +236,17 @@ class SavepointArbiter:
                     "never ended its transaction."
                 )
             if self._is_async and in_greenlet():
+                # Woken by a release, or every 50 ms to notice a holder task that finished.
                 future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
                 self._waiters.append(future)
                 try:
-                    await_only(asyncio.wait_for(future, remaining))
+                    await_only(asyncio.wait_for(future, min(remaining, 0.05)))
                 except asyncio.TimeoutError:
                     pass
             else:
                 with self._condition:
                     if not ready():
-                        self._condition.wait(remaining)
+                        self._condition.wait(min(remaining, 0.05))
 
     def _wake(self) -> None:
         with self._condition:

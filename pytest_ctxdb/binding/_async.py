@@ -70,16 +70,17 @@ class AsyncOuterTransaction:
         """Begin the test's transaction on ``connection`` with the sync ``policy`` and return it."""
         return cls(connection, await connection.run_sync(policy))
 
-    def session(self, **options: Any) -> AsyncSession:
+    def session(self, class_: type[AsyncSession] = AsyncSession, **options: Any) -> AsyncSession:
         """Return a new ``AsyncSession`` joined to the outer transaction.
 
+        :param class_: the session class (an app's ``async_sessionmaker(class_=...)``).
         :returns: an ``AsyncSession`` with ``join_transaction_mode="create_savepoint"``
             (in commit mode: a plain one on the engine), closed by :meth:`rollback`.
         """
         if isinstance(self.sync, CommitTransaction):
-            session = AsyncSession(bind=self.connection.engine, **options)
+            session = class_(bind=self.connection.engine, **options)
         else:
-            session = AsyncSession(bind=self.connection, join_transaction_mode=JOIN_MODE, **options)
+            session = class_(bind=self.connection, join_transaction_mode=JOIN_MODE, **options)
         self.sync.adopt(session.sync_session)
         return session
 

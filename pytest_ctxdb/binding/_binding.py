@@ -10,11 +10,18 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .._errors import ContextError, TransactionError
 from .._settings import DEFAULT_ALIAS
+from ._arbiter import track_tasks
 from ._async import AsyncOuterTransaction
 from ._commit import CommitTransaction
 from ._outer import OuterTransaction
 
-__all__ = ("AsyncTestBinding", "BindingPlan", "TestBinding")
+__all__ = ("AsyncTestBinding", "BindingPlan", "Cleanup", "TestBinding")
+
+#: ``cleanup(alias, reset_sequences)`` -> (empty the tables, prepare or ``None``): how a
+#: commit-mode test of ``alias`` is cleaned up after, and prepared before.
+Cleanup = Callable[
+    [str, bool], tuple[Callable[[Connection], None], Callable[[Connection], None] | None]
+]
 
 
 class BindingPlan:
@@ -75,7 +82,7 @@ class BindingPlan:
 
 
 def _raise_collected(errors: list[tuple[str, BaseException]]) -> None:
-    if len(errors) == 1:
+    if len(errors) == 1 and isinstance(errors[0][1], TransactionError):
         raise errors[0][1]
     if errors:
         lines = "; ".join(f"alias {alias!r}: {type(exc).__name__}: {exc}" for alias, exc in errors)
@@ -88,8 +95,7 @@ class TestBinding:
     :param connect: ``connect(alias, fresh)`` returns a connection of ``alias`` with no
         transaction begun: the reused one (``fresh=False``, rollback mode) or a new one.
     :param plan: what the test declared.
-    :param cleanup: ``cleanup(alias, reset_sequences)`` returns the table-emptying function
-        used in commit mode.
+    :param cleanup: see :data:`Cleanup`; used in commit mode.
 
     :meth:`outer` opens an alias on first use; :meth:`close` ends every one of them, even
     when one fails, then raises what failed (naming each alias).
@@ -101,7 +107,7 @@ class TestBinding:
         self,
         connect: Callable[[str, bool], Connection],
         plan: BindingPlan | None = None,
-        cleanup: Callable[[str, bool], Callable[[Connection], None]] | None = None,
+        cleanup: Cleanup | None = None,
     ) -> None:
         self._connect = connect
         self.plan = plan or BindingPlan()
@@ -118,10 +124,8 @@ class TestBinding:
         if outer is None:
             if self.plan.transaction:
                 assert self._cleanup is not None, "commit mode needs a cleanup"
-                outer = CommitTransaction(
-                    self._connect(physical, True),
-                    self._cleanup(physical, self.plan.reset_sequences),
-                )
+                cleanup, prepare = self._cleanup(physical, self.plan.reset_sequences)
+                outer = CommitTransaction(self._connect(physical, True), cleanup, prepare)
             else:
                 outer = OuterTransaction(self._connect(physical, False))
             self._outer[physical] = outer
@@ -152,7 +156,7 @@ class AsyncTestBinding:
         self,
         connect: Callable[[str, bool], Awaitable[AsyncConnection]],
         plan: BindingPlan | None = None,
-        cleanup: Callable[[str, bool], Callable[[Connection], None]] | None = None,
+        cleanup: Cleanup | None = None,
     ) -> None:
         self._connect = connect
         self.plan = plan or BindingPlan()
@@ -166,10 +170,10 @@ class AsyncTestBinding:
         if outer is None:
             if self.plan.transaction:
                 assert self._cleanup is not None, "commit mode needs a cleanup"
-                cleanup = self._cleanup(physical, self.plan.reset_sequences)
+                cleanup, prepare = self._cleanup(physical, self.plan.reset_sequences)
                 connection = await self._connect(physical, True)
                 outer = await AsyncOuterTransaction.begin(
-                    connection, lambda sync: CommitTransaction(sync, cleanup)
+                    connection, lambda sync: CommitTransaction(sync, cleanup, prepare)
                 )
             else:
                 outer = await AsyncOuterTransaction.begin(await self._connect(physical, False))
@@ -178,6 +182,7 @@ class AsyncTestBinding:
 
     async def open_all(self) -> None:
         """Open every declared alias (async work cannot begin lazily from sync code)."""
+        track_tasks()
         for alias in self.plan.physical_aliases():
             await self.open(alias)
 

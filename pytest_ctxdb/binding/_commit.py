@@ -23,15 +23,25 @@ class CommitTransaction:
 
     :param connection: a connection of its own (not the reused rollback-mode connection).
     :param cleanup: empties the tables, given a connection inside a transaction.
+    :param prepare: run first, in a transaction of its own (``reset_sequences``: the test
+        starts with fresh sequences, as Django's ``reset_sequences`` does).
     """
 
     __slots__ = ("_cleanup", "_ended", "_sessions", "connection")
 
-    def __init__(self, connection: Connection, cleanup: Callable[[Connection], None]) -> None:
+    def __init__(
+        self,
+        connection: Connection,
+        cleanup: Callable[[Connection], None],
+        prepare: Callable[[Connection], None] | None = None,
+    ) -> None:
         self.connection = connection
         self._cleanup = cleanup
         self._sessions: list[Session] = []
         self._ended = False
+        if prepare is not None:
+            with connection.begin():
+                prepare(connection)
 
     def session(self, **options: Any) -> Session:
         """Return a plain ``Session`` on the engine: its commits are real."""

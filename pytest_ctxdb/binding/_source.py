@@ -4,7 +4,8 @@ The rule a user can rely on (documented in the README):
 
 * in the test's own context, the context session of an alias *is* the fixture session
   (``db_session`` / ``async_db_session``) when the alias's kind (sync/async) matches: the same
-  object, so the test and the code it calls share pending objects and the identity map;
+  object, so the test and the code it calls share pending objects and the identity map; it
+  takes the alias's ``expire_on_commit`` and ``autoflush`` options from then on;
 * in any context the app opens itself (a request through the middleware, a job,
   ``run_in_new_context``, ``new_session``), a new session is made on the *same* test
   connection with ``join_transaction_mode="create_savepoint"``: it sees everything flushed
@@ -20,9 +21,11 @@ from .._errors import ContextError
 from .._settings import DEFAULT_ALIAS
 from ._binding import AsyncTestBinding, TestBinding
 
-__all__ = ("TestSessionSource",)
+__all__ = ("EngineSessionSource", "TestSessionSource")
 
 _FIXED = frozenset({"bind", "binds", "join_transaction_mode"})
+#: session options that can be set on an existing Session.
+_SETTABLE = frozenset({"expire_on_commit", "autoflush"})
 
 
 class TestSessionSource:
@@ -78,11 +81,24 @@ class TestSessionSource:
 
     def make_session(self, database: Any, scope: Any) -> Any:
         alias, is_async = database.alias, database.is_async
+        options = {k: v for k, v in database.session_options.items() if k not in _FIXED}
         if scope is not None and scope is self.root_scope:
             session = self.root_sessions.get((alias, is_async))
             if session is not None:
+                # The fixture session becomes the app's: give it the alias's options that a
+                # live Session can take (expire_on_commit, autoflush).
+                sync_session = getattr(session, "sync_session", session)
+                for key in _SETTABLE.intersection(options):
+                    setattr(sync_session, key, options[key])
                 return session
-        options = {k: v for k, v in database.session_options.items() if k not in _FIXED}
+        session = self._new_session(alias, is_async, options)
+        if scope is not None and scope is self.root_scope:
+            # The first session of an alias in the test's own context *is* the test's
+            # session of that alias, whoever asks first (db_sessions[alias] returns it).
+            self.root_sessions[(alias, is_async)] = session
+        return session
+
+    def _new_session(self, alias: str, is_async: bool, options: dict[str, Any]) -> Any:
         if is_async:
             if self.async_binding is None:
                 raise ContextError(
@@ -113,3 +129,38 @@ class TestSessionSource:
         )
         self.escapes.append(message)
         return ContextError(message)
+
+
+class EngineSessionSource:
+    """The ambient source of a test that uses a database, outside its binding.
+
+    Fixtures of wider scopes (module, session) and their finalizers run before the test's
+    binding opens or after it ends; the app code they call gets sessions on the *test
+    database* engine, committing for real there (data a module fixture sets up for several
+    tests), never on the app's own engine.
+
+    :param engine: ``engine(alias, is_async)`` returns the test database's ``Engine`` or
+        ``AsyncEngine`` for ``alias``.
+    """
+
+    __test__ = False
+
+    def __init__(self, engine: Any) -> None:
+        self._engine = engine
+
+    def make_session(self, database: Any, scope: Any) -> Any:
+        options = {k: v for k, v in database.session_options.items() if k not in _FIXED}
+        if database.is_async:
+            from sqlalchemy.ext.asyncio import AsyncSession
+
+            return AsyncSession(bind=self._engine(database.alias, True), **options)
+        from sqlalchemy.orm import Session
+
+        return Session(bind=self._engine(database.alias, False), **options)
+
+    def escaped(self, label: str, url: str) -> ContextError:
+        return ContextError(
+            f"{label} ({url}) was asked for a connection while a fixture ran: it would bypass "
+            "the test database. Make sessions through pytest_ctxdb.context or list the engine / "
+            "sessionmaker in ini db_engines / db_sessionmakers."
+        )

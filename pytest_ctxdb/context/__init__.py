@@ -17,6 +17,7 @@ outer transaction and leaves nothing behind.
 
 from __future__ import annotations
 
+from .._errors import ContextError
 from ._asgi import DBSessionMiddleware
 from ._atomic import Atomic, atomic
 from ._fastapi import get_db
@@ -32,6 +33,7 @@ from ._session import (
 
 __all__ = (
     "Atomic",
+    "ContextError",
     "DBSessionMiddleware",
     "Database",
     "SessionContext",

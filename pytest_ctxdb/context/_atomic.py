@@ -73,8 +73,16 @@ class Atomic:
         if failed or frame.doomed:
             if frame.transaction.is_active:
                 frame.transaction.rollback()
-        else:
-            frame.transaction.commit()
+            return
+        try:
+            frame.transaction.commit()  # flushes first: an IntegrityError may surface here
+        except BaseException:
+            # Leave the session usable: roll back what the failed commit left behind.
+            if frame.transaction.is_active:
+                frame.transaction.rollback()
+            elif not frames and session.in_transaction():
+                session.rollback()
+            raise
 
     # -- sync ----------------------------------------------------------------------------------
 

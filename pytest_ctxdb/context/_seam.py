@@ -25,6 +25,7 @@ __all__ = (
     "block",
     "current_source",
     "install_source",
+    "set_ambient",
     "uninstall_source",
     "watch_database",
 )
@@ -45,20 +46,33 @@ class SessionSource(Protocol):
 
 
 _lock = threading.Lock()
+#: the test's own source (its binding), while a test with a database runs.
 _source: SessionSource | None = None
+#: the source for a test's setup and teardown outside its binding (wider-scoped fixtures and
+#: their finalizers), set per test by the plugin: sessions on the test database engine.
+_ambient: SessionSource | None = None
 #: set while a test that asked for no database runs: the error every access raises.
 _blocked: str | None = None
 _watched: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 def current_source() -> SessionSource | None:
-    """The installed test source, or ``None`` outside tests.
+    """The test's source, else the ambient one; ``None`` outside tests.
 
     :raises ContextError: database access is blocked for the running test.
     """
-    if _source is None and _blocked is not None:
+    if _source is not None:
+        return _source
+    if _blocked is not None:
         raise ContextError(_blocked)
-    return _source
+    return _ambient
+
+
+def _guard_registered() -> None:
+    from ._registry import registered_databases
+
+    for database in registered_databases().values():
+        watch_database(database)
 
 
 def block(message: str | None) -> None:
@@ -70,10 +84,15 @@ def block(message: str | None) -> None:
     global _blocked
     _blocked = message
     if message is not None:
-        from ._registry import registered_databases
+        _guard_registered()
 
-        for database in registered_databases().values():
-            watch_database(database)
+
+def set_ambient(source: SessionSource | None) -> None:
+    """Set the source used while no test source is installed (see ``_ambient``)."""
+    global _ambient
+    _ambient = source
+    if source is not None:
+        _guard_registered()
 
 
 def install_source(source: SessionSource) -> None:
@@ -82,14 +101,11 @@ def install_source(source: SessionSource) -> None:
     :raises ContextError: another source is installed (tests do not overlap in one process).
     """
     global _source
-    from ._registry import registered_databases
-
     with _lock:
         if _source is not None and _source is not source:
             raise ContextError("a test binding is already installed; tests cannot overlap")
         _source = source
-    for database in registered_databases().values():
-        watch_database(database)
+    _guard_registered()
 
 
 def uninstall_source(source: SessionSource) -> None:
@@ -118,14 +134,14 @@ def watch_engine(engine: Any, label: str, *, own: bool = False) -> None:
     :param own: the engine is the plugin's own (a test database engine): only blocking
         applies to it, never escape detection.
     """
-    if _source is None and _blocked is None and not own:
+    if _source is None and _ambient is None and _blocked is None and not own:
         return
     url = engine.url.render_as_string(hide_password=True)
 
     def guard(*args: Any) -> None:
         # Hidden from tracebacks: its arguments hold the DBAPI connect parameters (password).
         __tracebackhide__ = True
-        installed = _source
+        installed = _source if _source is not None else (None if _blocked else _ambient)
         if installed is not None:
             if not own:
                 raise installed.escaped(label, url)

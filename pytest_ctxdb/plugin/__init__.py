@@ -6,12 +6,16 @@ by the runtime packages (:mod:`pytest_ctxdb.provision`, :mod:`pytest_ctxdb.bindi
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import sys
+import uuid
 
 import pytest
 
 from .._errors import CtxdbError
+from .._settings import split_alias
+from ..binding import EngineSessionSource
 from ..provision import make_sqlite_directory
 from ._fixtures import (
     ASYNC_FIXTURES,
@@ -35,6 +39,9 @@ from ._fixtures import (
 from ._marker import MARKER_HELP, MarkerError
 from ._options import add_options, read_settings
 from ._state import STATE_KEY, RunState
+
+#: the run's id, shared with xdist workers through ``workerinput``.
+RUN_ID_KEY = pytest.StashKey[str]()
 
 try:
     import pytest_asyncio  # noqa: F401
@@ -87,9 +94,30 @@ def pytest_configure(config: pytest.Config) -> None:
     def schema_hook(connection: object, alias: str) -> None:
         config.hook.pytest_ctxdb_setup_schema(connection=connection, alias=alias)
 
-    # On a pytest-xdist worker, each worker gets its own test database (test_app_gw0, ...).
+    # On a pytest-xdist worker, each worker gets its own test database (test_app_<run>_gw0,
+    # ...); the run id comes from the controller so that a run's databases share it.
     workerinput = getattr(config, "workerinput", None)
     suffix = f"_{workerinput['workerid']}" if workerinput else ""
+    run_id = (workerinput or {}).get("ctxdb_run_id") or uuid.uuid4().hex[:8]
+    config.stash[RUN_ID_KEY] = run_id
+    if config.pluginmanager.hasplugin("xdist") and not config.pluginmanager.has_plugin(
+        "ctxdb-xdist"
+    ):
+        config.pluginmanager.register(_XdistHooks(), "ctxdb-xdist")
+    try:
+        sweep_age = float(config.getini("db_sweep_age"))
+    except ValueError:
+        raise pytest.UsageError(
+            f"db_sweep_age: {config.getini('db_sweep_age')!r} is not a number of seconds"
+        ) from None
+    alembic = {}
+    for entry in config.getini("db_alembic_ini"):
+        alias, value = split_alias(entry)
+        alembic[alias] = value
+    hook_sources = tuple(
+        impl.function
+        for impl in config.pluginmanager.hook.pytest_ctxdb_setup_schema.get_hookimpls()
+    )
     try:
         # Builds each TestDatabase: validates dialect and names; contacts no server.
         state = RunState(
@@ -100,6 +128,12 @@ def pytest_configure(config: pytest.Config) -> None:
             sessionmaker_specs=tuple(config.getini("db_sessionmakers")),
             engine_specs=tuple(config.getini("db_engines")),
             block_access=bool(config.getini("db_block_access")),
+            run_id=run_id,
+            rebuild=bool(config.option.db_create),
+            reuse=bool(config.option.db_reuse),
+            sweep_age=sweep_age,
+            alembic=alembic,
+            hook_sources=hook_sources,
         )
     except CtxdbError as exc:
         raise pytest.UsageError(str(exc)) from None
@@ -153,11 +187,20 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     """Block database access for a test that asked for none (and its fixtures' setup and
     finalizers, which run in its phases); allow it for the others."""
     state = item.config.stash.get(STATE_KEY, None)
-    if state is None or not state.block_access:
+    if state is None:
         return
     from ..context import _seam
 
-    _seam.block(None if _uses_db(item) else ACCESS_NOT_ALLOWED)
+    uses_db = _uses_db(item)
+    _seam.set_ambient(EngineSessionSource(state.ambient_engine) if uses_db else None)
+    if state.block_access:
+        _seam.block(None if uses_db else ACCESS_NOT_ALLOWED)
+    if (uses_db or state.block_access) and not state._adapters_guarded:
+        state._adapters_guarded = True
+        with contextlib.suppress(CtxdbError):  # a bad import string fails elsewhere, once
+            for adapter in state.adapters():
+                for engine in adapter.engines():
+                    _seam.watch_engine(engine, f"the engine behind {adapter.label}")
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -199,8 +242,10 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     state = session.config.stash.get(STATE_KEY, None)
     if state is None:
         return
-    if "pytest_ctxdb.context._seam" in sys.modules:
-        sys.modules["pytest_ctxdb.context._seam"].block(None)
+    seam = sys.modules.get("pytest_ctxdb.context._seam")
+    if seam is not None:
+        seam.block(None)
+        seam.set_ambient(None)
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
 
     def report(message: str) -> None:
@@ -216,3 +261,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if call.when == "call" and call.excinfo is not None:
         item.stash[CALL_FAILED_KEY] = True
     return report
+
+
+class _XdistHooks:
+    """Registered only when pytest-xdist is installed (its hooks do not exist otherwise)."""
+
+    @staticmethod
+    def pytest_configure_node(node: object) -> None:
+        config = node.config  # type: ignore[attr-defined]
+        node.workerinput["ctxdb_run_id"] = config.stash[RUN_ID_KEY]  # type: ignore[attr-defined]

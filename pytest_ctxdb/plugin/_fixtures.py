@@ -50,9 +50,12 @@ _LOOP_SCOPES = ("function", "class", "module", "package", "session")
 
 
 def fail_on_error(error: CtxdbError) -> None:
-    """Fail the current test with ``error``'s message and no traceback."""
+    """Fail the current test with ``error``'s message and no traceback (and no chained
+    exception: the context of the ``except`` block it is called from is dropped)."""
     __tracebackhide__ = True
-    pytest.fail(f"pytest-ctxdb: {error}", pytrace=False)
+    failure = pytest.fail.Exception(f"pytest-ctxdb: {error}", pytrace=False)
+    failure.__suppress_context__ = True
+    raise failure
 
 
 @pytest.fixture(scope="session")
@@ -131,10 +134,13 @@ def make_plan(item: pytest.Item, state: RunState) -> BindingPlan:
 
 @pytest.fixture
 def _ctxdb_plan(request: pytest.FixtureRequest, _ctxdb_state: RunState) -> BindingPlan:
+    problem: str | None = None
     try:
         plan = make_plan(request.node, _ctxdb_state)
     except MarkerError as exc:
-        pytest.fail(f"In {request.node.nodeid}: {exc}", pytrace=False)
+        problem = f"In {request.node.nodeid}: {exc}"
+    if problem is not None:  # outside the except block: one line, no chained exception
+        pytest.fail(problem, pytrace=False)
     if not plan.transaction:
         for alias in plan.physical_aliases():
             tables = _ctxdb_state.nontransactional.get(alias)
@@ -210,8 +216,9 @@ def db_sessions(
     """
 
     def make(alias: str) -> Session:
-        if alias == _ctxdb_binding.plan.primary and (alias, False) in _ctxdb_source.root_sessions:
-            return _ctxdb_source.root_sessions[(alias, False)]  # type: ignore[no-any-return]
+        existing = _ctxdb_source.root_sessions.get((alias, False))
+        if existing is not None:
+            return existing  # type: ignore[no-any-return]
         session = _ctxdb_binding.outer(alias).session()
         _ctxdb_source.root_sessions[(alias, False)] = session
         return session
@@ -326,7 +333,7 @@ def async_db_sessions(
 
     def make(alias: str) -> AsyncSession:
         existing = _ctxdb_source.root_sessions.get((alias, True))
-        if alias == binding.plan.primary and existing is not None:
+        if existing is not None:
             return existing  # type: ignore[no-any-return]
         session = binding.outer(alias).session()
         _ctxdb_source.root_sessions[(alias, True)] = session

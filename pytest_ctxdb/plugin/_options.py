@@ -53,6 +53,18 @@ HELP_BLOCK = (
 )
 
 
+HELP_CREATE = "Rebuild the template databases even if the schema fingerprint says they are current."
+HELP_REUSE = "Keep this run's test databases at the end (their names are in the header)."
+HELP_SWEEP = (
+    "Seconds after which a test database left by a killed run (it carries pytest-ctxdb's mark) "
+    "is dropped by the next run; default 3600."
+)
+HELP_ALEMBIC = (
+    "[ALIAS=]path/to/alembic.ini[::section]: build the template database with "
+    "`alembic upgrade head` (Alembic's API) instead of create_all."
+)
+
+
 def add_options(parser: pytest.Parser) -> None:
     group = parser.getgroup("ctxdb", "pytest-ctxdb: transactional test databases")
     group.addoption(
@@ -84,6 +96,14 @@ def add_options(parser: pytest.Parser) -> None:
     )
     parser.addini("db_mirrors", type="linelist", default=[], help=HELP_MIRROR)
     parser.addini("db_block_access", type="bool", default=True, help=HELP_BLOCK)
+    group.addoption(
+        "--db-create", action="store_true", dest="db_create", default=False, help=HELP_CREATE
+    )
+    group.addoption(
+        "--db-reuse", action="store_true", dest="db_reuse", default=False, help=HELP_REUSE
+    )
+    parser.addini("db_sweep_age", default="3600", help=HELP_SWEEP)
+    parser.addini("db_alembic_ini", type="linelist", default=[], help=HELP_ALEMBIC)
     parser.addini("db_sessionmakers", type="linelist", default=[], help=HELP_SESSIONMAKERS)
     parser.addini("db_engines", type="linelist", default=[], help=HELP_ENGINES)
 

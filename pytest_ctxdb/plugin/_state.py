@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import MetaData, Table
+from sqlalchemy import MetaData, Table, inspect
 from sqlalchemy.engine import Connection, Engine
 
 from .._errors import CtxdbError
@@ -17,7 +17,7 @@ from .._settings import DatabaseSettings
 from ..adapters import Adapter, load_adapters
 from ..backends import MySQLBackend
 from ..binding import ReusedConnection
-from ..provision import SchemaHook, TestDatabase, load_metadata
+from ..provision import SchemaBuilder, SchemaHook, TestDatabase, load_metadata
 
 __all__ = ("STATE_KEY", "RunState")
 
@@ -42,6 +42,18 @@ class RunState:
     engine_specs: tuple[str, ...] = ()
     #: ``False`` when ini ``db_block_access`` turns access blocking off.
     block_access: bool = True
+    #: unique per run (shared by its xdist workers): part of every clone's name.
+    run_id: str | None = None
+    #: ``--db-create``: rebuild templates even when their fingerprint matches.
+    rebuild: bool = False
+    #: ``--db-reuse``: keep this run's databases at the end, for inspection.
+    reuse: bool = False
+    #: ini ``db_sweep_age``: seconds after which a killed run's databases are dropped.
+    sweep_age: float | None = 3600.0
+    #: alias -> ``db_alembic_ini`` value.
+    alembic: dict[str, str] = field(default_factory=dict)
+    #: the ``pytest_ctxdb_setup_schema`` implementations (their source is fingerprinted).
+    hook_sources: tuple[Any, ...] = ()
     databases: dict[str, TestDatabase] = field(default_factory=dict)
     provisioned: set[str] = field(default_factory=set)
     #: alias -> tables that cannot roll back (MySQL MyISAM/Aria), found at provisioning.
@@ -50,6 +62,8 @@ class RunState:
     _engines: dict[str, Engine] = field(default_factory=dict)
     _connections: dict[str, ReusedConnection] = field(default_factory=dict)
     _tables: dict[str, list[Table]] = field(default_factory=dict)
+    _ambient_async: dict[str, Any] = field(default_factory=dict)
+    _adapters_guarded: bool = False
 
     def __post_init__(self) -> None:
         seen: dict[tuple[Any, ...], str] = {}
@@ -57,7 +71,7 @@ class RunState:
             if settings.mirror_of is not None:
                 continue
             database = self.databases[alias] = TestDatabase(
-                settings, self.sqlite_directory, self.name_suffix
+                settings, self.sqlite_directory, self.name_suffix, run_id=self.run_id
             )
             key = (
                 database.url.get_backend_name(),
@@ -98,8 +112,14 @@ class RunState:
                 database.check_driver(is_async=True)
             if alias in self.provisioned:
                 continue
-            metadata = load_metadata(self.settings[alias].metadata)
-            database.create(metadata, self.schema_hook)
+            schema = SchemaBuilder(
+                alias,
+                load_metadata(self.settings[alias].metadata),
+                self.schema_hook if self.hook_sources else None,
+                self.hook_sources,
+                self.alembic.get(alias),
+            )
+            database.create(schema, rebuild=self.rebuild, sweep_age=self.sweep_age)
             self.provisioned.add(alias)
             if isinstance(database.backend, MySQLBackend):
                 backend = database.backend
@@ -126,6 +146,22 @@ class RunState:
             )
         return engine
 
+    def ambient_engine(self, alias: str, is_async: bool) -> Any:
+        """The engine wider-scoped fixtures' sessions use (see ``EngineSessionSource``): the
+        run's sync engine, or a ``NullPool`` async engine usable from any event loop."""
+        if not is_async:
+            return self.engine(alias)
+        alias = self.physical(alias)
+        engine = self._ambient_async.get(alias)
+        if engine is None:
+            from sqlalchemy.pool import NullPool
+
+            self.provision([alias], sync=False, async_=True)
+            engine = self.database(alias).create_async_engine(poolclass=NullPool)
+            guard_own_engine(engine.sync_engine, alias)
+            self._ambient_async[alias] = engine
+        return engine
+
     def connect(self, alias: str, fresh: bool = False) -> Connection:
         """A connection of ``alias`` with no transaction begun.
 
@@ -140,20 +176,32 @@ class RunState:
             reused = self._connections[alias] = ReusedConnection(self.engine(alias))
         return reused.get()
 
-    def cleanup(self, alias: str, reset_sequences: bool) -> Callable[[Connection], None]:
-        """The function that empties ``alias``'s tables after a ``transaction=True`` test."""
+    def cleanup(
+        self, alias: str, reset_sequences: bool
+    ) -> tuple[Callable[[Connection], None], Callable[[Connection], None] | None]:
+        """How a ``transaction=True`` test of ``alias`` is cleaned up (every table emptied)
+        and, with ``reset_sequences``, prepared (sequences restarted before it runs)."""
         alias = self.physical(alias)
         backend = self.database(alias).backend
 
-        def empty(connection: Connection) -> None:
-            tables = self._tables.get(alias)
-            if tables is None:
+        def tables(connection: Connection) -> list[Table]:
+            # One catalog query per test; reflect again only when a test added or dropped
+            # a table (DDL is what transaction=True tests are for).
+            names = sorted(inspect(connection).get_table_names())
+            known = self._tables.get(alias)
+            if known is None or sorted(t.name for t in known) != names:
                 reflected = MetaData()
                 reflected.reflect(connection)
-                tables = self._tables[alias] = list(reflected.sorted_tables)
-            backend.empty_tables(connection, tables, reset_sequences)
+                known = self._tables[alias] = list(reflected.sorted_tables)
+            return known
 
-        return empty
+        def empty(connection: Connection) -> None:
+            backend.empty_tables(connection, tables(connection), reset_sequences=False)
+
+        def prepare(connection: Connection) -> None:
+            backend.reset_sequences(connection, tables(connection))
+
+        return empty, (prepare if reset_sequences else None)
 
     def close(self, report: Callable[[str], Any]) -> None:
         """Dispose engines and drop every test database this run created.
@@ -170,6 +218,9 @@ class RunState:
             engine.dispose()
         self._engines.clear()
         for database in self.databases.values():
+            if self.reuse and database.created:
+                report(f"--db-reuse: kept {database.alias!r} test database {database.name!r}")
+                continue
             try:
                 database.drop()
             except CtxdbError as exc:

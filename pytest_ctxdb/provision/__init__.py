@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from ._database import SchemaHook, TestDatabase, make_sqlite_directory
-from ._schema import create_schema, load_metadata
+from ._database import SchemaHook, TestDatabase, default_template_directory, make_sqlite_directory
+from ._fingerprint import schema_fingerprint
+from ._schema import SchemaBuilder, create_schema, load_metadata
 
-__all__ = ("SchemaHook", "TestDatabase", "create_schema", "load_metadata", "make_sqlite_directory")
+__all__ = (
+    "SchemaBuilder",
+    "SchemaHook",
+    "TestDatabase",
+    "create_schema",
+    "default_template_directory",
+    "load_metadata",
+    "make_sqlite_directory",
+    "schema_fingerprint",
+)

@@ -12,14 +12,18 @@ Rules kept here, whatever the backend:
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import os
 import tempfile
+import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import MetaData, create_engine
+from filelock import FileLock
+from sqlalchemy import create_engine
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
@@ -27,16 +31,26 @@ from sqlalchemy.pool import NullPool
 from .._errors import ConfigurationError, ProvisioningError
 from .._settings import DatabaseSettings, mask_url
 from ..backends import Backend, SQLiteBackend, backend_for
-from ._schema import create_schema
+from ._schema import SchemaBuilder
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
-__all__ = ("SchemaHook", "TestDatabase", "make_sqlite_directory")
+__all__ = ("SchemaHook", "TestDatabase", "default_template_directory", "make_sqlite_directory")
 
 T = TypeVar("T")
 #: called with (connection, alias) inside the schema transaction, after ``create_all``.
 SchemaHook = Callable[[Connection, str], None]
+
+
+def _lock_key(url: URL, base: str) -> str:
+    where = f"{url.get_backend_name()}://{url.host}:{url.port}/{base}"
+    return hashlib.sha256(where.encode()).hexdigest()[:16]
+
+
+def default_template_directory() -> Path:
+    """Where SQLite template files and provisioning locks are kept across runs."""
+    return Path(tempfile.gettempdir()) / "pytest-ctxdb"
 
 
 def make_sqlite_directory() -> Path:
@@ -62,18 +76,37 @@ class TestDatabase:
     __test__ = False  # not a pytest test class, despite its name
 
     def __init__(
-        self, settings: DatabaseSettings, sqlite_directory: Path, suffix: str = ""
+        self,
+        settings: DatabaseSettings,
+        sqlite_directory: Path,
+        suffix: str = "",
+        *,
+        run_id: str | None = None,
+        template_directory: Path | None = None,
     ) -> None:
         self.settings = settings
         self.alias = settings.alias
         server_url = settings.url or make_url("sqlite://")
         self.setting = settings.source.name or "embedded SQLite"
+        self.template_directory = template_directory or default_template_directory()
         self.backend: Backend = backend_for(
-            server_url, sqlite_directory=sqlite_directory, setting=self.setting
+            server_url,
+            sqlite_directory=sqlite_directory,
+            setting=self.setting,
+            template_directory=self.template_directory,
         )
         self.server_url = server_url
         self.backend.check_dialect(server_url, self.setting)
-        self.name = (settings.test_database or self.backend.default_test_name(server_url)) + suffix
+        #: the name templates are derived from: ``test_<name>`` or ``--db-test-name``.
+        self.base = settings.test_database or self.backend.default_test_name(server_url)
+        #: this run's unique part (``None`` when the user chose the name).
+        self.run_id = None if settings.test_database else run_id
+        run_part = f"_{self.run_id}" if self.run_id else ""
+        self.name = f"{self.base}{run_part}{suffix}"
+        #: the template database this run cloned (set by :meth:`create`).
+        self.template: str | None = None
+        #: ``True`` when :meth:`create` built the template (``False``: it reused one).
+        self.template_built = False
         if (
             settings.url is not None
             and self.name == settings.url.database
@@ -90,10 +123,12 @@ class TestDatabase:
         self.created = False
         self._needs_server = not isinstance(self.backend, SQLiteBackend)
 
-    def rename(self, name: str) -> None:
-        """Use test database ``name`` instead (before :meth:`create`)."""
-        self.name = name
-        self.url = self.backend.test_url(self.server_url, name)
+    def rename(self, base: str, suffix: str = "") -> None:
+        """Use ``base`` for this alias's template and database names (before :meth:`create`)."""
+        run_part = f"_{self.run_id}" if self.run_id else ""
+        self.base = base
+        self.name = f"{base}{run_part}{suffix}"
+        self.url = self.backend.test_url(self.server_url, self.name)
 
     def run(self, fn: Callable[[Connection], T]) -> T:
         """Run ``fn(connection)`` on a fresh connection to the test database (autocommit)."""
@@ -206,33 +241,129 @@ class TestDatabase:
             f"as {mask_url(url)}: {text}. Check that the server is running and the URL is right."
         )
 
-    def create(self, metadata: Sequence[MetaData] = (), hook: SchemaHook | None = None) -> None:
-        """Create the test database and build its schema.
+    def create(
+        self,
+        schema: SchemaBuilder,
+        *,
+        rebuild: bool = False,
+        sweep_age: float | None = 3600.0,
+    ) -> None:
+        """Create this run's test database as a clone of the schema's template database.
 
-        A stale database of the same name that carries the plugin's mark (left by a killed
-        run) is dropped first; one without the mark is never touched.
+        The template is named after the schema fingerprint (``<base>_tpl_<fingerprint>``) and
+        kept across runs: built when missing, half-built or when ``rebuild`` is set; cloned
+        otherwise. All of it runs under a file lock per server and base name, shared by xdist
+        workers and concurrent runs on this machine. Before
+        cloning, databases of killed runs older than ``sweep_age`` seconds that carry the
+        plugin's mark, and templates of the same base with another fingerprint, are dropped
+        when nobody uses them; nothing without the mark is ever touched.
 
-        :raises ProvisioningError: the server is unreachable, the name is taken by a database
+        :raises ProvisioningError: the server is unreachable, a name is taken by a database
             the plugin did not create, or a statement failed.
         """
-        if self._needs_server:
-            self._run(self.server_url, self._create_on_server, autocommit=True)
-        else:
-            self.backend.drop_database(None, self.name)  # type: ignore[arg-type]
-            self.backend.create_database(None, self.name)  # type: ignore[arg-type]
+        dialect = self.backend.driver_url(self.server_url, is_async=False).get_dialect()()
+        fingerprint = schema.fingerprint(dialect)
+        self.template = f"{self.base[:40]}_tpl_{fingerprint}"
+        # One lock per server and base name: the template check, the sweep of stale
+        # databases and the clone never interleave with another worker's or run's.
+        lock = self.template_directory / f"{_lock_key(self.server_url, self.base)}.lock"
+        self.template_directory.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(lock)):
+            if self._needs_server:
+                self._ensure_template_on_server(schema, fingerprint, rebuild, sweep_age)
+                self._run(self.server_url, self._clone_on_server, autocommit=True)
+            else:
+                assert isinstance(self.backend, SQLiteBackend)
+                self._ensure_template_file(schema, rebuild)
+                self.backend.drop_database(None, self.name)
+                self.backend.clone_file(self.backend.template_path(self.template), self.name)
         self.created = True
 
-        def build(connection: Connection) -> None:
-            with connection.begin():
-                create_schema(connection, metadata)
-                if hook is not None:
-                    hook(connection, self.alias)
+    def _ensure_template_on_server(
+        self, schema: SchemaBuilder, fingerprint: str, rebuild: bool, sweep_age: float | None
+    ) -> None:
+        backend, template = self.backend, self.template
+        assert template is not None
 
-        if metadata or hook is not None:
-            self._run(self.url, build, autocommit=False)
+        def prepare(admin: Connection) -> bool:
+            if sweep_age is not None:
+                self._sweep(admin, sweep_age)
+            comment = backend.comment(admin, template)
+            fields = backend.parse_mark(comment)
+            if comment is not None and fields is None:
+                raise ProvisioningError(
+                    f"alias {self.alias!r}: database {template!r} exists on {self.server_url.host} "
+                    "and was not created by pytest-ctxdb; it is never dropped or reused. Drop it "
+                    f"yourself or choose another base name with --db-test-name {self.alias}=NAME."
+                )
+            if fields is not None and fields.get("ready") == "1" and not rebuild:
+                return False
+            if comment is not None:
+                backend.drop_database(admin, template, force=True)
+            backend.create_database(
+                admin,
+                template,
+                backend.mark(
+                    kind="template", fingerprint=fingerprint, ready=0, created=int(time.time())
+                ),
+            )
+            return True
 
-    def _create_on_server(self, admin: Connection) -> None:
+        self.template_built = self._run(self.server_url, prepare, autocommit=True)
+        if not self.template_built:
+            return
+        template_url = self.backend.test_url(self.server_url, template)
+        if not schema.empty:
+            self._run(template_url, lambda c: schema.build(c, template_url), autocommit=False)
+        self._run(
+            self.server_url,
+            lambda admin: backend.set_comment(
+                admin,
+                template,
+                backend.mark(
+                    kind="template", fingerprint=fingerprint, ready=1, created=int(time.time())
+                ),
+            ),
+            autocommit=True,
+        )
+
+    def _ensure_template_file(self, schema: SchemaBuilder, rebuild: bool) -> None:
+        assert isinstance(self.backend, SQLiteBackend) and self.template is not None
+        path = self.backend.template_path(self.template)
+        if path.exists() and not rebuild:
+            self.template_built = False
+            return
+        building = path.with_name(f"{path.name}.{os.getpid()}.building")
+        building.unlink(missing_ok=True)
+        url = self.server_url.set(database=os.fspath(building))
+        self._run(url, lambda c: schema.build(c, url), autocommit=False)
+        os.replace(building, path)  # a template file that exists is complete
+        self.template_built = True
+
+    def _sweep(self, admin: Connection, age: float) -> None:
+        """Drop the plugin's stale databases: clones of killed runs older than ``age`` seconds
+        and templates of this base with another fingerprint, when nobody is connected."""
+        backend, now = self.backend, time.time()
+        for name, comment in backend.owned_databases(admin):
+            fields = backend.parse_mark(comment) or {}
+            kind = fields.get("kind")
+            try:
+                created = float(fields.get("created", "0"))
+            except ValueError:
+                created = 0.0
+            stale_clone = kind == "clone" and now - created > age and name != self.name
+            old_template = (
+                kind == "template"
+                and name.startswith(f"{self.base[:40]}_tpl_")
+                and name != self.template
+            )
+            if (stale_clone or old_template) and not backend.in_use(admin, name):
+                with contextlib.suppress(DBAPIError):  # raced by another run: leave it
+                    backend.drop_database(admin, name)
+
+    def _clone_on_server(self, admin: Connection) -> None:
         backend, name = self.backend, self.name
+        assert self.template is not None
         if backend.database_exists(admin, name):
             if not backend.is_owned(admin, name):
                 raise ProvisioningError(
@@ -249,7 +380,12 @@ class TestDatabase:
                     f"still in use (another pytest run on this server?): {str(exc.orig).strip()}. "
                     "Wait for it, or pick another name with --db-test-name."
                 ) from None
-        backend.create_database(admin, name)
+        backend.clone_database(
+            admin,
+            self.template,
+            name,
+            backend.mark(kind="clone", run=self.run_id or "-", created=int(time.time())),
+        )
 
     def drop(self) -> None:
         """Drop the test database if this run created it; dispose engines on it first.

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
 
 from sqlalchemy import MetaData
+from sqlalchemy.engine import URL, Connection, Dialect
 
 from .._errors import ConfigurationError
 from .._importing import import_object
+from ._fingerprint import schema_fingerprint
 
-if TYPE_CHECKING:
-    from sqlalchemy.engine import Connection
-
-__all__ = ("create_schema", "load_metadata")
+__all__ = ("SchemaBuilder", "create_schema", "load_metadata")
 
 
 def _import_one(spec: str, setting: str) -> MetaData:
@@ -50,3 +50,83 @@ def create_schema(connection: Connection, metadata: Sequence[MetaData]) -> None:
     """Create every table of ``metadata`` on ``connection`` (``MetaData.create_all``)."""
     for each in metadata:
         each.create_all(connection)
+
+
+class SchemaBuilder:
+    """How one alias's schema is built, and its fingerprint.
+
+    :param alias: the alias, passed to the schema hook.
+    :param metadata: ``MetaData`` created with ``create_all`` (ini ``db_metadata``).
+    :param hook: ``hook(connection, alias)`` run after ``create_all`` / the migrations, in the
+        same transaction (the ``pytest_ctxdb_setup_schema`` hook).
+    :param hook_sources: the hook implementations, whose source goes into the fingerprint.
+    :param alembic_ini: ``path`` or ``path:section`` of an ``alembic.ini``; when given, the
+        schema is built by ``alembic upgrade head`` through Alembic's API instead of
+        ``create_all`` (ini ``db_alembic_ini``).
+    """
+
+    def __init__(
+        self,
+        alias: str,
+        metadata: Sequence[MetaData] = (),
+        hook: Callable[[Connection, str], None] | None = None,
+        hook_sources: Sequence[Any] = (),
+        alembic_ini: str | None = None,
+    ) -> None:
+        self.alias = alias
+        self.metadata = tuple(metadata)
+        self.hook = hook
+        self.hook_sources = tuple(hook_sources)
+        self.alembic_ini = alembic_ini
+
+    def _alembic_config(self, url: URL | None = None) -> Any:
+        try:
+            from alembic.config import Config
+        except ImportError:
+            raise ConfigurationError(
+                "db_alembic_ini: Alembic is not installed; pip install alembic"
+            ) from None
+        path, _, section = (self.alembic_ini or "").partition("::")
+        if not Path(path).is_file():
+            raise ConfigurationError(f"db_alembic_ini: {path!r} is not a file")
+        config = Config(path, ini_section=section or "alembic")
+        if url is not None:
+            # ConfigParser interpolation: a literal % must be doubled.
+            rendered = url.render_as_string(hide_password=False).replace("%", "%%")
+            config.set_main_option("sqlalchemy.url", rendered)
+        return config
+
+    def fingerprint(self, dialect: Dialect) -> str:
+        """The schema fingerprint for ``dialect`` (see :func:`schema_fingerprint`)."""
+        files: list[Path] = []
+        extra: list[str] = []
+        if self.alembic_ini:
+            from alembic.script import ScriptDirectory
+
+            script = ScriptDirectory.from_config(self._alembic_config())
+            files = [Path(rev.path) for rev in script.walk_revisions() if rev.path]
+            env = Path(script.dir) / "env.py"
+            if env.is_file():
+                files.append(env)
+            extra = sorted(script.get_heads())
+        return schema_fingerprint(dialect, self.metadata, self.hook_sources, files, extra)
+
+    @property
+    def empty(self) -> bool:
+        """``True`` when there is nothing to build (no metadata, hook or migrations)."""
+        return not (self.metadata or self.hook or self.alembic_ini)
+
+    def build(self, connection: Connection, url: URL) -> None:
+        """Build the schema on ``connection`` (to the template database at ``url``) and commit."""
+        with connection.begin():
+            if self.alembic_ini:
+                from alembic import command
+
+                config = self._alembic_config(url)
+                # env.py files that follow Alembic's cookbook use this connection; others
+                # connect to sqlalchemy.url, which names the same database.
+                config.attributes["connection"] = connection
+                command.upgrade(config, "head")
+            create_schema(connection, self.metadata)
+            if self.hook is not None:
+                self.hook(connection, self.alias)

@@ -7,14 +7,20 @@ for this host; every session the library hands out is on the test's connection i
 
 from __future__ import annotations
 
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
-
 from context_async_sqlalchemy import DBConnect
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 
 def create_engine(host: str) -> AsyncEngine:
     # In production the credentials would come from the environment.
-    return create_async_engine(f"postgresql+asyncpg://helpdesk:secret@{host}:5432/helpdesk", pool_pre_ping=True)
+    return create_async_engine(
+        f"postgresql+asyncpg://helpdesk:secret@{host}:5432/helpdesk", pool_pre_ping=True
+    )
 
 
 def create_session_maker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

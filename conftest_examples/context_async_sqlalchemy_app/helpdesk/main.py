@@ -12,10 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-
-from fastapi import Depends, FastAPI, HTTPException
-from pydantic import BaseModel, ConfigDict
-from sqlalchemy import delete, func, select
+from typing import Annotated
 
 from context_async_sqlalchemy import (
     ASGIHTTPDBSessionMiddleware,
@@ -28,6 +25,9 @@ from context_async_sqlalchemy import (
     rollback_db_session,
     run_in_new_ctx,
 )
+from fastapi import Depends, FastAPI, HTTPException
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy import delete, func, select
 
 from .database import connection
 from .models import Event, Ticket
@@ -130,7 +130,7 @@ async def read_ticket(ticket_id: int) -> TicketOut:
 
 
 @app.post("/tickets/{ticket_id}/close")
-async def close_ticket(ticket_id: int, mailer: Mailer = Depends(get_mailer)) -> TicketOut:
+async def close_ticket(ticket_id: int, mailer: Annotated[Mailer, Depends(get_mailer)]) -> TicketOut:
     # Committed at the end of the block, whatever happens to the rest of the request.
     async with atomic_db_session(connection) as session:
         ticket = await session.get(Ticket, ticket_id)
@@ -151,7 +151,7 @@ async def close_ticket(ticket_id: int, mailer: Mailer = Depends(get_mailer)) -> 
 
 
 @app.post("/tickets/{ticket_id}/escalate")
-async def escalate_ticket(ticket_id: int, pager: Pager = Depends(get_pager)) -> TicketOut:
+async def escalate_ticket(ticket_id: int, pager: Annotated[Pager, Depends(get_pager)]) -> TicketOut:
     session = await db_session(connection)
     ticket = await session.get(Ticket, ticket_id)
     if ticket is None:

@@ -25,7 +25,9 @@ async def titles(session: AsyncSession) -> list[str]:
     return list((await session.scalars(select(Ticket.title).order_by(Ticket.title))).all())
 
 
-async def test_new_contexts_commit(client: httpx.AsyncClient, async_db_session: AsyncSession) -> None:
+async def test_new_contexts_commit(
+    client: httpx.AsyncClient, async_db_session: AsyncSession
+) -> None:
     assert await titles(async_db_session) == []
 
     response = await client.post("/tickets/bulk", json=["Printer jam", "VPN down", "No coffee"])

@@ -21,7 +21,7 @@ async def tickets(session: AsyncSession) -> list[tuple[str, str, str]]:
     rows = await session.execute(
         select(Ticket.title, Ticket.status, Ticket.priority).order_by(Ticket.id)
     )
-    return [tuple(row) for row in rows]
+    return [(title, status, priority) for title, status, priority in rows]
 
 
 async def events(session: AsyncSession) -> list[str]:
@@ -44,7 +44,9 @@ async def test_create(client: httpx.AsyncClient, async_db_session: AsyncSession)
     assert await events(async_db_session) == ["opened"]
 
 
-async def test_dry_run_rolls_back(client: httpx.AsyncClient, async_db_session: AsyncSession) -> None:
+async def test_dry_run_rolls_back(
+    client: httpx.AsyncClient, async_db_session: AsyncSession
+) -> None:
     response = await client.post("/tickets?dry_run=true", json={"title": "Printer jam"})
 
     assert response.status_code == 201
@@ -108,7 +110,9 @@ class DownPager(Pager):
         raise ConnectionError("pager API unreachable")
 
 
-async def test_500_leaves_nothing(client: httpx.AsyncClient, async_db_session: AsyncSession) -> None:
+async def test_500_leaves_nothing(
+    client: httpx.AsyncClient, async_db_session: AsyncSession
+) -> None:
     ticket_id = await open_ticket(client, "Printer jam")
     app.dependency_overrides[get_pager] = DownPager
 
@@ -157,7 +161,9 @@ async def test_bulk_failures_roll_back_alone(
     assert await events(async_db_session) == ["opened", "opened", "opened"]
 
 
-async def test_many_contexts_at_once(client: httpx.AsyncClient, async_db_session: AsyncSession) -> None:
+async def test_many_contexts_at_once(
+    client: httpx.AsyncClient, async_db_session: AsyncSession
+) -> None:
     titles = [f"Ticket {i:02}" for i in range(20)]
 
     response = await client.post("/tickets/bulk", json=titles)

@@ -8,8 +8,7 @@ raised). Handlers get the request's session with ``Depends(get_db())``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from typing import Annotated
 
 from fastapi import Depends, FastAPI, HTTPException
 from fastapi.responses import JSONResponse
@@ -19,20 +18,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from pytest_ctxdb.context import DBSessionMiddleware, get_db, run_in_new_context
 
-from .db import database  # registers alias "default" before the routes below use get_db()
 from .models import Product, PurchaseOrder
 from .services import UnknownProductError, add_products, receive_delivery
 
-
-
-@asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    yield
-    await database.engine.dispose()  # close the pool's connections at shutdown
-
-
-app = FastAPI(lifespan=lifespan)
+app = FastAPI()
 app.add_middleware(DBSessionMiddleware)
+
+# The request's session: Depends(get_db()) yields the context session of alias "default".
+DBSession = Annotated[AsyncSession, Depends(get_db())]
 
 
 class ProductIn(BaseModel):
@@ -86,21 +79,23 @@ def get_warehouse() -> Warehouse:
 
 
 @app.post("/products", status_code=201)
-async def create_product(body: ProductIn, session: AsyncSession = Depends(get_db())) -> ProductIn:
+async def create_product(body: ProductIn, session: DBSession) -> ProductIn:
     session.add(Product(**body.model_dump()))
     return body  # the middleware commits: the status is 201
 
 
 @app.get("/products/{sku}")
-async def read_product(sku: str, session: AsyncSession = Depends(get_db())) -> ProductOut:
+async def read_product(sku: str, session: DBSession) -> ProductOut:
     product = await session.scalar(select(Product).where(Product.sku == sku))
     if product is None:
         raise HTTPException(404, "unknown product")
-    return ProductOut(sku=product.sku, name=product.name, stock=product.stock, archived=product.archived)
+    return ProductOut(
+        sku=product.sku, name=product.name, stock=product.stock, archived=product.archived
+    )
 
 
 @app.post("/orders", status_code=201)
-async def place_order(body: OrderIn, session: AsyncSession = Depends(get_db())) -> OrderOut:
+async def place_order(body: OrderIn, session: DBSession) -> OrderOut:
     # Take the stock first, in one statement, then check: the usual way to avoid a race.
     row = (
         await session.execute(
@@ -114,7 +109,9 @@ async def place_order(body: OrderIn, session: AsyncSession = Depends(get_db())) 
         raise HTTPException(404, "unknown product")
     product_id, stock_left = row
     order_id = await session.scalar(
-        insert(PurchaseOrder).values(product_id=product_id, quantity=body.quantity).returning(PurchaseOrder.id)
+        insert(PurchaseOrder)
+        .values(product_id=product_id, quantity=body.quantity)
+        .returning(PurchaseOrder.id)
     )
     if stock_left < 0:
         # Both writes above are undone: the middleware rolls back on a status >= 400.
@@ -157,8 +154,8 @@ async def import_catalogue(batches: list[list[ProductIn]]) -> ImportReport:
 @app.post("/products/{sku}/archive", response_model=None)
 async def archive_product(
     sku: str,
-    session: AsyncSession = Depends(get_db()),
-    warehouse: Warehouse = Depends(get_warehouse),
+    session: DBSession,
+    warehouse: Annotated[Warehouse, Depends(get_warehouse)],
 ) -> ProductOut | JSONResponse:
     product = await session.scalar(select(Product).where(Product.sku == sku))
     if product is None:

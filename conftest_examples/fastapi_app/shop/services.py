@@ -8,6 +8,7 @@ middleware), a job's, or, when a test calls the function directly, the test's ow
 from __future__ import annotations
 
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from pytest_ctxdb.context import atomic, db_session
 
@@ -26,7 +27,7 @@ async def receive_delivery(sku: str, quantity: int) -> int:
     when it returns and rolled back when it raises, even in the middle of a request.
     Returns the new stock.
     """
-    session = db_session()
+    session: AsyncSession = db_session()  # typed Any: Session or AsyncSession by the alias
     session.add(Delivery(sku=sku, quantity=quantity))
     await session.flush()  # the delivery row is written...
     product = await session.scalar(select(Product).where(Product.sku == sku))
@@ -38,7 +39,7 @@ async def receive_delivery(sku: str, quantity: int) -> int:
 
 async def add_products(rows: list[dict[str, object]]) -> int:
     """Insert products in the current context; the caller decides when it commits."""
-    session = db_session()
+    session: AsyncSession = db_session()
     session.add_all(Product(**row) for row in rows)
     await session.flush()  # IntegrityError here on a duplicate SKU
     return len(rows)

@@ -29,7 +29,9 @@ async def count(session: AsyncSession, model: type) -> int:
 
 
 async def add_product(client: httpx.AsyncClient, sku: str, stock: int) -> None:
-    response = await client.post("/products", json={"sku": sku, "name": sku.title(), "stock": stock})
+    response = await client.post(
+        "/products", json={"sku": sku, "name": sku.title(), "stock": stock}
+    )
     assert response.status_code == 201
 
 
@@ -121,7 +123,9 @@ class UnreachableWarehouse(Warehouse):
         raise WarehouseError("timeout")
 
 
-async def test_500_leaves_nothing(client: httpx.AsyncClient, async_db_session: AsyncSession) -> None:
+async def test_500_leaves_nothing(
+    client: httpx.AsyncClient, async_db_session: AsyncSession
+) -> None:
     await add_product(client, "COFFEE", stock=0)
     app.dependency_overrides[get_warehouse] = UnreachableWarehouse  # the client fixture clears it
 

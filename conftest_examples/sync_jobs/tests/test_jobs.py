@@ -41,7 +41,10 @@ def test_job_rolls_back_when_it_raises(db_session: Session) -> None:
 
 def test_job_sees_what_the_test_flushed(db_session: Session) -> None:
     db_session.add_all(
-        [Customer(email="ada@example.com", monthly_fee=900), Customer(email="free@example.com", monthly_fee=0)]
+        [
+            Customer(email="ada@example.com", monthly_fee=900),
+            Customer(email="free@example.com", monthly_fee=0),
+        ]
     )
     db_session.flush()  # on the test's connection: the job's new session sees it
 
@@ -63,7 +66,9 @@ def test_run_in_new_context(db_session: Session) -> None:
 
 
 def test_thread_pool(db_session: Session) -> None:
-    ids = [add_customer(f"customer{i}@example.com", 0 if i % 5 == 0 else 100 * i) for i in range(20)]
+    ids = [
+        add_customer(f"customer{i}@example.com", 0 if i % 5 == 0 else 100 * i) for i in range(20)
+    ]
 
     outcome = invoice_in_parallel("2024-05", ids, workers=4)
 

@@ -20,7 +20,8 @@ from billing.services import (
     invoice_customer,
 )
 from pytest_ctxdb import CtxdbError
-from pytest_ctxdb.context import atomic, db_session as context_session
+from pytest_ctxdb.context import atomic
+from pytest_ctxdb.context import db_session as context_session
 
 
 def invoiced(session: Session) -> list[tuple[str, str, int]]:
@@ -29,7 +30,7 @@ def invoiced(session: Session) -> list[tuple[str, str, int]]:
         .join(Invoice, Invoice.customer_id == Customer.id)
         .order_by(Customer.email)
     )
-    return [tuple(row) for row in rows]
+    return [(email, period, amount) for email, period, amount in rows]
 
 
 def test_the_context_session_is_the_fixture(db_session: Session) -> None:
