@@ -378,7 +378,8 @@ def test_commit_mode(db_sessions):
     assert outside_counts(db_sessions["other"]) == {"entry": 1}
 """
 
-#: ids go on after transaction=True tests, and restart after one with reset_sequences=True.
+#: ids go on after transaction=True tests; a reset_sequences=True test starts from 1 (the
+#: sequences restart before it runs, as Django's reset_sequences does).
 SEQUENCES = """
 import pytest
 from models import Item
@@ -402,13 +403,13 @@ def test_b_ids_go_on_without_reset(db_session):
 
 
 @pytest.mark.db(transaction=True, reset_sequences=True)
-def test_c_resets_afterwards(db_session):
-    assert new_id(db_session, "d") == 4
+def test_c_starts_from_one(db_session):
+    assert [new_id(db_session, "d"), new_id(db_session, "e")] == [1, 2]
 
 
 @pytest.mark.db(transaction=True)
-def test_d_ids_restart(db_session):
-    assert new_id(db_session, "e") == 1
+def test_d_ids_go_on_from_the_reset(db_session):
+    assert new_id(db_session, "f") == 3
 """
 
 #: the first alias's connection dies before teardown (then both aliases' connections do).
@@ -757,8 +758,8 @@ def test_commit_mode_among_rollback_tests_leaves_every_database_empty(
 def test_reset_sequences_restarts_ids_for_the_next_test(
     pytester: pytest.Pytester, ini: Callable[..., None], backend_name: str
 ) -> None:
-    """Ids go on from test to test under transaction=True; after a reset_sequences=True test
-    a new row gets id 1 again (SQLite sqlite_sequence, PostgreSQL sequences, AUTO_INCREMENT)."""
+    """Ids go on from test to test under transaction=True; a reset_sequences=True test starts
+    again from id 1 (SQLite sqlite_sequence, PostgreSQL sequences, AUTO_INCREMENT)."""
     from conftest import make_backend
 
     backend = make_backend(backend_name)

@@ -7,6 +7,8 @@ point at port 1, where nothing listens, and the inner tests use no database fixt
 
 from __future__ import annotations
 
+import re
+
 import inspect
 from collections.abc import Callable
 
@@ -42,10 +44,14 @@ def server_url(database: str, *, password: str = "hunter2", driver: str = "psyco
     return f"postgresql+{driver}://postgres:{password}@127.0.0.1:1/{database}"
 
 
+#: each run's test databases carry the run's id: ``test_app_1a2b3c4d``.
+RUN_ID = re.compile(r"(/test_\w+?)_[0-9a-f]{8}\b")
+
+
 def pg_header_line(alias: str, database: str, source: str) -> str:
     """The expected header line of a psycopg/asyncpg alias whose URL has a password."""
     return (
-        f"ctxdb: {alias}: postgresql+psycopg://postgres:***@127.0.0.1:1/{database} "
+        f"ctxdb: {alias}: postgresql+psycopg://postgres:***@127.0.0.1:1/{database}_<run> "
         f"({source}; sync driver psycopg, async driver asyncpg)"
     )
 
@@ -57,7 +63,7 @@ def header_lines(pytester: pytest.Pytester, *args: str) -> list[str]:
     output = "\n".join(result.outlines + result.errlines)
     assert result.ret == pytest.ExitCode.OK, output
     assert [secret for secret in SECRETS if secret in output] == []
-    return [line for line in result.outlines if line.startswith("ctxdb:")]
+    return [RUN_ID.sub(r"\1_<run>", line) for line in result.outlines if line.startswith("ctxdb:")]
 
 
 def test_header_shows_test_database_url_with_password_masked(pytester: pytest.Pytester) -> None:
@@ -100,7 +106,7 @@ def test_header_without_any_url_shows_embedded_sqlite(pytester: pytest.Pytester)
     assert len(lines) == 1, lines
     assert lines[0].startswith("ctxdb: default: sqlite+pysqlite:///")
     assert lines[0].endswith(
-        "/test_ctxdb (embedded SQLite; sync driver pysqlite, async driver aiosqlite)"
+        "/test_ctxdb_<run> (embedded SQLite; sync driver pysqlite, async driver aiosqlite)"
     )
 
 
@@ -153,7 +159,7 @@ def test_password_in_query_string_is_masked(pytester: pytest.Pytester) -> None:
     )
     assert len(lines) == 1, lines
     assert "qs-secret-42" not in lines[0]
-    assert "/test_app?password=*** (from --db-url;" in lines[0]
+    assert "/test_app_<run>?password=*** (from --db-url;" in lines[0]
 
 
 def first_docstring_line(fixture_name: str) -> str:
