@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from collections.abc import Iterator
 from functools import cache
 
 import pytest
@@ -150,3 +151,24 @@ def ini(pytester: pytest.Pytester):
 
     write()
     return write
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drop_inner_test_databases() -> Iterator[None]:
+    """After the suite, drop the templates and databases the inner runs left on purpose
+    (templates are kept across runs by design); only marked ones named ``test_ctxdb_*``."""
+    yield
+    for name in ("postgresql", "mariadb"):
+        if name not in SELECTED_BACKENDS or server_problem(name) is not None:
+            continue
+        engine = create_engine(
+            make_url(SERVER_URLS[name]), poolclass=NullPool, isolation_level="AUTOCOMMIT"
+        )
+        try:
+            with engine.connect() as conn:
+                for database in Backend(name, engine.url).leftover_test_databases():
+                    if database.startswith("test_ctxdb_"):
+                        quoted = conn.dialect.identifier_preparer.quote_identifier(database)
+                        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {quoted}")
+        finally:
+            engine.dispose()

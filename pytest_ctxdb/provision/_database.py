@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 __all__ = ("SchemaHook", "TestDatabase", "default_template_directory", "make_sqlite_directory")
 
 T = TypeVar("T")
+#: seconds after which any template is swept (one week); the next run that needs it rebuilds it.
+TEMPLATE_MAX_AGE = 7 * 24 * 3600.0
 #: called with (connection, alias) inside the schema transaction, after ``create_all``.
 SchemaHook = Callable[[Connection, str], None]
 
@@ -341,8 +343,9 @@ class TestDatabase:
         self.template_built = True
 
     def _sweep(self, admin: Connection, age: float) -> None:
-        """Drop the plugin's stale databases: clones of killed runs older than ``age`` seconds
-        and templates of this base with another fingerprint, when nobody is connected."""
+        """Drop the plugin's stale databases, when nobody is connected: clones of killed runs
+        older than ``age`` seconds, templates of this base with another fingerprint, and any
+        template older than :data:`TEMPLATE_MAX_AGE` (rebuilt when next needed)."""
         backend, now = self.backend, time.time()
         for name, comment in backend.owned_databases(admin):
             fields = backend.parse_mark(comment) or {}
@@ -354,8 +357,8 @@ class TestDatabase:
             stale_clone = kind == "clone" and now - created > age and name != self.name
             old_template = (
                 kind == "template"
-                and name.startswith(f"{self.base[:40]}_tpl_")
                 and name != self.template
+                and (name.startswith(f"{self.base[:40]}_tpl_") or now - created > TEMPLATE_MAX_AGE)
             )
             if (stale_clone or old_template) and not backend.in_use(admin, name):
                 with contextlib.suppress(DBAPIError):  # raced by another run: leave it
