@@ -37,7 +37,7 @@ class Source:
     """Where a setting came from, for the report header and error messages.
 
     :ivar name: the option or variable as the user wrote it, e.g. ``"--db-url"``, ``"db_url"``.
-    :ivar kind: one of ``"cli"``, ``"env"``, ``"ini"``, ``"default"``.
+    :ivar kind: one of ``"cli"``, ``"env"``, ``"ini"``, ``"container"``, ``"default"``.
     """
 
     name: str
@@ -48,6 +48,7 @@ class Source:
             "cli": f"from {self.name}",
             "env": f"from env {self.name}",
             "ini": f"from ini {self.name}",
+            "container": f"a testcontainers server, {self.name}, started on first use",
         }.get(self.kind, "default")
 
 

@@ -7,16 +7,18 @@ by the runtime packages (:mod:`pytest_ctxdb.provision`, :mod:`pytest_ctxdb.bindi
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import inspect
 import sys
 import uuid
+from typing import Any
 
 import pytest
 
 from .._errors import CtxdbError
-from .._settings import split_alias
+from .._settings import DEFAULT_ALIAS, Source, split_alias
 from ..binding import EngineSessionSource
-from ..provision import make_sqlite_directory
+from ..provision import ContainerServer, default_template_directory, make_sqlite_directory
 from ._fixtures import (
     ASYNC_FIXTURES,
     CALL_FAILED_KEY,
@@ -114,6 +116,7 @@ def pytest_configure(config: pytest.Config) -> None:
     for entry in config.getini("db_alembic_ini"):
         alias, value = split_alias(entry)
         alembic[alias] = value
+    container, settings = _container(config, settings, run_id)
     hook_sources = tuple(
         impl.function
         for impl in config.pluginmanager.hook.pytest_ctxdb_setup_schema.get_hookimpls()
@@ -134,10 +137,40 @@ def pytest_configure(config: pytest.Config) -> None:
             sweep_age=sweep_age,
             alembic=alembic,
             hook_sources=hook_sources,
+            container=container,
+            skip_without_container=config.getini("db_container_missing") == "skip",
         )
     except CtxdbError as exc:
         raise pytest.UsageError(str(exc)) from None
     config.stash[STATE_KEY] = state
+
+
+def _container(
+    config: pytest.Config, settings: dict[str, Any], run_id: str
+) -> tuple[ContainerServer | None, dict[str, Any]]:
+    """The ``--db-container`` server, and the settings with the default alias pointing at it."""
+    kind = config.option.db_container or config.getini("db_container") or None
+    missing = config.getini("db_container_missing")
+    if missing not in ("error", "skip"):
+        raise pytest.UsageError(
+            f"{missing!r} is not a valid db_container_missing. Valid values: error, skip."
+        )
+    default = settings[DEFAULT_ALIAS]
+    if kind is None or not default.embedded:
+        return None, settings  # a URL wins: testcontainers is never imported then
+    image = config.option.db_container_image or config.getini("db_container_image") or None
+    try:
+        server = ContainerServer(kind, image, default_template_directory(), run_id)
+    except CtxdbError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    name = "--db-container" if config.option.db_container else "db_container"
+    settings = dict(settings)
+    settings[DEFAULT_ALIAS] = dataclasses.replace(
+        default,
+        url=server.placeholder_url,
+        source=Source(f"{name} {kind} ({server.image})", "container"),
+    )
+    return server, settings
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -253,6 +286,11 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
             reporter.write_line(f"pytest-ctxdb: {message}", red=True)
 
     state.close(report)
+    if state.container is not None and getattr(session.config, "workerinput", None) is None:
+        try:
+            state.container.stop()  # the run's owner stops it, after every worker is done
+        except Exception as exc:  # noqa: BLE001 - report, do not mask the run's outcome
+            report(f"stopping the container failed: {exc}")
 
 
 @pytest.hookimpl(wrapper=True)

@@ -60,7 +60,10 @@ def fail_on_error(error: CtxdbError) -> None:
 
 @pytest.fixture(scope="session")
 def _ctxdb_state(request: pytest.FixtureRequest) -> RunState:
-    return request.config.stash[STATE_KEY]
+    state = request.config.stash[STATE_KEY]
+    if state.skip_reason is not None:  # db_container_missing = skip
+        pytest.skip(f"pytest-ctxdb: {state.skip_reason}")
+    return state
 
 
 @pytest.fixture(scope="session")

@@ -65,6 +65,18 @@ HELP_ALEMBIC = (
 )
 
 
+HELP_CONTAINER = (
+    "postgresql or mariadb: start a throwaway server with testcontainers for the default alias "
+    "(when no URL is given for it), on the first test that needs it, once per run; stopped "
+    "at the end."
+)
+HELP_CONTAINER_IMAGE = "Image of the --db-container server (default postgres:16 / mariadb:11)."
+HELP_CONTAINER_MISSING = (
+    "What to do when the container cannot start (no Docker engine): error (default) or skip "
+    "the database tests."
+)
+
+
 def add_options(parser: pytest.Parser) -> None:
     group = parser.getgroup("ctxdb", "pytest-ctxdb: transactional test databases")
     group.addoption(
@@ -104,6 +116,19 @@ def add_options(parser: pytest.Parser) -> None:
     )
     parser.addini("db_sweep_age", default="3600", help=HELP_SWEEP)
     parser.addini("db_alembic_ini", type="linelist", default=[], help=HELP_ALEMBIC)
+    group.addoption(
+        "--db-container", dest="db_container", default=None, metavar="KIND", help=HELP_CONTAINER
+    )
+    parser.addini("db_container", default="", help=HELP_CONTAINER)
+    group.addoption(
+        "--db-container-image",
+        dest="db_container_image",
+        default=None,
+        metavar="IMAGE",
+        help=HELP_CONTAINER_IMAGE,
+    )
+    parser.addini("db_container_image", default="", help=HELP_CONTAINER_IMAGE)
+    parser.addini("db_container_missing", default="error", help=HELP_CONTAINER_MISSING)
     parser.addini("db_sessionmakers", type="linelist", default=[], help=HELP_SESSIONMAKERS)
     parser.addini("db_engines", type="linelist", default=[], help=HELP_ENGINES)
 

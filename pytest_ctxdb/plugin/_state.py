@@ -12,12 +12,12 @@ import pytest
 from sqlalchemy import MetaData, Table, inspect
 from sqlalchemy.engine import Connection, Engine
 
-from .._errors import CtxdbError
-from .._settings import DatabaseSettings
+from .._errors import CtxdbError, ProvisioningError
+from .._settings import DEFAULT_ALIAS, DatabaseSettings
 from ..adapters import Adapter, load_adapters
 from ..backends import MySQLBackend
 from ..binding import ReusedConnection
-from ..provision import SchemaBuilder, SchemaHook, TestDatabase, load_metadata
+from ..provision import ContainerServer, SchemaBuilder, SchemaHook, TestDatabase, load_metadata
 
 __all__ = ("STATE_KEY", "RunState")
 
@@ -54,6 +54,12 @@ class RunState:
     alembic: dict[str, str] = field(default_factory=dict)
     #: the ``pytest_ctxdb_setup_schema`` implementations (their source is fingerprinted).
     hook_sources: tuple[Any, ...] = ()
+    #: the throwaway server of ``--db-container`` (default alias), started on first use.
+    container: ContainerServer | None = None
+    #: ``db_container_missing = skip``: skip database tests when the container cannot start.
+    skip_without_container: bool = False
+    #: why database tests are skipped (set when the container could not start), or ``None``.
+    skip_reason: str | None = None
     databases: dict[str, TestDatabase] = field(default_factory=dict)
     provisioned: set[str] = field(default_factory=set)
     #: alias -> tables that cannot roll back (MySQL MyISAM/Aria), found at provisioning.
@@ -106,6 +112,16 @@ class RunState:
         """
         for alias in dict.fromkeys(self.physical(a) for a in aliases):
             database = self.databases[alias]
+            if self.skip_reason is not None:
+                return
+            if self.container is not None and alias == DEFAULT_ALIAS:
+                try:
+                    database.use_server(self.container.url())
+                except ProvisioningError as exc:
+                    if not self.skip_without_container:
+                        raise
+                    self.skip_reason = str(exc)
+                    return
             if sync:
                 database.check_driver(is_async=False)
             if async_:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from ._containers import CONTAINER_KINDS, ContainerServer
 from ._database import SchemaHook, TestDatabase, default_template_directory, make_sqlite_directory
 from ._fingerprint import schema_fingerprint
 from ._schema import SchemaBuilder, create_schema, load_metadata
 
 __all__ = (
+    "CONTAINER_KINDS",
+    "ContainerServer",
     "SchemaBuilder",
     "SchemaHook",
     "TestDatabase",

@@ -125,6 +125,11 @@ class TestDatabase:
         self.created = False
         self._needs_server = not isinstance(self.backend, SQLiteBackend)
 
+    def use_server(self, server_url: URL) -> None:
+        """Use the server at ``server_url`` (a container started after configuration)."""
+        self.server_url = server_url
+        self.url = self.backend.test_url(server_url, self.name)
+
     def rename(self, base: str, suffix: str = "") -> None:
         """Use ``base`` for this alias's template and database names (before :meth:`create`)."""
         run_part = f"_{self.run_id}" if self.run_id else ""

@@ -1,0 +1,133 @@
+"""Throwaway database servers started with testcontainers, once per run.
+
+Started lazily, by the first process that provisions a database; pytest-xdist workers of the
+same run share it through a small state file (under a file lock) and the process that owns
+the run (the xdist controller, or the only process) stops it at the end. testcontainers is
+imported only here, only when a container is asked for.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+from sqlalchemy.engine import URL, make_url
+
+from .._errors import ConfigurationError, ProvisioningError
+
+__all__ = ("CONTAINER_KINDS", "ContainerServer")
+
+#: kind -> (default image, SQLAlchemy dialect+driver of the URL).
+CONTAINER_KINDS = {
+    "postgresql": ("postgres:16", "postgresql+psycopg"),
+    "mariadb": ("mariadb:11", "mysql+pymysql"),
+}
+
+
+class ContainerServer:
+    """One run's throwaway server.
+
+    :param kind: ``"postgresql"`` or ``"mariadb"``.
+    :param image: the image to run (``db_container_image``), e.g. ``local/postgres:15``.
+    :param state_directory: where the run's state file and lock live.
+    :param run_id: the run's id (shared by its xdist workers).
+    """
+
+    def __init__(self, kind: str, image: str | None, state_directory: Path, run_id: str) -> None:
+        if kind not in CONTAINER_KINDS:
+            raise ConfigurationError(
+                f"--db-container / db_container: {kind!r} is not a valid kind. Valid kinds: "
+                f"{', '.join(CONTAINER_KINDS)}."
+            )
+        self.kind = kind
+        self.image = image or CONTAINER_KINDS[kind][0]
+        self._state = state_directory / f"container-{run_id}.json"
+        self._lock = state_directory / f"container-{run_id}.lock"
+        self._container: Any = None
+        self._url: URL | None = None
+
+    @property
+    def placeholder_url(self) -> URL:
+        """A URL of the right dialect to describe the server before it is started."""
+        return make_url(f"{CONTAINER_KINDS[self.kind][1]}://test@testcontainer/test")
+
+    def url(self) -> URL:
+        """Start the server (or join the run's running one) and return its URL.
+
+        :raises ProvisioningError: no Docker engine is reachable, or the container failed.
+        """
+        if self._url is not None:
+            return self._url
+        self._state.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self._lock)):
+            if self._state.exists():
+                self._url = make_url(json.loads(self._state.read_text())["url"])
+                return self._url
+            self._url = self._start()
+            self._state.write_text(
+                json.dumps(
+                    {
+                        "url": self._url.render_as_string(hide_password=False),
+                        "container": self._container.get_wrapped_container().id,
+                    }
+                )
+            )
+        return self._url
+
+    def _start(self) -> URL:
+        try:
+            if self.kind == "postgresql":
+                try:
+                    from testcontainers.community.postgres import PostgresContainer as Container
+                except ImportError:  # testcontainers < 4.14
+                    from testcontainers.postgres import PostgresContainer as Container
+                options: dict[str, Any] = {"dbname": "test", "driver": None}
+            else:
+                try:
+                    from testcontainers.community.mysql import MySqlContainer
+                except ImportError:
+                    from testcontainers.mysql import MySqlContainer
+                Container = MySqlContainer  # type: ignore[assignment]
+                options = {"dbname": "test", "root_password": "test"}
+        except ImportError:
+            raise ConfigurationError(
+                "--db-container: testcontainers is not installed; "
+                "pip install 'pytest-ctxdb[containers]'"
+            ) from None
+        try:
+            container: Any = Container(self.image, username="test", password="test", **options)
+            container.start()
+        except Exception as exc:  # noqa: BLE001 - docker raises many kinds; report one line
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ProvisioningError(
+                f"--db-container {self.kind}: could not start {self.image!r}: {first}. Is a "
+                "Docker engine reachable (DOCKER_HOST) and the image available? Without a "
+                "registry set TESTCONTAINERS_RYUK_DISABLED=true. Or give --db-url instead, "
+                "or set db_container_missing = skip."
+            ) from None
+        self._container = container
+        host = container.get_container_host_ip()
+        port = container.get_exposed_port(5432 if self.kind == "postgresql" else 3306)
+        driver = CONTAINER_KINDS[self.kind][1]
+        return make_url(f"{driver}://test:test@{host}:{port}/test")
+
+    def stop(self) -> None:
+        """Stop the run's container (the owning process calls this once, at the end)."""
+        if not self._state.exists():
+            return
+        try:
+            container_id = json.loads(self._state.read_text())["container"]
+            if self._container is not None:
+                self._container.stop()
+            else:
+                import docker  # type: ignore[import-untyped]
+
+                docker.from_env().containers.get(container_id).remove(force=True)
+        finally:
+            self._state.unlink(missing_ok=True)
+            with_lock = self._lock
+            if with_lock.exists():
+                os.unlink(with_lock)
