@@ -81,16 +81,17 @@ class ContainerServer:
         try:
             if self.kind == "postgresql":
                 try:
-                    from testcontainers.community.postgres import PostgresContainer as Container
+                    from testcontainers.community.postgres import PostgresContainer
                 except ImportError:  # testcontainers < 4.14
-                    from testcontainers.postgres import PostgresContainer as Container
+                    from testcontainers.postgres import PostgresContainer
+                factory: Any = PostgresContainer
                 options: dict[str, Any] = {"dbname": "test", "driver": None}
             else:
                 try:
                     from testcontainers.community.mysql import MySqlContainer
                 except ImportError:
                     from testcontainers.mysql import MySqlContainer
-                Container = MySqlContainer  # type: ignore[assignment]
+                factory = MySqlContainer
                 options = {"dbname": "test", "root_password": "test"}
         except ImportError:
             raise ConfigurationError(
@@ -98,7 +99,7 @@ class ContainerServer:
                 "pip install 'pytest-ctxdb[containers]'"
             ) from None
         try:
-            container: Any = Container(self.image, username="test", password="test", **options)
+            container: Any = factory(self.image, username="test", password="test", **options)
             container.start()
         except Exception as exc:  # noqa: BLE001 - docker raises many kinds; report one line
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
