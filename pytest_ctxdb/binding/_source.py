@@ -14,7 +14,7 @@ The rule a user can rely on (documented in the README):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .._errors import ContextError
@@ -50,6 +50,15 @@ class TestSessionSource:
             if refuse is not None:
                 refuse()
 
+    def root_session(self, alias: str, is_async: bool, make: Callable[[], Any]) -> Any:
+        """The test's own session of ``alias`` (what the fixtures return, and the app's context
+        session in the test's context), made with ``make`` on first request, by either side."""
+        key = (alias, is_async)
+        session = self.root_sessions.get(key)
+        if session is None:
+            session = self.root_sessions[key] = make()
+        return session
+
     def attach_sync(self, binding: TestBinding, alias: str = DEFAULT_ALIAS) -> None:
         """Use ``binding`` for sync sessions and apply the sync adapters to its connection.
 
@@ -82,20 +91,17 @@ class TestSessionSource:
     def make_session(self, database: Any, scope: Any) -> Any:
         alias, is_async = database.alias, database.is_async
         options = {k: v for k, v in database.session_options.items() if k not in _FIXED}
-        if scope is not None and scope is self.root_scope:
-            session = self.root_sessions.get((alias, is_async))
-            if session is not None:
-                # The fixture session becomes the app's: give it the alias's options that a
-                # live Session can take (expire_on_commit, autoflush).
-                sync_session = getattr(session, "sync_session", session)
-                for key in _SETTABLE.intersection(options):
-                    setattr(sync_session, key, options[key])
-                return session
-        session = self._new_session(alias, is_async, options)
-        if scope is not None and scope is self.root_scope:
-            # The first session of an alias in the test's own context *is* the test's
-            # session of that alias, whoever asks first (db_sessions[alias] returns it).
-            self.root_sessions[(alias, is_async)] = session
+        if scope is None or scope is not self.root_scope:
+            return self._new_session(alias, is_async, options)
+        # In the test's own context the app's session of an alias *is* the test's session of
+        # that alias, whoever asks first (db_session / db_sessions[alias] return it too). It
+        # takes the alias's options that a live Session can take.
+        session = self.root_session(
+            alias, is_async, lambda: self._new_session(alias, is_async, options)
+        )
+        sync_session = getattr(session, "sync_session", session)
+        for key in _SETTABLE.intersection(options):
+            setattr(sync_session, key, options[key])
         return session
 
     def _new_session(self, alias: str, is_async: bool, options: dict[str, Any]) -> Any:

@@ -219,12 +219,9 @@ def db_sessions(
     """
 
     def make(alias: str) -> Session:
-        existing = _ctxdb_source.root_sessions.get((alias, False))
-        if existing is not None:
-            return existing  # type: ignore[no-any-return]
-        session = _ctxdb_binding.outer(alias).session()
-        _ctxdb_source.root_sessions[(alias, False)] = session
-        return session
+        return _ctxdb_source.root_session(  # type: ignore[no-any-return]
+            alias, False, _ctxdb_binding.outer(alias).session
+        )
 
     return SessionMap(make, _ctxdb_binding.plan.aliases)
 
@@ -335,12 +332,9 @@ def async_db_sessions(
     binding = _ctxdb_async.binding
 
     def make(alias: str) -> AsyncSession:
-        existing = _ctxdb_source.root_sessions.get((alias, True))
-        if existing is not None:
-            return existing  # type: ignore[no-any-return]
-        session = binding.outer(alias).session()
-        _ctxdb_source.root_sessions[(alias, True)] = session
-        return session
+        return _ctxdb_source.root_session(  # type: ignore[no-any-return]
+            alias, True, binding.outer(alias).session
+        )
 
     return SessionMap(make, binding.plan.aliases)
 

@@ -1,0 +1,1167 @@
+"""Start-up cost of pytest-ctxdb, template clone time, and pytest-xdist speed-up.
+
+This is a benchmark script, not a test. It generates small projects in a temporary directory,
+runs pytest on them in subprocesses and prints Markdown tables (``--json`` also saves the raw
+numbers). Three parts, chosen with ``--parts``:
+
+``startup``
+    For every backend (``postgresql``, ``sqlite``), schema builder (``create_all`` through ini
+    ``db_metadata = models:Base.metadata``; ``alembic`` through ini ``db_alembic_ini =
+    alembic.ini`` with a generated ``env.py`` and one revision that creates every table with
+    ``op.create_table`` / ``op.create_index``), table count (``--tables``, default 20 and 200)
+    and mode (``cold``: ``--db-create``, the template is rebuilt; ``warm``: the template of an
+    earlier run is cloned), two one-test suites are run as a *pair*:
+
+    * ``db``: ``def test_db(db_session)`` runs ``SELECT 1`` through the session;
+    * ``nodb``: the same module with a test that asks for no database fixture.
+
+    Both test modules ``import models`` (as an application's tests do), so the models import is
+    in both and cancels out; the plugin is loaded in both (a run whose tests use no database
+    fixture contacts no server). A tiny timing plugin in the generated ``conftest.py`` writes,
+    at ``pytest_runtest_logfinish`` of the first test, ``time.perf_counter() - T0`` into a JSON
+    file, where ``T0`` is the parent's ``time.perf_counter()`` just before it started the
+    subprocess (``perf_counter`` is ``CLOCK_MONOTONIC`` on Linux, one clock for all
+    processes). Per pair::
+
+        start-up added = first_logfinish(db) - first_logfinish(nodb)
+        wall added     = wall(db) - wall(nodb)
+        teardown added = (wall - first_logfinish)(db) - (wall - first_logfinish)(nodb)
+
+    ``first_logfinish`` stops after the first test's setup, call, teardown and report, so it
+    leaves out the end of the run, where the plugin drops the run's database (``DROP
+    DATABASE``); that shows up in ``teardown added``. Pairs alternate their order (nodb first,
+    then db first) and every round runs all configurations once, so a slow drift of the
+    (shared) machine hits all of them alike. Medians over ``--repeat`` rounds (>= 7) are
+    reported with the 25th-75th percentiles and the range.
+
+    The same ``conftest.py`` also wraps a few of the plugin's methods (``RunState.provision``,
+    ``TestDatabase.create`` / ``_run`` / ``_clone_on_server`` / ``drop``, ``SchemaBuilder``
+    ``fingerprint`` / ``build``, ``load_metadata``, the backend's ``clone_database`` /
+    ``clone_file``, the file lock) with ``perf_counter`` stamps, from the outside (the plugin is
+    not changed), so each run also reports where its provisioning time went; a wrapper costs
+    about a microsecond.
+
+``clone``
+    The bare cost of ``CREATE DATABASE x TEMPLATE tpl`` on PostgreSQL for each template the
+    start-up part built: through SQLAlchemy (one AUTOCOMMIT connection kept open; the statement
+    alone is timed) and through ``psql -c '\\timing on'`` (the server-side time psql prints,
+    plus psql's whole wall time), ``--clone-repeat`` times each, with the ``DROP DATABASE``
+    after each clone timed too. Compare with the plugin's own split from the instrumented warm
+    runs (``TestDatabase.create`` = lock + fingerprint + server check/sweep + clone).
+
+``xdist``
+    A generated suite of ``--xdist-tests`` tests (default 2,000, in 20 modules) on 20 tables
+    where each test adds a user, an order and two items through ``db_session`` and commits (as
+    application code would; the plugin turns the commit into a SAVEPOINT release), run with
+    ``-n 0`` and ``-n 2`` against a warm template; and the same tests with bodies that do no
+    database work, run with ``-p no:ctxdb`` (``floor``: pytest's and pytest-xdist's own
+    speed-up on this machine). One warm-up run of each, then ``--xdist-repeat`` rounds
+    (>= 3) interleaving the four variants; medians of the wall time and ``speed-up = wall(-n 0)
+    / wall(-n 2)``. Each xdist worker's ``TestDatabase.create`` (lock wait included) and clone
+    are reported as well.
+
+``PYTHONDONTWRITEBYTECODE`` (set on this machine) is removed from the environment of every
+pytest subprocess: with it, pytest cannot cache its rewritten test modules and rewrites their
+assertions on every run, which would inflate every number here. ``PYTEST_ADDOPTS`` and
+``PYTEST_CTXDB_URL`` are removed too. Every database gets a unique ``--db-test-name
+bench_startup_<x>`` base; at the end the script drops every database named
+``bench_startup_*`` (templates ``bench_startup_*_tpl_*``, clones, and the bare-clone database)
+and deletes the SQLite template files ``/tmp/pytest-ctxdb/bench_startup_*`` and the lock files
+of those bases.
+
+Usage::
+
+    python bench/startup/run.py                          # everything (about 15-25 minutes)
+    python bench/startup/run.py --parts startup --repeat 3 --tables 20   # quick look
+    python bench/startup/run.py --parts xdist --xdist-tests 500 --xdist-repeat 1
+    python bench/startup/run.py --json bench/startup/results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+PREFIX = "bench_startup_"
+TEMPLATE_DIR = Path(tempfile.gettempdir()) / "pytest-ctxdb"
+
+# --------------------------------------------------------------------------------------------
+# Generated project files
+# --------------------------------------------------------------------------------------------
+
+
+def _filler_names(tables: int) -> list[str]:
+    return [f"t{i:03d}" for i in range(3, tables)]
+
+
+def models_source(tables: int) -> str:
+    """A declarative models module: users -> orders -> items, plus filler tables."""
+    if tables < 3:
+        raise SystemExit("--tables: at least 3")
+    out = [
+        '"""Generated by bench/startup/run.py."""',
+        "from __future__ import annotations",
+        "",
+        "import datetime",
+        "",
+        "from sqlalchemy import ForeignKey, String, Text",
+        "from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship",
+        "",
+        "",
+        "class Base(DeclarativeBase):",
+        "    pass",
+        "",
+        "",
+        "class User(Base):",
+        '    __tablename__ = "users"',
+        "    id: Mapped[int] = mapped_column(primary_key=True)",
+        "    name: Mapped[str] = mapped_column(String(100), unique=True)",
+        "    email: Mapped[str | None] = mapped_column(String(200))",
+        "    created: Mapped[datetime.datetime | None]",
+        '    orders: Mapped[list[Order]] = relationship(back_populates="user")',
+        "",
+        "",
+        "class Order(Base):",
+        '    __tablename__ = "orders"',
+        "    id: Mapped[int] = mapped_column(primary_key=True)",
+        '    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)',
+        "    total: Mapped[int] = mapped_column(default=0)",
+        "    note: Mapped[str | None] = mapped_column(Text)",
+        '    user: Mapped[User] = relationship(back_populates="orders")',
+        '    items: Mapped[list[Item]] = relationship(back_populates="order")',
+        "",
+        "",
+        "class Item(Base):",
+        '    __tablename__ = "items"',
+        "    id: Mapped[int] = mapped_column(primary_key=True)",
+        '    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"), index=True)',
+        "    sku: Mapped[str] = mapped_column(String(40))",
+        "    qty: Mapped[int] = mapped_column(default=1)",
+        '    order: Mapped[Order] = relationship(back_populates="items")',
+    ]
+    for name in _filler_names(tables):
+        out += [
+            "",
+            "",
+            f"class {name.upper()}(Base):",
+            f'    __tablename__ = "{name}"',
+            "    id: Mapped[int] = mapped_column(primary_key=True)",
+            '    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)',
+            "    name: Mapped[str] = mapped_column(String(100))",
+            "    value: Mapped[int] = mapped_column(default=0)",
+            "    flag: Mapped[bool] = mapped_column(default=False)",
+            "    created: Mapped[datetime.datetime | None]",
+            "    note: Mapped[str | None] = mapped_column(Text)",
+        ]
+    return "\n".join(out) + "\n"
+
+
+def revision_source(tables: int) -> str:
+    """One Alembic revision creating every table of :func:`models_source` (autogenerate style)."""
+    up = [
+        "    op.create_table(",
+        '        "users",',
+        '        sa.Column("id", sa.Integer(), nullable=False),',
+        '        sa.Column("name", sa.String(length=100), nullable=False),',
+        '        sa.Column("email", sa.String(length=200), nullable=True),',
+        '        sa.Column("created", sa.DateTime(), nullable=True),',
+        '        sa.PrimaryKeyConstraint("id"),',
+        '        sa.UniqueConstraint("name"),',
+        "    )",
+        "    op.create_table(",
+        '        "orders",',
+        '        sa.Column("id", sa.Integer(), nullable=False),',
+        '        sa.Column("user_id", sa.Integer(), nullable=False),',
+        '        sa.Column("total", sa.Integer(), nullable=False),',
+        '        sa.Column("note", sa.Text(), nullable=True),',
+        '        sa.ForeignKeyConstraint(["user_id"], ["users.id"]),',
+        '        sa.PrimaryKeyConstraint("id"),',
+        "    )",
+        '    op.create_index("ix_orders_user_id", "orders", ["user_id"])',
+        "    op.create_table(",
+        '        "items",',
+        '        sa.Column("id", sa.Integer(), nullable=False),',
+        '        sa.Column("order_id", sa.Integer(), nullable=False),',
+        '        sa.Column("sku", sa.String(length=40), nullable=False),',
+        '        sa.Column("qty", sa.Integer(), nullable=False),',
+        '        sa.ForeignKeyConstraint(["order_id"], ["orders.id"]),',
+        '        sa.PrimaryKeyConstraint("id"),',
+        "    )",
+        '    op.create_index("ix_items_order_id", "items", ["order_id"])',
+    ]
+    down = []
+    for name in _filler_names(tables):
+        up += [
+            "    op.create_table(",
+            f'        "{name}",',
+            '        sa.Column("id", sa.Integer(), nullable=False),',
+            '        sa.Column("user_id", sa.Integer(), nullable=True),',
+            '        sa.Column("name", sa.String(length=100), nullable=False),',
+            '        sa.Column("value", sa.Integer(), nullable=False),',
+            '        sa.Column("flag", sa.Boolean(), nullable=False),',
+            '        sa.Column("created", sa.DateTime(), nullable=True),',
+            '        sa.Column("note", sa.Text(), nullable=True),',
+            '        sa.ForeignKeyConstraint(["user_id"], ["users.id"]),',
+            '        sa.PrimaryKeyConstraint("id"),',
+            "    )",
+            f'    op.create_index("ix_{name}_user_id", "{name}", ["user_id"])',
+        ]
+        down.append(f'    op.drop_table("{name}")')
+    down += ['    op.drop_table("items")', '    op.drop_table("orders")', '    op.drop_table("users")']
+    head = textwrap.dedent(
+        '''\
+        """create all tables
+
+        Revision ID: 0001
+        Revises:
+        Create Date: 2025-01-01 00:00:00
+        """
+        import sqlalchemy as sa
+        from alembic import op
+
+        revision = "0001"
+        down_revision = None
+        branch_labels = None
+        depends_on = None
+
+
+        def upgrade() -> None:
+        '''
+    )
+    return head + "\n".join(up) + "\n\n\ndef downgrade() -> None:\n" + "\n".join(down) + "\n"
+
+
+ALEMBIC_INI = textwrap.dedent(
+    """\
+    [alembic]
+    script_location = %(here)s/migrations
+    prepend_sys_path = .
+    sqlalchemy.url = sqlite://
+    """
+)
+
+ENV_PY = textwrap.dedent(
+    '''\
+    """Alembic env.py following the cookbook: use a connection handed over in
+    config.attributes when there is one (pytest-ctxdb does), else connect."""
+    from alembic import context
+    from sqlalchemy import engine_from_config, pool
+
+    import models
+
+    config = context.config
+    target_metadata = models.Base.metadata
+
+
+    def run_migrations_online() -> None:
+        connection = config.attributes.get("connection")
+        if connection is not None:
+            context.configure(connection=connection, target_metadata=target_metadata)
+            with context.begin_transaction():
+                context.run_migrations()
+            return
+        connectable = engine_from_config(
+            config.get_section(config.config_ini_section, {}),
+            prefix="sqlalchemy.",
+            poolclass=pool.NullPool,
+        )
+        with connectable.connect() as connection:
+            context.configure(connection=connection, target_metadata=target_metadata)
+            with context.begin_transaction():
+                context.run_migrations()
+
+
+    if context.is_offline_mode():
+        raise SystemExit("offline mode is not used by this benchmark")
+    run_migrations_online()
+    '''
+)
+
+#: The timing plugin (conftest.py of every generated project).
+CONFTEST = textwrap.dedent(
+    '''\
+    """Timing plugin generated by bench/startup/run.py (see its docstring).
+
+    Stamps are ``time.perf_counter() - T0`` where ``T0`` (env ``BENCH_T0``) is the parent's
+    ``perf_counter()`` just before it started this pytest process.
+    """
+    import functools
+    import json
+    import os
+    import time
+
+    import pytest
+
+    _T0 = float(os.environ.get("BENCH_T0", "0") or 0)
+    _OUT = os.environ.get("BENCH_OUT")
+    _DATA = {"stamps": {"conftest_import": time.perf_counter() - _T0}, "spans": [], "phases": {}}
+    _STATE = {"first": None, "written_first": False}
+
+
+    def _now():
+        return time.perf_counter() - _T0
+
+
+    def _write(config=None):
+        if not _OUT:
+            return
+        worker = getattr(config, "workerinput", {}).get("workerid", "main") if config else "main"
+        with open(f"{_OUT}.{worker}.json", "w") as f:
+            json.dump(_DATA, f)
+
+
+    def _wrap(owner, attr, label=None):
+        original = getattr(owner, attr)
+        name = label or f"{getattr(owner, '__name__', owner)}.{attr}"
+
+        @functools.wraps(original)
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                end = time.perf_counter()
+                _DATA["spans"].append([name, start - _T0, end - start])
+
+        setattr(owner, attr, timed)
+
+
+    def _wrap_run(owner):
+        """TestDatabase._run(url, fn, ...): one span per call, named after fn."""
+        original = owner._run
+
+        @functools.wraps(original)
+        def timed(self, url, fn, *args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return original(self, url, fn, *args, **kwargs)
+            finally:
+                end = time.perf_counter()
+                label = getattr(fn, "__name__", "fn")
+                _DATA["spans"].append([f"_run:{label}", start - _T0, end - start])
+
+        owner._run = timed
+
+
+    def _instrument():
+        from pytest_ctxdb.backends import postgresql, sqlite
+        from pytest_ctxdb.plugin import _state
+        from pytest_ctxdb.provision import _database, _schema
+
+        _wrap(_state.RunState, "provision", "RunState.provision")
+        _wrap(_state.RunState, "engine", "RunState.engine")
+        _wrap(_state, "load_metadata", "load_metadata")
+        _wrap(_database.TestDatabase, "create", "TestDatabase.create")
+        _wrap(_database.TestDatabase, "_ensure_template_on_server", "ensure_template")
+        _wrap(_database.TestDatabase, "_ensure_template_file", "ensure_template")
+        _wrap(_database.TestDatabase, "_sweep", "sweep")
+        _wrap(_database.TestDatabase, "_clone_on_server", "clone_on_server")
+        _wrap(_database.TestDatabase, "drop", "TestDatabase.drop")
+        _wrap_run(_database.TestDatabase)
+        _wrap(_schema.SchemaBuilder, "fingerprint", "fingerprint")
+        _wrap(_schema.SchemaBuilder, "build", "schema_build")
+        _wrap(postgresql.PostgreSQLBackend, "clone_database", "clone_database")
+        _wrap(sqlite.SQLiteBackend, "clone_file", "clone_database")
+
+        lock_class = _database.FileLock
+
+        class TimedLock:
+            def __init__(self, *args, **kwargs):
+                self._lock = lock_class(*args, **kwargs)
+
+            def __enter__(self):
+                start = time.perf_counter()
+                result = self._lock.__enter__()
+                _DATA["spans"].append(["lock_wait", start - _T0, time.perf_counter() - start])
+                return result
+
+            def __exit__(self, *exc):
+                return self._lock.__exit__(*exc)
+
+        _database.FileLock = TimedLock
+
+
+    def pytest_configure(config):
+        _DATA["stamps"]["configure"] = _now()
+        if config.pluginmanager.has_plugin("ctxdb") and os.environ.get("BENCH_INSTRUMENT") == "1":
+            _instrument()
+
+
+    def pytest_collection_finish(session):
+        _DATA["stamps"]["collection_finish"] = _now()
+
+
+    def pytest_runtest_logstart(nodeid, location):
+        if _STATE["first"] is None:
+            _STATE["first"] = nodeid
+            _DATA["stamps"]["first_logstart"] = _now()
+
+
+    def pytest_runtest_logreport(report):
+        if report.nodeid == _STATE["first"]:
+            _DATA["phases"][report.when] = report.duration
+        if report.failed:
+            _DATA.setdefault("failed", []).append(report.nodeid)
+
+
+    def pytest_runtest_logfinish(nodeid, location):
+        now = _now()
+        _DATA["stamps"]["last_logfinish"] = now
+        if nodeid == _STATE["first"] and not _STATE["written_first"]:
+            _STATE["written_first"] = True
+            _DATA["stamps"]["first_logfinish"] = now
+            _write()
+
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_sessionfinish(session):
+        _DATA["stamps"]["sessionfinish_start"] = _now()
+        try:
+            return (yield)
+        finally:
+            _DATA["stamps"]["sessionfinish_end"] = _now()
+
+
+    def pytest_unconfigure(config):
+        _DATA["stamps"]["unconfigure"] = _now()
+        _write(config)
+    '''
+)
+
+STARTUP_TEST_DB = textwrap.dedent(
+    """\
+    from sqlalchemy import text
+
+    import models
+
+
+    def test_db(db_session):
+        assert models.Base.metadata.tables
+        assert db_session.execute(text("SELECT 1")).scalar() == 1
+    """
+)
+
+STARTUP_TEST_NODB = textwrap.dedent(
+    """\
+    import models
+
+
+    def test_nodb():
+        assert models.Base.metadata.tables
+    """
+)
+
+
+def pytest_ini(schema: str, extra: str = "") -> str:
+    lines = ["[pytest]", "pythonpath = .", "asyncio_default_fixture_loop_scope = function"]
+    if schema == "create_all":
+        lines.append("db_metadata = models:Base.metadata")
+    else:
+        lines.append("db_alembic_ini = alembic.ini")
+    return "\n".join(lines) + "\n" + extra
+
+
+def write_project(root: Path, schema: str, tables: int) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "models.py").write_text(models_source(tables))
+    (root / "conftest.py").write_text(CONFTEST)
+    (root / "pytest.ini").write_text(pytest_ini(schema))
+    (root / "test_db.py").write_text(STARTUP_TEST_DB)
+    (root / "test_nodb.py").write_text(STARTUP_TEST_NODB)
+    if schema == "alembic":
+        (root / "alembic.ini").write_text(ALEMBIC_INI)
+        versions = root / "migrations" / "versions"
+        versions.mkdir(parents=True, exist_ok=True)
+        (root / "migrations" / "env.py").write_text(ENV_PY)
+        (root / "migrations" / "script.py.mako").write_text("")
+        (versions / "0001_initial.py").write_text(revision_source(tables))
+    return root
+
+
+def write_xdist_project(root: Path, tests: int, tables: int, modules: int = 20) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "models.py").write_text(models_source(tables))
+    (root / "conftest.py").write_text(CONFTEST)
+    (root / "pytest.ini").write_text(pytest_ini("create_all"))
+    for kind in ("db", "floor"):
+        (root / kind).mkdir(exist_ok=True)
+    per = [tests // modules + (1 if i < tests % modules else 0) for i in range(modules)]
+    number = 0
+    for m, count in enumerate(per):
+        db = ["from models import Item, Order, User", ""]
+        floor = ["import models", ""]
+        for _ in range(count):
+            db += [
+                "",
+                f"def test_{number:05d}(db_session):",
+                f'    user = User(name="user-{number}", email="u{number}@example.com")',
+                '    order = Order(user=user, total=3, items=[Item(sku="a", qty=1), Item(sku="b", qty=2)])',
+                "    db_session.add(order)",
+                "    db_session.commit()",
+                "    assert order.id is not None and len(order.items) == 2",
+                "",
+            ]
+            floor += [
+                "",
+                f"def test_{number:05d}():",
+                f"    assert {number} >= 0",
+                "",
+            ]
+            number += 1
+        (root / "db" / f"test_m{m:02d}.py").write_text("\n".join(db))
+        (root / "floor" / f"test_m{m:02d}.py").write_text("\n".join(floor))
+    return root
+
+
+# --------------------------------------------------------------------------------------------
+# Running pytest
+# --------------------------------------------------------------------------------------------
+
+
+def child_env(instrument: bool = True) -> dict[str, str]:
+    env = dict(os.environ)
+    # Set on this machine; it stops pytest from caching rewritten test modules (see docstring).
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env.pop("PYTEST_ADDOPTS", None)
+    env.pop("PYTEST_CTXDB_URL", None)
+    env["BENCH_INSTRUMENT"] = "1" if instrument else "0"
+    return env
+
+
+@dataclass
+class RunResult:
+    wall: float
+    data: dict[str, Any]
+    workers: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def stamps(self) -> dict[str, float]:
+        return self.data.get("stamps", {})
+
+    def span_total(self, name: str, data: dict[str, Any] | None = None) -> float | None:
+        spans = [s for s in (data or self.data).get("spans", []) if s[0] == name]
+        return sum(s[2] for s in spans) if spans else None
+
+
+def run_pytest(
+    cwd: Path, args: Sequence[str], out_dir: Path, *, instrument: bool = True, label: str = ""
+) -> RunResult:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for old in out_dir.glob("out.*.json"):
+        old.unlink()
+    env = child_env(instrument)
+    env["BENCH_OUT"] = str(out_dir / "out")
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args]
+    env["BENCH_T0"] = repr(time.perf_counter())
+    start = float(env["BENCH_T0"])
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        sys.stderr.write(f"\n--- {label} failed: {' '.join(cmd)} (in {cwd})\n")
+        sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-4000:])
+        raise SystemExit(f"pytest exited with {proc.returncode}")
+    files = {p.name.split(".")[1]: json.loads(p.read_text()) for p in out_dir.glob("out.*.json")}
+    main = files.pop("main", {})
+    if main.get("failed"):
+        raise SystemExit(f"{label}: tests failed: {main['failed'][:5]}")
+    return RunResult(wall, main, files)
+
+
+# --------------------------------------------------------------------------------------------
+# Statistics and output
+# --------------------------------------------------------------------------------------------
+
+
+def summary(values: Iterable[float | None]) -> dict[str, float] | None:
+    vals = sorted(v for v in values if v is not None)
+    if not vals:
+        return None
+    if len(vals) >= 2:
+        q1, _, q3 = statistics.quantiles(vals, n=4, method="inclusive")
+    else:
+        q1 = q3 = vals[0]
+    return {
+        "median": statistics.median(vals),
+        "p25": q1,
+        "p75": q3,
+        "min": vals[0],
+        "max": vals[-1],
+        "n": len(vals),
+    }
+
+
+def ms(s: dict[str, float] | None, spread: bool = True) -> str:
+    if s is None:
+        return "-"
+    text = f"{s['median'] * 1000:.0f}"
+    if spread:
+        text += f" ({s['p25'] * 1000:.0f}-{s['p75'] * 1000:.0f}; {s['min'] * 1000:.0f}..{s['max'] * 1000:.0f})"
+    return text
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# Part 1: start-up
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class StartupConfig:
+    backend: str
+    schema: str
+    tables: int
+    mode: str
+    project: Path
+    base: str
+    pairs: list[tuple[RunResult, RunResult]] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        return f"{self.backend}/{self.schema}/{self.tables}/{self.mode}"
+
+    def args(self, pg_url: str, variant: str) -> list[str]:
+        out = [f"test_{variant}.py", "--db-test-name", self.base]
+        if self.backend == "postgresql":
+            out += ["--db-url", pg_url]
+        if self.mode == "cold":
+            out.append("--db-create")
+        return out
+
+
+SPAN_COLUMNS = (
+    ("RunState.provision", "provision"),
+    ("load_metadata", "load_metadata"),
+    ("fingerprint", "fingerprint"),
+    ("lock_wait", "lock"),
+    ("_run:prepare", "check+sweep (_run)"),
+    ("sweep", "sweep"),
+    ("schema_build", "build"),
+    ("_run:_clone_on_server", "clone (_run)"),
+    ("clone_database", "CREATE..TEMPLATE+COMMENT"),
+    ("TestDatabase.create", "create total"),
+    ("TestDatabase.drop", "drop"),
+)
+
+
+def run_startup(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    configs: list[StartupConfig] = []
+    for backend in args.backends:
+        for schema in args.schemas:
+            for tables in args.tables:
+                tag = {"create_all": "ca", "alembic": "al"}[schema]
+                short = {"postgresql": "pg", "sqlite": "sl"}[backend]
+                project = work / f"startup_{schema}_{tables}"
+                if not project.exists():
+                    write_project(project, schema, tables)
+                base = f"{PREFIX}{short}_{tag}{tables}"
+                for mode in args.modes:
+                    configs.append(StartupConfig(backend, schema, tables, mode, project, base))
+    print(f"start-up: {len(configs)} configurations x {args.repeat} pairs", flush=True)
+    out_dir = work / "out"
+    # Warm-up: fill bytecode / assertion-rewrite caches and build every template once.
+    for cfg in configs:
+        for variant in ("nodb", "db"):
+            run_pytest(cfg.project, cfg.args(args.pg_url, variant), out_dir, label=cfg.key)
+    for r in range(args.repeat):
+        order = configs if r % 2 == 0 else list(reversed(configs))
+        for cfg in order:
+            variants = ("nodb", "db") if r % 2 == 0 else ("db", "nodb")
+            got = {
+                v: run_pytest(cfg.project, cfg.args(args.pg_url, v), out_dir, label=cfg.key)
+                for v in variants
+            }
+            cfg.pairs.append((got["db"], got["nodb"]))
+        print(f"  round {r + 1}/{args.repeat} done", flush=True)
+
+    results: dict[str, Any] = {}
+    for cfg in configs:
+        db_first = [d.stamps["first_logfinish"] for d, _ in cfg.pairs]
+        nodb_first = [n.stamps["first_logfinish"] for _, n in cfg.pairs]
+        entry: dict[str, Any] = {
+            "backend": cfg.backend,
+            "schema": cfg.schema,
+            "tables": cfg.tables,
+            "mode": cfg.mode,
+            "base": cfg.base,
+            "startup_added": summary(
+                d.stamps["first_logfinish"] - n.stamps["first_logfinish"] for d, n in cfg.pairs
+            ),
+            "wall_added": summary(d.wall - n.wall for d, n in cfg.pairs),
+            "teardown_added": summary(
+                (d.wall - d.stamps["first_logfinish"]) - (n.wall - n.stamps["first_logfinish"])
+                for d, n in cfg.pairs
+            ),
+            "startup_db": summary(db_first),
+            "startup_nodb": summary(nodb_first),
+            "wall_db": summary(d.wall for d, _ in cfg.pairs),
+            "wall_nodb": summary(n.wall for _, n in cfg.pairs),
+            "first_setup_db": summary(d.data["phases"].get("setup") for d, _ in cfg.pairs),
+            "first_setup_nodb": summary(n.data["phases"].get("setup") for _, n in cfg.pairs),
+            "spans": {
+                name: summary(d.span_total(name) for d, _ in cfg.pairs) for name, _ in SPAN_COLUMNS
+            },
+            "raw": [
+                {"db": {"wall": d.wall, **d.data}, "nodb": {"wall": n.wall, **n.data}}
+                for d, n in cfg.pairs
+            ],
+        }
+        results[cfg.key] = entry
+    return results
+
+
+def print_startup(results: dict[str, Any], target_ms: float) -> None:
+    print("\n### Start-up added by a database test (db - nodb, paired; ms)\n")
+    print("median (p25-p75; min..max) over the pairs\n")
+    rows = []
+    for e in results.values():
+        med = e["startup_added"]["median"] * 1000
+        verdict = ""
+        if e["mode"] == "warm":
+            verdict = "yes" if med <= target_ms else "**no**"
+        rows.append(
+            [
+                e["backend"],
+                e["schema"],
+                e["tables"],
+                e["mode"],
+                ms(e["startup_added"]),
+                ms(e["wall_added"]),
+                ms(e["teardown_added"]),
+                ms(e["startup_nodb"], False),
+                ms(e["startup_db"], False),
+                verdict,
+            ]
+        )
+    print(
+        table(
+            [
+                "backend",
+                "schema",
+                "tables",
+                "mode",
+                "start-up added",
+                "wall added",
+                "teardown added",
+                "start-up nodb",
+                "start-up db",
+                f"warm <= {target_ms:.0f} ms",
+            ],
+            rows,
+        )
+    )
+    print("\n### Where the db run's provisioning went (instrumented spans, medians, ms)\n")
+    rows = []
+    for e in results.values():
+        row = [e["backend"], e["schema"], e["tables"], e["mode"]]
+        for name, _ in SPAN_COLUMNS:
+            s = e["spans"].get(name)
+            row.append("-" if s is None else f"{s['median'] * 1000:.1f}")
+        row.append(ms(e["first_setup_db"], False) + " / " + ms(e["first_setup_nodb"], False))
+        rows.append(row)
+    print(
+        table(
+            ["backend", "schema", "tables", "mode"]
+            + [label for _, label in SPAN_COLUMNS]
+            + ["1st test setup db / nodb"],
+            rows,
+        )
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Part 2: bare clone time on PostgreSQL
+# --------------------------------------------------------------------------------------------
+
+
+def pg_admin(pg_url: str):  # noqa: ANN201 - sqlalchemy Connection
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import NullPool
+
+    engine = create_engine(pg_url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    return engine, engine.connect()
+
+
+def pg_templates(conn: Any) -> list[str]:
+    rows = conn.exec_driver_sql(
+        "SELECT datname FROM pg_database WHERE shobj_description(oid, 'pg_database') "
+        "LIKE 'created by pytest-ctxdb%%' ORDER BY datname"
+    ).all()
+    return [r[0] for r in rows if r[0].startswith(PREFIX) and "_tpl_" in r[0]]
+
+
+def psql_base(pg_url: str) -> list[str]:
+    from sqlalchemy.engine import make_url
+
+    url = make_url(pg_url)
+    cmd = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", url.host or "localhost"]
+    cmd += ["-p", str(url.port or 5432), "-U", url.username or "postgres", "-d", url.database or "postgres"]
+    return cmd
+
+
+def run_clone(args: argparse.Namespace) -> dict[str, Any]:
+    engine, conn = pg_admin(args.pg_url)
+    results: dict[str, Any] = {}
+    target = f"{PREFIX}clone"
+    env = dict(os.environ)
+    from sqlalchemy.engine import make_url
+
+    if make_url(args.pg_url).password:
+        env["PGPASSWORD"] = str(make_url(args.pg_url).password)
+    try:
+        templates = pg_templates(conn)
+        if not templates:
+            print("clone: no bench_startup_* templates found (run --parts startup first)")
+        for tpl in templates:
+            tables = conn.exec_driver_sql("SELECT 1").scalar()  # keep the connection warm
+            create_sa, drop_sa, create_psql, wall_psql, drop_psql = [], [], [], [], []
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{target}"')
+            for i in range(args.clone_repeat):
+                t = time.perf_counter()
+                conn.exec_driver_sql(f'CREATE DATABASE "{target}" TEMPLATE "{tpl}"')
+                create_sa.append(time.perf_counter() - t)
+                t = time.perf_counter()
+                conn.exec_driver_sql(f'DROP DATABASE "{target}"')
+                drop_sa.append(time.perf_counter() - t)
+                cmd = psql_base(args.pg_url) + [
+                    "-c",
+                    "\\timing on",
+                    "-c",
+                    f'CREATE DATABASE "{target}" TEMPLATE "{tpl}"',
+                ]
+                t = time.perf_counter()
+                proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+                wall_psql.append(time.perf_counter() - t)
+                if proc.returncode != 0:
+                    raise SystemExit(f"psql failed: {proc.stderr}")
+                found = re.findall(r"Time: ([0-9.]+) ms", proc.stdout)
+                create_psql.append(float(found[-1]) / 1000 if found else None)
+                t = time.perf_counter()
+                conn.exec_driver_sql(f'DROP DATABASE "{target}"')
+                drop_psql.append(time.perf_counter() - t)
+            del tables
+            results[tpl] = {
+                "create_sqlalchemy": summary(create_sa),
+                "drop_sqlalchemy": summary(drop_sa),
+                "create_psql_server": summary(create_psql),
+                "create_psql_wall": summary(wall_psql),
+                "drop_after_psql": summary(drop_psql),
+            }
+            print(f"  clone {tpl}: done", flush=True)
+    finally:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{target}"')
+        conn.close()
+        engine.dispose()
+    return results
+
+
+def print_clone(results: dict[str, Any], startup: dict[str, Any] | None, target_ms: float) -> None:
+    print("\n### Bare `CREATE DATABASE x TEMPLATE tpl` on PostgreSQL (ms)\n")
+    rows = [
+        [
+            tpl,
+            ms(r["create_sqlalchemy"]),
+            ms(r["create_psql_server"]),
+            ms(r["create_psql_wall"]),
+            ms(r["drop_sqlalchemy"]),
+        ]
+        for tpl, r in results.items()
+    ]
+    print(
+        table(
+            ["template", "CREATE (SQLAlchemy)", "CREATE (psql \\timing)", "psql process wall", "DROP"],
+            rows,
+        )
+    )
+    if startup:
+        print(f"\n### The plugin's own clone in warm runs (instrumented, ms; target <= {target_ms:.0f})\n")
+        rows = []
+        for e in startup.values():
+            if e["backend"] != "postgresql" or e["mode"] != "warm":
+                continue
+            sp = e["spans"]
+            total = sp.get("TestDatabase.create")
+            rows.append(
+                [
+                    f"{e['schema']}/{e['tables']}",
+                    ms(sp.get("clone_database")),
+                    ms(sp.get("_run:_clone_on_server")),
+                    ms(sp.get("_run:prepare")),
+                    ms(sp.get("fingerprint")),
+                    ms(total),
+                    "yes" if total and total["median"] * 1000 <= target_ms else "**no**",
+                ]
+            )
+        print(
+            table(
+                [
+                    "schema/tables",
+                    "CREATE..TEMPLATE + COMMENT",
+                    "_clone_on_server incl. connect",
+                    "check + sweep incl. connect",
+                    "fingerprint",
+                    "TestDatabase.create",
+                    "create <= target",
+                ],
+                rows,
+            )
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Part 3: pytest-xdist
+# --------------------------------------------------------------------------------------------
+
+
+def run_xdist(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    project = work / "xdist"
+    if not project.exists():
+        write_xdist_project(project, args.xdist_tests, args.xdist_tables)
+    out_dir = work / "out_xdist"
+    results: dict[str, Any] = {}
+    for backend in args.xdist_backends:
+        short = {"postgresql": "pg", "sqlite": "sl"}[backend]
+        base = f"{PREFIX}{short}_xd"
+        db_args = ["--db-test-name", base]
+        if backend == "postgresql":
+            db_args += ["--db-url", args.pg_url]
+        variants = {
+            "db -n 0": ["db", "-n", "0", *db_args],
+            "db -n 2": ["db", "-n", "2", *db_args],
+            "floor -n 0": ["floor", "-n", "0", "-p", "no:ctxdb"],
+            "floor -n 2": ["floor", "-n", "2", "-p", "no:ctxdb"],
+        }
+        runs: dict[str, list[RunResult]] = {v: [] for v in variants}
+        print(f"xdist ({backend}): warm-up", flush=True)
+        for name, a in variants.items():
+            run_pytest(project, a, out_dir, label=name)
+        for r in range(args.xdist_repeat):
+            names = list(variants) if r % 2 == 0 else list(reversed(variants))
+            for name in names:
+                runs[name].append(run_pytest(project, variants[name], out_dir, label=name))
+            print(f"  round {r + 1}/{args.xdist_repeat} done", flush=True)
+        entry: dict[str, Any] = {}
+        for name, got in runs.items():
+            workers_create = [
+                w_res.span_total("TestDatabase.create", w)
+                for w_res in got
+                for w in w_res.workers.values()
+            ]
+            workers_lock = [
+                w_res.span_total("lock_wait", w) for w_res in got for w in w_res.workers.values()
+            ]
+            workers_clone = [
+                w_res.span_total("clone_database", w)
+                for w_res in got
+                for w in w_res.workers.values()
+            ]
+            entry[name] = {
+                "wall": summary(g.wall for g in got),
+                "first_test": summary(g.stamps.get("first_logfinish") for g in got),
+                "last_test": summary(g.stamps.get("last_logfinish") for g in got),
+                "main_create": summary(g.span_total("TestDatabase.create") for g in got),
+                "worker_create": summary(workers_create),
+                "worker_lock_wait": summary(workers_lock),
+                "worker_clone_database": summary(workers_clone),
+                "raw_wall": [g.wall for g in got],
+            }
+        for kind in ("db", "floor"):
+            n0, n2 = entry[f"{kind} -n 0"]["wall"], entry[f"{kind} -n 2"]["wall"]
+            paired = [a / b for a, b in zip(entry[f"{kind} -n 0"]["raw_wall"], entry[f"{kind} -n 2"]["raw_wall"])]
+            entry[f"{kind} speed-up"] = {
+                "of_medians": n0["median"] / n2["median"],
+                "per_round": summary(paired),
+            }
+        results[backend] = entry
+    return results
+
+
+def print_xdist(results: dict[str, Any], tests: int, target: float) -> None:
+    for backend, e in results.items():
+        print(f"\n### pytest-xdist on {backend}: {tests} tests (s; median (p25-p75; min..max))\n")
+        rows = []
+        for name in ("db -n 0", "db -n 2", "floor -n 0", "floor -n 2"):
+            r = e[name]
+
+            def sec(s: dict[str, float] | None) -> str:
+                if s is None:
+                    return "-"
+                return (
+                    f"{s['median']:.2f} ({s['p25']:.2f}-{s['p75']:.2f}; "
+                    f"{s['min']:.2f}..{s['max']:.2f})"
+                )
+
+            create = r["worker_create"] or r["main_create"]
+            rows.append(
+                [
+                    name,
+                    sec(r["wall"]),
+                    sec(r["first_test"]),
+                    sec(r["last_test"]),
+                    ms(create, False) if create else "-",
+                    ms(r["worker_lock_wait"], False) if r["worker_lock_wait"] else "-",
+                    ms(r["worker_clone_database"], False) if r["worker_clone_database"] else "-",
+                ]
+            )
+        print(
+            table(
+                [
+                    "variant",
+                    "wall",
+                    "1st test done",
+                    "last test done",
+                    "create (ms, per worker)",
+                    "lock wait (ms)",
+                    "CREATE..TEMPLATE (ms)",
+                ],
+                rows,
+            )
+        )
+        print()
+        for kind in ("db", "floor"):
+            s = e[f"{kind} speed-up"]
+            verdict = ""
+            if kind == "db":
+                verdict = f" (target >= {target:.2f}: {'met' if s['of_medians'] >= target else 'MISSED'})"
+            pr = s["per_round"]
+            print(
+                f"- {kind}: -n 2 speed-up = {s['of_medians']:.2f}x from the medians; per round "
+                f"{pr['median']:.2f}x ({pr['min']:.2f}..{pr['max']:.2f}){verdict}"
+            )
+
+
+# --------------------------------------------------------------------------------------------
+# Clean-up
+# --------------------------------------------------------------------------------------------
+
+
+def lock_key(url_text: str | None, base: str) -> str:
+    """The plugin's lock file name for ``base`` (mirrors ``_database._lock_key``)."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(url_text or "sqlite://")
+    where = f"{url.get_backend_name()}://{url.host}:{url.port}/{base}"
+    return hashlib.sha256(where.encode()).hexdigest()[:16]
+
+
+def cleanup(args: argparse.Namespace, bases: Iterable[str]) -> list[str]:
+    removed: list[str] = []
+    if "postgresql" in args.backends or "postgresql" in args.xdist_backends:
+        engine, conn = pg_admin(args.pg_url)
+        try:
+            names = [
+                r[0]
+                for r in conn.exec_driver_sql("SELECT datname FROM pg_database").all()
+                if r[0].startswith(PREFIX)
+            ]
+            for name in names:
+                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                removed.append(f"database {name}")
+        finally:
+            conn.close()
+            engine.dispose()
+    if TEMPLATE_DIR.is_dir():
+        for path in TEMPLATE_DIR.glob(f"{PREFIX}*"):
+            path.unlink(missing_ok=True)
+            removed.append(str(path))
+        for base in bases:
+            for url in (args.pg_url, None):
+                lock = TEMPLATE_DIR / f"{lock_key(url, base)}.lock"
+                if lock.exists():
+                    lock.unlink(missing_ok=True)
+                    removed.append(str(lock))
+    return removed
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def csv(kind: type) -> Any:
+    def parse(text: str) -> list[Any]:
+        return [kind(x) for x in text.split(",") if x.strip()]
+
+    return parse
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--pg-url", default=DEFAULT_PG_URL)
+    parser.add_argument("--parts", type=csv(str), default=["startup", "clone", "xdist"])
+    parser.add_argument("--backends", type=csv(str), default=["postgresql", "sqlite"])
+    parser.add_argument("--schemas", type=csv(str), default=["create_all", "alembic"])
+    parser.add_argument("--tables", type=csv(int), default=[20, 200])
+    parser.add_argument("--modes", type=csv(str), default=["cold", "warm"])
+    parser.add_argument("--repeat", type=int, default=7, help="start-up pairs per config (>= 7)")
+    parser.add_argument("--clone-repeat", type=int, default=15)
+    parser.add_argument("--xdist-tests", type=int, default=2000)
+    parser.add_argument("--xdist-tables", type=int, default=20)
+    parser.add_argument("--xdist-repeat", type=int, default=3)
+    parser.add_argument("--xdist-backends", type=csv(str), default=["postgresql"])
+    parser.add_argument("--startup-target-ms", type=float, default=150.0)
+    parser.add_argument("--clone-target-ms", type=float, default=300.0)
+    parser.add_argument("--xdist-target", type=float, default=1.5)
+    parser.add_argument("--workdir", type=Path, default=None, help="keep generated projects here")
+    parser.add_argument("--keep", action="store_true", help="keep databases and templates")
+    parser.add_argument("--json", type=Path, default=None, help="write raw results here")
+    args = parser.parse_args(argv)
+
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-startup-"))
+    work.mkdir(parents=True, exist_ok=True)
+    bases = [
+        f"{PREFIX}{s}_{t}{n}"
+        for s in ("pg", "sl")
+        for t in ("ca", "al")
+        for n in args.tables
+    ] + [f"{PREFIX}pg_xd", f"{PREFIX}sl_xd"]
+    print(f"python {sys.version.split()[0]}; work dir {work}; PYTHONDONTWRITEBYTECODE unset in children")
+    results: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}}
+    t0 = time.perf_counter()
+    try:
+        if "startup" in args.parts:
+            results["startup"] = run_startup(args, work)
+        if "clone" in args.parts:
+            results["clone"] = run_clone(args)
+        if "xdist" in args.parts:
+            results["xdist"] = run_xdist(args, work)
+    finally:
+        if not args.keep:
+            removed = cleanup(args, bases)
+            print(f"clean-up: removed {len(removed)} databases/files")
+        if args.workdir is None and not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    if "startup" in results:
+        print_startup(results["startup"], args.startup_target_ms)
+    if "clone" in results:
+        print_clone(results["clone"], results.get("startup"), args.clone_target_ms)
+    if "xdist" in results:
+        print_xdist(results["xdist"], args.xdist_tests, args.xdist_target)
+    print(f"\n(total {time.perf_counter() - t0:.0f} s)")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

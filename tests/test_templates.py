@@ -1,0 +1,755 @@
+"""Template databases, clones, sweeping, pytest-xdist and throwaway containers, seen from outside.
+
+Each test writes an inner suite whose tests record what they see (the test database's name
+and port, its tables, the columns of ``item``, the rows of an out-of-band marker table, the
+Alembic version) into ``observed/<worker>.json``; the outer test runs it in a subprocess and
+checks the records, the server's catalog, the template files and Docker. Inner runs get a
+private ``TMPDIR``, so SQLite templates, provisioning locks and container state files of one
+test never meet another's; every server database a test makes is dropped after it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.pool import NullPool
+
+if TYPE_CHECKING:
+    from conftest import Backend
+
+#: the inner models; ``# EXTRA COLUMN`` is replaced to change the schema.
+MODELS = """
+from sqlalchemy import String
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Item(Base):
+    __tablename__ = "item"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(50))
+    # EXTRA COLUMN
+"""
+EXTRA_COLUMN = "note: Mapped[str | None] = mapped_column(String(20))"
+
+#: ``COUNT`` tests (filled in) that each record what their test database holds.
+OBSERVE = """
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import inspect, text
+
+OUT = Path(__file__).parent / "observed"
+
+
+@pytest.mark.parametrize("n", range(COUNT))
+def test_observe(db_session, n):
+    connection = db_session.connection()
+    inspector = inspect(connection)
+    tables = sorted(t for t in inspector.get_table_names() if not t.startswith("sqlite_"))
+
+    def rows(sql, table):
+        return connection.execute(text(sql)).scalars().all() if table in tables else None
+
+    seen = {
+        "database": connection.engine.url.database,
+        "port": connection.engine.url.port,
+        "tables": tables,
+        "item_columns": (
+            [c["name"] for c in inspector.get_columns("item")] if "item" in tables else None
+        ),
+        "marker": rows("SELECT note FROM ctxdb_marker", "ctxdb_marker"),
+        "alembic_version": rows("SELECT version_num FROM alembic_version", "alembic_version"),
+        "testcontainers_imported": "testcontainers" in sys.modules,
+    }
+    OUT.mkdir(exist_ok=True)
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    (OUT / f"{worker}.json").write_text(json.dumps(seen))
+"""
+
+#: a commit in one test, nothing of it in the next (rollback mode).
+COMMIT_PAIR = """
+from sqlalchemy import select
+from models import Item
+
+
+def test_a_commits(db_session):
+    db_session.add(Item(name="committed"))
+    db_session.commit()
+    assert db_session.scalars(select(Item.name)).all() == ["committed"]
+
+
+def test_b_nothing_left(db_session):
+    assert db_session.scalars(select(Item.name)).all() == []
+"""
+
+#: a test using no database, and one using it: ``-k plain`` selects only the first.
+PLAIN_AND_DB = """
+import sys
+
+
+def test_plain():
+    assert "testcontainers" not in sys.modules
+
+
+def test_uses_db(db_session):
+    pass
+"""
+
+#: the marker table put into a template behind the plugin's back.
+MARKER_SQL = (
+    "CREATE TABLE ctxdb_marker (note VARCHAR(50))",
+    "INSERT INTO ctxdb_marker (note) VALUES ('out of band')",
+)
+MARKER_ROWS = ["out of band"]
+
+#: an Alembic project as ``alembic init`` makes it (sync env.py), minus logging.
+ALEMBIC_INI = """
+[alembic]
+script_location = %(here)s/migrations
+sqlalchemy.url = sqlite:///never-used.db
+"""
+ALEMBIC_ENV = """
+from alembic import context
+from sqlalchemy import engine_from_config, pool
+
+config = context.config
+target_metadata = None
+
+
+def run_migrations_offline():
+    context.configure(url=config.get_main_option("sqlalchemy.url"), literal_binds=True)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_migrations_online():
+    connection = config.attributes.get("connection")
+    if connection is not None:
+        context.configure(connection=connection, target_metadata=target_metadata)
+        with context.begin_transaction():
+            context.run_migrations()
+        return
+    connectable = engine_from_config(
+        config.get_section(config.config_ini_section, {}),
+        prefix="sqlalchemy.",
+        poolclass=pool.NullPool,
+    )
+    with connectable.connect() as connection:
+        context.configure(connection=connection, target_metadata=target_metadata)
+        with context.begin_transaction():
+            context.run_migrations()
+
+
+if context.is_offline_mode():
+    run_migrations_offline()
+else:
+    run_migrations_online()
+"""
+#: revision -> (down revision, table it creates).
+REVISIONS = {"0001": (None, "widget"), "0002": ("0001", "gadget")}
+REVISION = '''
+"""create {table}"""
+import sqlalchemy as sa
+from alembic import op
+
+revision = "{revision}"
+down_revision = {down!r}
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    op.create_table(
+        "{table}",
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("name", sa.String(50)),
+    )
+
+
+def downgrade():
+    op.drop_table("{table}")
+'''
+
+#: the image ``--db-container`` runs in these tests (built locally, no registry needed).
+IMAGE = "local/postgres:15"
+CONTAINER_ARGS = ("--db-container", "postgresql", "--db-container-image", IMAGE)
+#: a URL no server answers on.
+UNREACHABLE_URL = "postgresql+psycopg://postgres@127.0.0.1:1/test"
+#: ``pytest.ExitCode.USAGE_ERROR``: the plugin stops a run it cannot provision with it.
+USAGE_ERROR = 4
+HEADER_URL = re.compile(r"^ctxdb: default: (?P<url>\S+) \(", re.MULTILINE)
+TWO_DAYS = 2 * 24 * 3600
+
+
+# -- fixtures and helpers ------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def template_dir(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """Inner runs get a private TMPDIR (their templates, locks, container state); returns
+    their ``<TMPDIR>/pytest-ctxdb``. No URL comes from this process's environment."""
+    monkeypatch.delenv("PYTEST_CTXDB_URL", raising=False)
+    tmp = tmp_path_factory.mktemp("inner-tmp")
+    monkeypatch.setenv("TMPDIR", str(tmp))
+    return tmp / "pytest-ctxdb"
+
+
+@pytest.fixture
+def base() -> Iterator[str]:
+    """A unique ``test_ctxdb_*`` base name; every server database named after it (or after
+    ``ctxdb_<same hex>``) is dropped afterwards."""
+    unique = uuid.uuid4().hex[:10]
+    yield f"test_ctxdb_{unique}"
+    from conftest import SERVER_URLS, server_problem
+
+    if server_problem("postgresql") is None:
+        url = make_url(SERVER_URLS["postgresql"])
+        prefixes = (f"test_ctxdb_{unique}", f"ctxdb_{unique}")
+        drop_databases(url, [name for name in databases(url) if name.startswith(prefixes)])
+
+
+def admin_engine(url: URL) -> Engine:
+    return create_engine(url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+
+
+def databases(url: URL) -> dict[str, str | None]:
+    """Every database on the server of ``url``, with its comment."""
+    engine = admin_engine(url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                text("SELECT datname, shobj_description(oid, 'pg_database') FROM pg_database")
+            )
+            return {name: comment for name, comment in rows}
+    finally:
+        engine.dispose()
+
+
+def create_database(url: URL, name: str, comment: str | None = None) -> None:
+    """Create database ``name`` by hand, with ``comment`` if given."""
+    engine = admin_engine(url)
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+            if comment is not None:
+                conn.exec_driver_sql(f"COMMENT ON DATABASE \"{name}\" IS '{comment}'")
+    finally:
+        engine.dispose()
+
+
+def drop_databases(url: URL, names: list[str]) -> None:
+    engine = admin_engine(url)
+    try:
+        with engine.connect() as conn:
+            for name in names:
+                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        engine.dispose()
+
+
+def clone_mark(run: str, created: float) -> str:
+    """The ownership comment the plugin gives a clone."""
+    return f"created by pytest-ctxdb; kind=clone; run={run}; created={int(created)}"
+
+
+def template_names(backend: Backend, base: str, template_dir: Path) -> list[str]:
+    """The template databases (server) or files (SQLite) of ``base``."""
+    prefix = f"{base}_tpl_"
+    if backend.url is None:
+        return sorted(p.name[: -len(".sqlite3")] for p in template_dir.glob(f"{prefix}*.sqlite3"))
+    return sorted(name for name in databases(backend.url) if name.startswith(prefix))
+
+
+def put_marker(backend: Backend, template: str, template_dir: Path) -> None:
+    """Add the marker table and row to the template, behind the plugin's back."""
+    if backend.url is None:
+        with sqlite3.connect(template_dir / f"{template}.sqlite3") as conn:
+            for sql in MARKER_SQL:
+                conn.execute(sql)
+        conn.close()
+        return
+    engine = create_engine(backend.url.set(database=template), poolclass=NullPool)
+    try:
+        with engine.begin() as conn:
+            for sql in MARKER_SQL:
+                conn.exec_driver_sql(sql)
+    finally:
+        engine.dispose()
+
+
+def ini_text(*lines: str) -> str:
+    return "\n".join(
+        [
+            "[pytest]",
+            "asyncio_mode = strict",
+            "asyncio_default_fixture_loop_scope = function",
+            "filterwarnings = error",
+            *lines,
+            "",
+        ]
+    )
+
+
+def write_suite(
+    directory: Path,
+    *ini_lines: str,
+    models: str = MODELS,
+    count: int = 1,
+    **files: str,
+) -> None:
+    """Write ``pytest.ini`` (``db_metadata`` of the models unless ``ini_lines`` are given),
+    the models, ``test_observe.py`` with ``count`` observing tests, and ``files``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    lines = ini_lines or ("db_metadata = models:Base.metadata",)
+    (directory / "pytest.ini").write_text(ini_text(*lines))
+    (directory / "models.py").write_text(models)
+    if count:
+        (directory / "test_observe.py").write_text(OBSERVE.replace("COUNT", str(count)))
+    for name, body in files.items():
+        (directory / f"{name}.py").write_text(body)
+
+
+def observations(directory: Path) -> dict[str, dict[str, Any]]:
+    """Worker (``main`` without xdist) -> what its tests recorded."""
+    return {
+        path.stem: json.loads(path.read_text())
+        for path in sorted((directory / "observed").glob("*.json"))
+    }
+
+
+def run_inner(
+    pytester: pytest.Pytester, *args: str
+) -> tuple[pytest.RunResult, dict[str, dict[str, Any]]]:
+    """Run the inner suite in a subprocess; return the result and the observations."""
+    shutil.rmtree(pytester.path / "observed", ignore_errors=True)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-rs", *args, timeout=180)
+    output = "\n".join(result.outlines + result.errlines)
+    assert "INTERNALERROR" not in output, output
+    return result, observations(pytester.path)
+
+
+def header_url(result: pytest.RunResult) -> URL:
+    """The default alias's test database URL, as the run's header names it."""
+    match = HEADER_URL.search(result.stdout.str())
+    assert match, result.stdout.str()
+    return make_url(match["url"])
+
+
+def write_alembic_project(directory: Path, *revisions: str) -> None:
+    (directory / "alembic.ini").write_text(ALEMBIC_INI)
+    versions = directory / "migrations" / "versions"
+    versions.mkdir(parents=True, exist_ok=True)
+    (directory / "migrations" / "env.py").write_text(ALEMBIC_ENV)
+    for revision in revisions:
+        down, table = REVISIONS[revision]
+        (versions / f"{revision}_{table}.py").write_text(
+            REVISION.format(revision=revision, down=down, table=table)
+        )
+
+
+# -- Docker ----------------------------------------------------------------------------------------
+
+
+@cache
+def docker_problem() -> str | None:
+    """Why no container can be started here, or ``None``."""
+    for command in (["docker", "info"], ["docker", "image", "inspect", IMAGE]):
+        try:
+            subprocess.run(command, capture_output=True, check=True, timeout=60)
+        except (OSError, subprocess.SubprocessError) as exc:
+            return f"{' '.join(command)} failed: {type(exc).__name__}"
+    return None
+
+
+@dataclass
+class Docker:
+    """The image's containers before the test, and the host ports the test's runs used."""
+
+    before: set[str]
+    ports: set[int]
+
+
+@pytest.fixture
+def docker(monkeypatch: pytest.MonkeyPatch) -> Iterator[Docker]:
+    """Skip (fail under CI=true) without Docker and the image. Afterwards, containers of the
+    image that appeared during the test and publish a port its runs recorded are removed."""
+    problem = docker_problem()
+    if problem is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true and {problem}")
+        pytest.skip(problem)
+    monkeypatch.setenv("TESTCONTAINERS_RYUK_DISABLED", "true")
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    state = Docker(container_ids(), set())
+    yield state
+    for container in container_ids() - state.before:
+        if container_ports(container) & state.ports:
+            subprocess.run(["docker", "rm", "-f", container], capture_output=True, check=False)
+
+
+def container_ports(container: str) -> set[int]:
+    """The host ports ``container`` publishes."""
+    inspected = subprocess.run(
+        ["docker", "inspect", "--format", "{{json .NetworkSettings.Ports}}", container],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    try:
+        published = json.loads(inspected.stdout or "null") or {}
+    except ValueError:
+        return set()
+    return {int(b["HostPort"]) for bindings in published.values() for b in bindings or ()}
+
+
+def container_ids() -> set[str]:
+    """Ids of every container (running or not) of ``IMAGE``."""
+    listed = subprocess.run(
+        ["docker", "ps", "-a", "-q", "--no-trunc", "--filter", f"ancestor={IMAGE}"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    return set(listed.stdout.split())
+
+
+# -- 1. the template is kept, rebuilt on --db-create and on a schema change -------------------------
+
+
+def test_template_reused_then_rebuilt_by_db_create_and_by_a_model_change(
+    backend: Backend, pytester: pytest.Pytester, base: str, template_dir: Path
+) -> None:
+    """A marker put into the template reaches the next run's clone; --db-create and a new column rebuild it (marker gone) and the old template is swept."""
+    write_suite(pytester.path)
+    args = (*backend.args, "--db-test-name", base)
+    result, seen = run_inner(pytester, *args)
+    result.assert_outcomes(passed=1)
+    assert seen["main"]["marker"] is None
+    [template] = template_names(backend, base, template_dir)
+
+    put_marker(backend, template, template_dir)
+    result, seen = run_inner(pytester, *args)
+    result.assert_outcomes(passed=1)
+    assert seen["main"]["marker"] == MARKER_ROWS, "the template was rebuilt, not cloned"
+    assert template_names(backend, base, template_dir) == [template]
+
+    result, seen = run_inner(pytester, *args, "--db-create")
+    result.assert_outcomes(passed=1)
+    assert seen["main"]["marker"] is None, "--db-create cloned the old template"
+    assert template_names(backend, base, template_dir) == [template]
+
+    put_marker(backend, template, template_dir)
+    (pytester.path / "models.py").write_text(MODELS.replace("# EXTRA COLUMN", EXTRA_COLUMN))
+    result, seen = run_inner(pytester, *args)
+    result.assert_outcomes(passed=1)
+    assert seen["main"]["marker"] is None, "a changed model cloned the old template"
+    assert seen["main"]["item_columns"] == ["id", "name", "note"]
+    [new_template] = [
+        name for name in template_names(backend, base, template_dir) if name != template
+    ]
+    assert template_names(backend, base, template_dir) == [new_template], "old template kept"
+
+
+# -- 2. pytest-xdist: one clone per worker --------------------------------------------------------
+
+
+def test_xdist_workers_get_distinct_clones_all_dropped(
+    backend: Backend, pytester: pytest.Pytester, base: str
+) -> None:
+    """-n 3: each worker's tests run on a clone of its own, and no clone is left after the run."""
+    write_suite(pytester.path, count=12)
+    result, seen = run_inner(
+        pytester, *backend.args, "--db-test-name", base, "-p", "xdist", "-n", "3"
+    )
+    result.assert_outcomes(passed=12)
+    assert sorted(seen) == ["gw0", "gw1", "gw2"]
+    names = {worker: record["database"] for worker, record in seen.items()}
+    assert len(set(names.values())) == 3, names
+    if backend.url is None:
+        assert len({Path(name).parent for name in names.values()}) == 3, names
+        assert [name for name in names.values() if Path(name).exists()] == []
+    else:
+        assert names == {f"gw{i}": f"{base}_gw{i}" for i in range(3)}
+        assert set(names.values()) & set(databases(backend.url)) == set()
+
+
+# -- 3. two concurrent xdist runs on one server --------------------------------------------------
+
+
+def test_two_concurrent_xdist_runs_on_one_server(
+    postgresql: Backend, pytester: pytest.Pytester, base: str
+) -> None:
+    """Two -n 2 runs at once, both with the default test name: both pass on four clones with distinct run ids, sharing one template; no clone is left."""
+    assert postgresql.url is not None
+    # The URL's database ctxdb_<hex> makes the default base test_ctxdb_<hex>: no --db-test-name,
+    # so each run's clones carry its run id.
+    own = base.removeprefix("test_")
+    create_database(postgresql.url, own)
+    url = postgresql.url.set(database=own).render_as_string(hide_password=False)
+    runs = {}
+    for label in ("a", "b"):
+        write_suite(pytester.path / label, count=6)
+    for label in ("a", "b"):
+        command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "xdist"]
+        runs[label] = subprocess.Popen(
+            [*command, "-n", "2", "--db-url", url],
+            cwd=pytester.path / label,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    outputs = {}
+    for label, process in runs.items():
+        try:
+            outputs[label] = process.communicate(timeout=180)[0]
+        except subprocess.TimeoutExpired:
+            process.kill()
+            outputs[label] = process.communicate()[0]
+            pytest.fail(f"run {label} timed out:\n{outputs[label]}")
+    for label, process in runs.items():
+        assert process.returncode == 0, outputs[label]
+        assert "6 passed" in outputs[label], outputs[label]
+    names = {
+        (label, worker): record["database"]
+        for label in runs
+        for worker, record in observations(pytester.path / label).items()
+    }
+    assert sorted(names) == [(label, f"gw{i}") for label in "ab" for i in range(2)]
+    assert len(set(names.values())) == 4, names
+    pattern = re.compile(rf"{base}_(?P<run>[0-9a-f]{{8}})_gw[01]")
+    run_ids: dict[str, set[str]] = {label: set() for label in runs}
+    for (label, _), name in names.items():
+        match = pattern.fullmatch(name)
+        assert match, names
+        run_ids[label].add(match["run"])
+    assert len(run_ids["a"]) == len(run_ids["b"]) == 1 and run_ids["a"] != run_ids["b"], names
+    left = sorted(name for name in databases(postgresql.url) if name.startswith(base))
+    assert len(left) == 1 and left[0].startswith(f"{base}_tpl_"), left
+
+
+# -- 4. sweeping what killed runs left -------------------------------------------------------------
+
+
+def test_sweep_drops_only_stale_unused_marked_clones(
+    postgresql: Backend, pytester: pytest.Pytester, base: str
+) -> None:
+    """With db_sweep_age=60, marked clones older than that are dropped; a fresh one, an unmarked one and an old one in use are kept."""
+    assert postgresql.url is not None
+    now = time.time()
+    stale = {f"{base}_deadbeef": now - TWO_DAYS, f"{base}_0000beef": now - 600}
+    kept = {
+        f"{base}_f00dcafe": clone_mark("f00dcafe", now),
+        f"{base}_badc0ffe": None,
+        f"{base}_1234abcd": clone_mark("1234abcd", now - TWO_DAYS),
+    }
+    for name, created in stale.items():
+        create_database(postgresql.url, name, clone_mark(name[-8:], created))
+    for name, comment in kept.items():
+        create_database(postgresql.url, name, comment)
+    holder = create_engine(postgresql.url.set(database=f"{base}_1234abcd"), poolclass=NullPool)
+    try:
+        with holder.connect():
+            write_suite(pytester.path)
+            result, _ = run_inner(
+                pytester, *postgresql.args, "--db-test-name", base, "-o", "db_sweep_age=60"
+            )
+    finally:
+        holder.dispose()
+    result.assert_outcomes(passed=1)
+    left = databases(postgresql.url)
+    assert sorted(set(stale) & set(left)) == [], "stale clones not swept"
+    assert {name: left.get(name, "DROPPED") for name in kept} == kept
+
+
+def test_unmarked_database_named_like_the_template_is_refused_and_kept(
+    postgresql: Backend, pytester: pytest.Pytester, base: str
+) -> None:
+    """A database without the mark holding the template's name stops the run with one clear error, with or without --db-create, and is never dropped."""
+    assert postgresql.url is not None
+    write_suite(pytester.path)
+    args = (*postgresql.args, "--db-test-name", base)
+    result, _ = run_inner(pytester, *args)
+    result.assert_outcomes(passed=1)
+    [template] = [name for name in databases(postgresql.url) if name.startswith(f"{base}_tpl_")]
+    drop_databases(postgresql.url, [template])
+    create_database(postgresql.url, template)
+    for extra in ((), ("--db-create",)):
+        result, seen = run_inner(pytester, *args, *extra)
+        assert result.ret == USAGE_ERROR, result.stdout.str()
+        assert seen == {}
+        result.stderr.fnmatch_lines(
+            [
+                f"ERROR: pytest-ctxdb: alias 'default': database '{template}' exists on "
+                "127.0.0.1 and was not created by pytest-ctxdb; it is never dropped or reused. "
+                "Drop it yourself or choose another base name with --db-test-name default=NAME."
+            ]
+        )
+        assert "Traceback" not in "\n".join(result.outlines + result.errlines)
+        assert databases(postgresql.url).get(template, "DROPPED") is None
+
+
+# -- 5. --db-reuse ---------------------------------------------------------------------------------
+
+
+def test_db_reuse_keeps_the_clone_and_says_so(
+    backend: Backend, pytester: pytest.Pytester, base: str
+) -> None:
+    """--db-reuse: the run reports the kept test database, and it is still there afterwards."""
+    write_suite(pytester.path)
+    result, seen = run_inner(pytester, *backend.args, "--db-test-name", base, "--db-reuse")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines([f"pytest-ctxdb: --db-reuse: kept 'default' test database '{base}'"])
+    database = header_url(result).database
+    assert database == seen["main"]["database"]
+    if backend.url is None:
+        assert database and Path(database).is_file(), f"{database} was deleted"
+    else:
+        comment = databases(backend.url).get(base)
+        assert comment and comment.startswith("created by pytest-ctxdb; kind=clone;"), comment
+
+
+# -- 6. Alembic ------------------------------------------------------------------------------------
+
+
+def test_alembic_builds_the_template_and_a_new_revision_rebuilds_it(
+    backend: Backend, pytester: pytest.Pytester, base: str, template_dir: Path
+) -> None:
+    """db_alembic_ini: tests see the migration's table and alembic_version; a second revision changes the fingerprint and the next run migrates to it."""
+    write_suite(pytester.path, "db_alembic_ini = alembic.ini")
+    write_alembic_project(pytester.path, "0001")
+    args = (*backend.args, "--db-test-name", base)
+    result, seen = run_inner(pytester, *args)
+    result.assert_outcomes(passed=1)
+    assert seen["main"]["tables"] == ["alembic_version", "widget"]
+    assert seen["main"]["alembic_version"] == ["0001"]
+    before = set(template_names(backend, base, template_dir))
+    assert len(before) == 1
+
+    write_alembic_project(pytester.path, "0002")
+    result, seen = run_inner(pytester, *args)
+    result.assert_outcomes(passed=1)
+    assert seen["main"]["tables"] == ["alembic_version", "gadget", "widget"]
+    assert seen["main"]["alembic_version"] == ["0002"]
+    assert len(set(template_names(backend, base, template_dir)) - before) == 1
+
+
+# -- 7. testcontainers -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("workers", [0, 2], ids=["one-process", "xdist-2"])
+def test_container_run_is_isolated_shared_and_removed(
+    pytester: pytest.Pytester, docker: Docker, base: str, template_dir: Path, workers: int
+) -> None:
+    """--db-container: the header names it, a commit does not reach the next test, xdist workers share one container (one port), and no container or state file is left."""
+    write_suite(pytester.path, count=4, test_commit=COMMIT_PAIR)
+    xdist = ("-p", "xdist", "-n", str(workers)) if workers else ()
+    result, seen = run_inner(pytester, *CONTAINER_ARGS, "--db-test-name", base, *xdist)
+    result.assert_outcomes(passed=6)
+    result.stdout.fnmatch_lines(
+        [
+            f"ctxdb: default: postgresql+psycopg://test@testcontainer/{base} "
+            f"(--db-container postgresql ({IMAGE}); sync driver psycopg, async driver asyncpg)"
+        ]
+    )
+    assert sorted(seen) == ([f"gw{i}" for i in range(workers)] if workers else ["main"])
+    assert {record["testcontainers_imported"] for record in seen.values()} == {True}
+    ports = {record["port"] for record in seen.values()}
+    docker.ports |= {port for port in ports if port}
+    assert len(ports) == 1 and None not in ports and 5432 not in ports, ports
+    assert len({record["database"] for record in seen.values()}) == len(seen)
+    assert container_ids() - docker.before == set(), "the run's container was left"
+    assert list(template_dir.glob("container-*")) == []
+
+
+@pytest.mark.parametrize("missing", ["error", "skip"])
+def test_container_without_docker_engine(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, base: str, missing: str
+) -> None:
+    """No Docker engine: one usage error naming the container and DOCKER_HOST, or with db_container_missing=skip the database tests are skipped with that reason."""
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent.sock")
+    monkeypatch.setenv("TESTCONTAINERS_RYUK_DISABLED", "true")
+    write_suite(pytester.path, count=0, test_plain=PLAIN_AND_DB)
+    args = (*CONTAINER_ARGS, "--db-test-name", base, "-o", f"db_container_missing={missing}")
+    result, seen = run_inner(pytester, *args)
+    reason = f"--db-container postgresql: could not start '{IMAGE}': *Is a Docker engine reachable (DOCKER_HOST)*"
+    output = "\n".join(result.outlines + result.errlines)
+    assert "Traceback" not in output
+    assert seen == {}
+    if missing == "error":
+        assert result.ret == USAGE_ERROR, output
+        result.stderr.fnmatch_lines([f"ERROR: pytest-ctxdb: {reason}"])
+        assert output.count("could not start") == 1, output
+    else:
+        result.assert_outcomes(passed=1, skipped=1)
+        result.stdout.fnmatch_lines([f"SKIPPED [[]1[]] *: pytest-ctxdb: {reason}"])
+
+
+def test_url_wins_over_container_without_importing_testcontainers(
+    pytester: pytest.Pytester, base: str
+) -> None:
+    """--db-url with --db-container: the URL is used and testcontainers is never imported."""
+    write_suite(pytester.path)
+    result, seen = run_inner(
+        pytester, "--db-url", "sqlite:///app.db", *CONTAINER_ARGS, "--db-test-name", base
+    )
+    result.assert_outcomes(passed=1)
+    assert seen["main"]["testcontainers_imported"] is False
+    assert header_url(result).get_backend_name() == "sqlite"
+    assert "--db-container" not in result.stdout.str()
+    assert not (pytester.path / "app.db").exists()
+
+
+# -- 8. lazy provisioning --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("server", ["unreachable-url", "container"])
+def test_run_without_database_tests_contacts_no_server(
+    pytester: pytest.Pytester,
+    monkeypatch: pytest.MonkeyPatch,
+    template_dir: Path,
+    base: str,
+    server: str,
+) -> None:
+    """Only a plain test selected: neither an unreachable --db-url nor a --db-container without a Docker engine is contacted; selecting the db test too fails on it."""
+    # A container start would need this engine: the plain run must never try one.
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent.sock")
+    if server == "unreachable-url":
+        args: tuple[str, ...] = ("--db-url", UNREACHABLE_URL, *CONTAINER_ARGS)
+        message = "*cannot use the server at 127.0.0.1:1*"
+    else:
+        args = CONTAINER_ARGS
+        message = "*--db-container postgresql: could not start*"
+    write_suite(pytester.path, count=0, test_plain=PLAIN_AND_DB)
+    result, _ = run_inner(pytester, *args, "--db-test-name", base, "-k", "plain")
+    result.assert_outcomes(passed=1, deselected=1)
+    assert not template_dir.exists(), "no lock, template or container state for a plain run"
+    control, _ = run_inner(pytester, *args, "--db-test-name", base)
+    assert control.ret == USAGE_ERROR, control.stdout.str()
+    control.stderr.fnmatch_lines([f"ERROR: pytest-ctxdb: {message}"])
