@@ -30,16 +30,18 @@ test suite per *variant* and runs each suite with pytest in a subprocess:
 ``ctxdb``
     The same tests using pytest-ctxdb's ``db_session`` / ``async_db_session``; the schema comes
     from ini ``db_metadata = bench_models:Base.metadata`` and, for PostgreSQL, ``--db-url``.
-    Run with ``-p ctxdb``.
+    Run with ``-p ctxdb`` and ``--db-test-name bench_ctxdb`` (no clash with other runs on the
+    same machine or server). At the end the script removes the ``bench_ctxdb*`` template
+    databases and files pytest-ctxdb keeps across runs, and the recipe's ``bench_recipe``.
 
 Every suite uses the same generated models module: ``--tables`` tables (default 20), a
 ``users`` -> ``orders`` -> ``items`` chain with foreign keys plus filler tables. The ``orm``
 body creates a user, an order and two items through the session, commits (as application
 code would: with ``create_savepoint`` that releases a SAVEPOINT), then queries them back and
 asserts. Every test uses the same (unique) user name, so a fixture that let one test's rows
-leak into the next would fail the run: the benchmark also checks isolation. The ``select1``
-body only runs ``session.execute(text("SELECT 1"))``, so what is left
-over the floor is the fixture's own cost plus one statement.
+leak into the next would fail the run: the benchmark also checks isolation. The
+``select1`` body only runs ``session.execute(text("SELECT 1"))``, so what is left over the
+floor is the fixture's own cost plus one statement.
 
 Async suites run under pytest-asyncio (strict mode) with ``asyncio_default_test_loop_scope``
 and ``asyncio_default_fixture_loop_scope`` both ``session`` for floor, recipe and ctxdb alike:
@@ -67,20 +69,21 @@ ctxdb, ...) so that slow drifts of the machine hit every variant alike. From the
     ratio             = overhead(ctxdb) / overhead(recipe)
 
 A ratio of at most 1.00 means pytest-ctxdb costs no more per test than the hand-written
-recipe.
+recipe. ``PYTHONDONTWRITEBYTECODE`` is removed from the environment of the pytest
+subprocesses: with it set, pytest cannot cache its rewritten test modules and rewrites their
+assertions again on every run.
 
 Wall-clock time on a shared machine moves with whatever else runs on it, so a second table
 repeats the computation with ``time.process_time()`` read at the same stamps: the pytest
 process's own CPU time per test. It does not see other processes' load, nor the time spent
 waiting for the database server (round trips, server-side work), so it isolates the
 client-side Python cost of the fixtures. The JSON output also keeps, per run, the median
-test-to-test wall-clock gap, which shrugs off short bursts of load. ``PYTHONDONTWRITEBYTECODE`` is removed from the environment of the pytest
-subprocesses: with it set, pytest cannot cache its rewritten test modules and rewrites their
-assertions again on every run.
+test-to-test wall-clock gap, which shrugs off short bursts of load.
 
 Usage::
 
     python bench/run.py                                  # 500 tests, 20 tables, 5 repeats
+    PYTHONPATH=/tmp/rev python bench/run.py              # a pytest_ctxdb copied to /tmp/rev
     python bench/run.py --tests 50 --repeat 1            # smoke run
     python bench/run.py --backends sqlite,postgresql --body select1 --json results.json
 """
@@ -205,7 +208,8 @@ def test_source(index: int, body: str, is_async: bool, floor: bool) -> str:
             "    .options(selectinload(Order.items))",
             ")).one()",
             f"assert found.number == {index}",
-            f'assert sorted(item.sku for item in found.items) == ["sku-{index}-a", "sku-{index}-b"]',
+            "skus = sorted(item.sku for item in found.items)",
+            f'assert skus == ["sku-{index}-a", "sku-{index}-b"]',
         ]
     body_text = "".join(f"    {line}\n" for line in lines)
     return f"\n\n{a_def} test_{index:04d}({fixture}):\n{body_text}"
@@ -236,7 +240,7 @@ def test_modules(tests: int, body: str, is_async: bool, floor: bool) -> dict[str
     return modules
 
 
-TIMING_PLUGIN = '''\
+TIMING_PLUGIN = """\
 # -- timing plugin: clocks read after each test's setup+call+teardown+report ---------------
 import json as _json
 import os as _os
@@ -263,9 +267,9 @@ def pytest_sessionfinish(session, exitstatus):
         result["median_gap_us"] = gaps[len(gaps) // 2] * 1e6
     with open(_os.environ["BENCH_TIMING_FILE"], "w") as f:
         _json.dump(result, f)
-'''
+"""
 
-RECIPE_SYNC_SQLITE = '''\
+RECIPE_SYNC_SQLITE = """\
 # -- the recipe: SQLAlchemy docs, "Joining a Session into an External Transaction" ---------
 import shutil
 import tempfile
@@ -309,9 +313,9 @@ def db_session(engine):
         yield session
         session.close()
         trans.rollback()
-'''
+"""
 
-RECIPE_SYNC_POSTGRESQL = '''\
+RECIPE_SYNC_POSTGRESQL = """\
 # -- the recipe: SQLAlchemy docs, "Joining a Session into an External Transaction" ---------
 import pytest
 from sqlalchemy import create_engine
@@ -347,9 +351,9 @@ def db_session(engine):
         yield session
         session.close()
         trans.rollback()
-'''
+"""
 
-RECIPE_ASYNC_SQLITE = '''\
+RECIPE_ASYNC_SQLITE = """\
 # -- the recipe, async: SQLAlchemy docs, "Joining a Session into an External Transaction" --
 import shutil
 import tempfile
@@ -394,9 +398,9 @@ async def async_db_session(engine):
         yield session
         await session.close()
         await trans.rollback()
-'''
+"""
 
-RECIPE_ASYNC_POSTGRESQL = '''\
+RECIPE_ASYNC_POSTGRESQL = """\
 # -- the recipe, async: SQLAlchemy docs, "Joining a Session into an External Transaction" --
 import pytest_asyncio
 from sqlalchemy.engine import make_url
@@ -432,9 +436,9 @@ async def async_db_session(engine):
         yield session
         await session.close()
         await trans.rollback()
-'''
+"""
 
-FLOOR_SYNC = '''\
+FLOOR_SYNC = """\
 # -- floor: a do-nothing fixture of the same name --------------------------------------------
 import pytest
 
@@ -442,9 +446,9 @@ import pytest
 @pytest.fixture
 def db_session():
     yield None
-'''
+"""
 
-FLOOR_ASYNC = '''\
+FLOOR_ASYNC = """\
 # -- floor: a do-nothing async fixture of the same name --------------------------------------
 import pytest_asyncio
 
@@ -452,7 +456,7 @@ import pytest_asyncio
 @pytest_asyncio.fixture(loop_scope="session")
 async def async_db_session():
     yield None
-'''
+"""
 
 
 @dataclass(frozen=True)
@@ -483,7 +487,9 @@ def conftest_source(backend: str, variant: str, pg_url: str) -> str:
         }[backend]
         fixtures = fixtures.replace("__SERVER_URL__", repr(pg_url))
         fixtures = fixtures.replace("__DATABASE__", repr(RECIPE_DATABASE))
-    return f'"""Generated by bench/run.py ({backend}, {variant})."""\n\n{TIMING_PLUGIN}\n\n{fixtures}'
+    return (
+        f'"""Generated by bench/run.py ({backend}, {variant})."""\n\n{TIMING_PLUGIN}\n\n{fixtures}'
+    )
 
 
 def ini_source(backend: str, variant: str) -> str:
@@ -500,7 +506,9 @@ def ini_source(backend: str, variant: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_suite(root: Path, backend: str, body: str, variant: str, options: argparse.Namespace) -> Suite:
+def write_suite(
+    root: Path, backend: str, body: str, variant: str, options: argparse.Namespace
+) -> Suite:
     directory = root / f"{backend}-{body}-{variant}"
     directory.mkdir(parents=True)
     (directory / "pytest.ini").write_text(ini_source(backend, variant))
@@ -512,9 +520,11 @@ def write_suite(root: Path, backend: str, body: str, variant: str, options: argp
     args = ["-q", "-p", "no:cacheprovider"]
     if variant == "ctxdb":
         args += ["-p", "ctxdb"]
+        # Own test database name: no clash with other pytest runs on this machine or server,
+        # and the template databases pytest-ctxdb keeps across runs are known (see cleanup()).
+        args += ["--db-test-name", CTXDB_DATABASE]
         if backend.startswith("postgresql"):
-            # Own test database name: no clash with a test run on the same server.
-            args += ["--db-url", options.pg_url, "--db-test-name", CTXDB_DATABASE]
+            args += ["--db-url", options.pg_url]
     else:
         args += ["-p", "no:ctxdb"]
     return Suite(backend, body, variant, directory, tuple(args))
@@ -542,6 +552,7 @@ def run_suite(suite: Suite, tests: int) -> dict[str, float]:
     env["BENCH_TIMING_FILE"] = str(timing)
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", *suite.args],
+        check=False,
         cwd=suite.directory,
         env=env,
         capture_output=True,
@@ -566,26 +577,56 @@ def check_postgresql(url: str) -> str:
             version = conn.exec_driver_sql("SHOW server_version").scalar_one()
         engine.dispose()
     except Exception as exc:  # noqa: BLE001
-        raise SystemExit(f"PostgreSQL at {url} is not usable: {type(exc).__name__}: {exc}") from None
+        raise SystemExit(
+            f"PostgreSQL at {url} is not usable: {type(exc).__name__}: {exc}"
+        ) from None
     return str(version)
 
 
-def drop_recipe_database(url: str) -> None:
-    """Drop the recipe's database if a killed run left it behind."""
-    from sqlalchemy import create_engine
+def cleanup(pg_url: str | None) -> None:
+    """Leave nothing behind: the recipe's database, and the template databases (PostgreSQL)
+    and template files (SQLite) pytest-ctxdb keeps across runs for the base name
+    ``bench_ctxdb``; only those carrying pytest-ctxdb's mark are dropped."""
+    templates = Path(tempfile.gettempdir()) / "pytest-ctxdb"
+    for path in templates.glob(f"{CTXDB_DATABASE}_tpl_*"):
+        path.unlink(missing_ok=True)
+    if pg_url is None:
+        return
+    from sqlalchemy import create_engine, text
     from sqlalchemy.pool import NullPool
 
-    engine = create_engine(url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    engine = create_engine(pg_url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
     try:
         with engine.connect() as conn:
             conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {RECIPE_DATABASE} WITH (FORCE)")
+            owned = (
+                conn.execute(
+                    text(
+                        "SELECT datname FROM pg_database WHERE datname LIKE :prefix "
+                        "AND shobj_description(oid, 'pg_database') LIKE 'created by pytest-ctxdb%'"
+                    ),
+                    {"prefix": f"{CTXDB_DATABASE}%"},
+                )
+                .scalars()
+                .all()
+            )
+            for name in owned:
+                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         engine.dispose()
 
 
 def versions() -> dict[str, str]:
     found = {"python": platform.python_version()}
-    for dist in ("SQLAlchemy", "pytest", "pytest-asyncio", "pytest-ctxdb", "psycopg", "asyncpg", "aiosqlite"):
+    for dist in (
+        "SQLAlchemy",
+        "pytest",
+        "pytest-asyncio",
+        "pytest-ctxdb",
+        "psycopg",
+        "asyncpg",
+        "aiosqlite",
+    ):
         try:
             found[dist] = importlib_metadata.version(dist)
         except importlib_metadata.PackageNotFoundError:
@@ -644,18 +685,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tests", type=int, default=500, help="tests per suite (default 500)")
     parser.add_argument("--tables", type=int, default=20, help="tables in the schema (default 20)")
     parser.add_argument("--repeat", type=int, default=5, help="measured runs per suite (default 5)")
-    parser.add_argument("--backends", default=",".join(BACKENDS),
-                        help=f"comma-separated subset of {','.join(BACKENDS)}")
-    parser.add_argument("--body", default=",".join(BODIES),
-                        help=f"comma-separated subset of {','.join(BODIES)}")
-    parser.add_argument("--pg-url", default=DEFAULT_PG_URL,
-                        help=f"PostgreSQL server URL, sync driver (default {DEFAULT_PG_URL})")
+    parser.add_argument(
+        "--backends",
+        default=",".join(BACKENDS),
+        help=f"comma-separated subset of {','.join(BACKENDS)}",
+    )
+    parser.add_argument(
+        "--body", default=",".join(BODIES), help=f"comma-separated subset of {','.join(BODIES)}"
+    )
+    parser.add_argument(
+        "--pg-url",
+        default=DEFAULT_PG_URL,
+        help=f"PostgreSQL server URL, sync driver (default {DEFAULT_PG_URL})",
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
     parser.add_argument("--keep", action="store_true", help="keep the generated suites")
     options = parser.parse_args(argv)
     options.backends = [b.strip() for b in options.backends.split(",") if b.strip()]
     options.bodies = [b.strip() for b in options.body.split(",") if b.strip()]
-    for name, given, known in (("--backends", options.backends, BACKENDS), ("--body", options.bodies, BODIES)):
+    for name, given, known in (
+        ("--backends", options.backends, BACKENDS),
+        ("--body", options.bodies, BODIES),
+    ):
         unknown = sorted(set(given) - set(known))
         if unknown or not given:
             parser.error(f"{name}: unknown or empty {unknown}; choose from {', '.join(known)}")
@@ -668,17 +719,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def plugin_origin() -> str:
     """Where the pytest subprocesses import pytest_ctxdb from (and its git state, if any)."""
+    code = "import os, pytest_ctxdb; print(os.path.dirname(pytest_ctxdb.__file__))"
     with tempfile.TemporaryDirectory() as neutral:  # not the repository: its cwd would win
         proc = subprocess.run(
-            [sys.executable, "-c", "import os, pytest_ctxdb; print(os.path.dirname(pytest_ctxdb.__file__))"],
-            cwd=neutral, env=subprocess_env(), capture_output=True, text=True,
+            [sys.executable, "-c", code],
+            check=False,
+            cwd=neutral,
+            env=subprocess_env(),
+            capture_output=True,
+            text=True,
         )
     where = proc.stdout.strip() or f"<not importable: {proc.stderr.strip()[-200:]}>"
     git = ["git", "-C", where]
-    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    head = subprocess.run(
+        [*git, "rev-parse", "--short", "HEAD"], check=False, capture_output=True, text=True
+    )
     if head.returncode == 0:
-        dirty = subprocess.run([*git, "status", "--porcelain", "--", "."], capture_output=True, text=True)
-        where += f" (git {head.stdout.strip()}{', uncommitted changes' if dirty.stdout.strip() else ''})"
+        dirty = subprocess.run(
+            [*git, "status", "--porcelain", "--", "."], check=False, capture_output=True, text=True
+        )
+        state = ", uncommitted changes" if dirty.stdout.strip() else ""
+        where += f" (git {head.stdout.strip()}{state})"
     return where
 
 
@@ -723,11 +784,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(
                     f"  [{what}] {suite.label}: {measured['per_test_us']:8.1f} us/test "
                     f"(cpu {measured['cpu_us']:8.1f}, median gap {measured['median_gap_us']:8.1f})",
-                    file=sys.stderr, flush=True,
+                    file=sys.stderr,
+                    flush=True,
                 )
     finally:
-        if uses_pg:
-            drop_recipe_database(options.pg_url)
+        cleanup(options.pg_url if uses_pg else None)
         if options.keep:
             print(f"generated suites kept in {root}", file=sys.stderr)
         else:
@@ -751,7 +812,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(markdown_table(results["cpu_us"]))
     print()
-    print(f"load average at end: {os.getloadavg()[0]:.2f}; total time: {time.monotonic() - started:.0f} s")
+    elapsed = time.monotonic() - started
+    print(f"load average at end: {os.getloadavg()[0]:.2f}; total time: {elapsed:.0f} s")
     if options.json:
         path = Path(options.json)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -242,7 +242,8 @@ class RunState:
             except CtxdbError as exc:
                 report(str(exc))
         self.provisioned.clear()
-        shutil.rmtree(self.sqlite_directory, ignore_errors=True)
+        if not self.reuse:
+            shutil.rmtree(self.sqlite_directory, ignore_errors=True)
 
 
 def guard_own_engine(engine: Engine, alias: str) -> None:

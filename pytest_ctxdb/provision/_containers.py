@@ -8,8 +8,10 @@ imported only here, only when a container is asked for.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -98,17 +100,25 @@ class ContainerServer:
                 "--db-container: testcontainers is not installed; "
                 "pip install 'pytest-ctxdb[containers]'"
             ) from None
+        failure: str | None = None
         try:
             container: Any = factory(self.image, username="test", password="test", **options)
             container.start()
         except Exception as exc:  # noqa: BLE001 - docker raises many kinds; report one line
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            failure = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if failure is not None:
+            # The Docker client of the failed attempt leaves a socket behind: collect it now,
+            # quietly (outside the except block, so its traceback no longer holds it), rather
+            # than as a ResourceWarning in some later test.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ResourceWarning)
+                gc.collect()
             raise ProvisioningError(
-                f"--db-container {self.kind}: could not start {self.image!r}: {first}. Is a "
+                f"--db-container {self.kind}: could not start {self.image!r}: {failure}. Is a "
                 "Docker engine reachable (DOCKER_HOST) and the image available? Without a "
                 "registry set TESTCONTAINERS_RYUK_DISABLED=true. Or give --db-url instead, "
                 "or set db_container_missing = skip."
-            ) from None
+            )
         self._container = container
         host = container.get_container_host_ip()
         port = container.get_exposed_port(5432 if self.kind == "postgresql" else 3306)

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import shutil
 import tempfile
 import time
 import uuid
@@ -43,6 +44,16 @@ T = TypeVar("T")
 TEMPLATE_MAX_AGE = 7 * 24 * 3600.0
 #: called with (connection, alias) inside the schema transaction, after ``create_all``.
 SchemaHook = Callable[[Connection, str], None]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _lock_key(url: URL, base: str) -> str:
@@ -281,7 +292,7 @@ class TestDatabase:
                 self._run(self.server_url, self._clone_on_server, autocommit=True)
             else:
                 assert isinstance(self.backend, SQLiteBackend)
-                self._ensure_template_file(schema, rebuild)
+                self._ensure_template_file(schema, rebuild, sweep_age)
                 self.backend.drop_database(None, self.name)
                 self.backend.clone_file(self.backend.template_path(self.template), self.name)
         self.created = True
@@ -334,9 +345,13 @@ class TestDatabase:
             autocommit=True,
         )
 
-    def _ensure_template_file(self, schema: SchemaBuilder, rebuild: bool) -> None:
+    def _ensure_template_file(
+        self, schema: SchemaBuilder, rebuild: bool, sweep_age: float | None = None
+    ) -> None:
         assert isinstance(self.backend, SQLiteBackend) and self.template is not None
         path = self.backend.template_path(self.template)
+        if sweep_age is not None:
+            self._sweep_files(path, sweep_age)
         if path.exists() and not rebuild:
             self.template_built = False
             return
@@ -346,6 +361,24 @@ class TestDatabase:
         self._run(url, lambda c: schema.build(c, url), autocommit=False)
         os.replace(building, path)  # a template file that exists is complete
         self.template_built = True
+
+    def _sweep_files(self, template: Path, age: float) -> None:
+        """SQLite's sweep: template files of this base with another fingerprint or older than
+        :data:`TEMPLATE_MAX_AGE`, and run directories of killed runs older than ``age``."""
+        now = time.time()
+        directory = template.parent
+        for other in directory.glob(f"{self.base[:40]}_tpl_*.sqlite3"):
+            if other != template:
+                other.unlink(missing_ok=True)
+        for other in directory.glob("*_tpl_*.sqlite3"):
+            with contextlib.suppress(OSError):
+                if other != template and now - other.stat().st_mtime > TEMPLATE_MAX_AGE:
+                    other.unlink()
+        for run_directory in Path(tempfile.gettempdir()).glob("pytest-ctxdb-*-*"):
+            with contextlib.suppress(OSError, ValueError):
+                pid = int(run_directory.name.split("-")[2])
+                if now - run_directory.stat().st_mtime > age and not _alive(pid):
+                    shutil.rmtree(run_directory, ignore_errors=True)
 
     def _sweep(self, admin: Connection, age: float) -> None:
         """Drop the plugin's stale databases, when nobody is connected: clones of killed runs
