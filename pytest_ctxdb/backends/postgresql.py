@@ -39,14 +39,14 @@ class PostgreSQLBackend(Backend):
     )
 
     def reset_sequences(self, connection: Connection, tables: Sequence[Table]) -> None:
-        names = connection.execute(
+        # One round trip for every sequence of the schema (measured: an ALTER SEQUENCE per
+        # sequence costs 2-3x the DELETEs themselves; see bench/flush).
+        connection.execute(  # text(): SQLAlchemy escapes the % signs for each driver
             text(
-                "SELECT schemaname, sequencename FROM pg_sequences WHERE schemaname = current_schema()"
+                "SELECT setval(format('%I.%I', schemaname, sequencename)::regclass, 1, false) "
+                "FROM pg_sequences WHERE schemaname = current_schema()"
             )
-        ).all()
-        quote = connection.dialect.identifier_preparer.quote_identifier
-        for schema, name in names:
-            connection.exec_driver_sql(f"ALTER SEQUENCE {quote(schema)}.{quote(name)} RESTART")
+        )
 
     def comment(self, admin: Connection, name: str) -> str | None:
         row = admin.execute(
