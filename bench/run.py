@@ -12,8 +12,8 @@ test suite per *variant* and runs each suite with pytest in a subprocess:
 ``recipe``
     The fixture users write by hand from SQLAlchemy's documentation, "Joining a Session into
     an External Transaction (such as for test suites)": a session-scoped engine fixture that
-    creates its own database (``bench_recipe`` on PostgreSQL, a temporary file on SQLite) and
-    ``create_all``s the schema, and a function fixture::
+    creates its own database (``bench_recipe_<pid>`` on PostgreSQL, a temporary file on
+    SQLite) and ``create_all``s the schema, and a function fixture::
 
         with engine.connect() as conn:
             trans = conn.begin()
@@ -30,9 +30,9 @@ test suite per *variant* and runs each suite with pytest in a subprocess:
 ``ctxdb``
     The same tests using pytest-ctxdb's ``db_session`` / ``async_db_session``; the schema comes
     from ini ``db_metadata = bench_models:Base.metadata`` and, for PostgreSQL, ``--db-url``.
-    Run with ``-p ctxdb`` and ``--db-test-name bench_ctxdb`` (no clash with other runs on the
-    same machine or server). At the end the script removes the ``bench_ctxdb*`` template
-    databases and files pytest-ctxdb keeps across runs, and the recipe's ``bench_recipe``.
+    Run with ``-p ctxdb`` and ``--db-test-name bench_ctxdb_<pid>`` (no clash with other runs
+    on the same machine or server). At the end the script removes the template databases and
+    files pytest-ctxdb keeps across runs for that name, and the recipe's database.
 
 Every suite uses the same generated models module: ``--tables`` tables (default 20), a
 ``users`` -> ``orders`` -> ``items`` chain with foreign keys plus filler tables. The ``orm``
@@ -110,8 +110,10 @@ BODIES = ("orm", "select1")
 VARIANTS = ("floor", "recipe", "ctxdb")
 MEASURES = ("per_test_us", "cpu_us", "median_gap_us")
 TESTS_PER_MODULE = 50
-RECIPE_DATABASE = "bench_recipe"
-CTXDB_DATABASE = "bench_ctxdb"
+# Database names unique to this run, so that two benchmarks (or a benchmark and a test run)
+# on one server never drop or reuse each other's databases.
+RECIPE_DATABASE = f"bench_recipe_{os.getpid()}"
+CTXDB_DATABASE = f"bench_ctxdb_{os.getpid()}"
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
@@ -584,9 +586,9 @@ def check_postgresql(url: str) -> str:
 
 
 def cleanup(pg_url: str | None) -> None:
-    """Leave nothing behind: the recipe's database, and the template databases (PostgreSQL)
-    and template files (SQLite) pytest-ctxdb keeps across runs for the base name
-    ``bench_ctxdb``; only those carrying pytest-ctxdb's mark are dropped."""
+    """Leave nothing behind: the recipe's database, and the test and template databases
+    (PostgreSQL) and template files (SQLite) pytest-ctxdb made for this run's base name
+    ``bench_ctxdb_<pid>``; only databases carrying pytest-ctxdb's mark are dropped."""
     templates = Path(tempfile.gettempdir()) / "pytest-ctxdb"
     for path in templates.glob(f"{CTXDB_DATABASE}_tpl_*"):
         path.unlink(missing_ok=True)
@@ -599,13 +601,16 @@ def cleanup(pg_url: str | None) -> None:
     try:
         with engine.connect() as conn:
             conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {RECIPE_DATABASE} WITH (FORCE)")
+            # This run's test database and templates: bench_ctxdb_<pid>, bench_ctxdb_<pid>_...
+            prefix = CTXDB_DATABASE.replace("_", r"\_") + r"\_%"
             owned = (
                 conn.execute(
                     text(
-                        "SELECT datname FROM pg_database WHERE datname LIKE :prefix "
+                        "SELECT datname FROM pg_database "
+                        "WHERE (datname = :name OR datname LIKE :prefix) "
                         "AND shobj_description(oid, 'pg_database') LIKE 'created by pytest-ctxdb%'"
                     ),
-                    {"prefix": f"{CTXDB_DATABASE}%"},
+                    {"name": CTXDB_DATABASE, "prefix": prefix},
                 )
                 .scalars()
                 .all()

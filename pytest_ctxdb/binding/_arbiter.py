@@ -153,6 +153,8 @@ class SavepointArbiter:
         # A savepoint leaves the stack only once its RELEASE / ROLLBACK TO has run. (If that
         # statement fails the entry stays until the outer rollback resets the stack.)
         event.listen(connection, "after_cursor_execute", self._after_execute)
+        # A rollback of the whole transaction (by the test itself) ends every savepoint.
+        event.listen(connection, "rollback", self._forget)
 
     def reset(self) -> None:
         """Forget every savepoint (an outer transaction begins or ended) and wake all waiters.
@@ -165,6 +167,11 @@ class SavepointArbiter:
         self._wake()
 
     # -- events ----------------------------------------------------------------------------
+
+    def _forget(self, connection: Connection) -> None:
+        with self._condition:
+            self._stack.clear()
+        self._wake()
 
     def _on_savepoint(self, connection: Connection, name: str | None) -> None:
         actor, lineage = _actor(), _lineage.get()
@@ -217,6 +224,8 @@ class SavepointArbiter:
         deadline = time.monotonic() + self.timeout
         while not ready() or (consistent and not self._is_async and not self._in_step()):
             if ready():  # another thread is finishing its RELEASE: poll briefly
+                if time.monotonic() > deadline:
+                    return  # bookkeeping never settled: let SQLAlchemy report what it sees
                 time.sleep(0.001)
                 continue
             holder = self._stack[-1]

@@ -130,6 +130,10 @@ class OuterTransaction:
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
         _reset_arbiter(connection)
+        # Number savepoints from 1 again in every test: the same SAVEPOINT / RELEASE text each
+        # time lets drivers reuse prepared statements (asyncpg prepares every new text).
+        if hasattr(connection, "_Connection__savepoint_seq"):
+            connection._Connection__savepoint_seq = 0
         self._transaction: RootTransaction = connection.begin()
         self._sessions: list[Session] = []
 

@@ -15,7 +15,8 @@ import pytest_asyncio
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.pool import NullPool
 
-from ..binding import AsyncReusedConnection, AsyncTestBinding, BindingPlan
+from ..binding import AsyncReusedConnection, AsyncTestBinding
+from ._fixtures import ASYNC_REQUEST_KEY
 from ._state import RunState, guard_own_engine
 
 
@@ -68,11 +69,9 @@ def _define(scope: Any) -> tuple[Any, Any]:
 
     @pytest_asyncio.fixture(loop_scope=scope, name=f"_ctxdb_async_binding_{scope}")
     async def binding(request: pytest.FixtureRequest) -> AsyncIterator[AsyncTestBinding]:
-        # Both already set up by the dispatcher, so these return cached values, no loop work.
-        connections: AsyncConnections = request.getfixturevalue(f"_ctxdb_async_connection_{scope}")
-        plan: BindingPlan = request.getfixturevalue("_ctxdb_plan")
-        state: RunState = request.getfixturevalue("_ctxdb_state")
-        test_binding = AsyncTestBinding(connections.connect, plan, state.cleanup)
+        # Handed over by the dispatcher (already set up; no fixture lookups here).
+        connections, handles = request.node.stash[ASYNC_REQUEST_KEY]
+        test_binding = AsyncTestBinding(connections.connect, handles.plan, handles.state.cleanup)
         try:
             await test_binding.open_all()
         except BaseException:

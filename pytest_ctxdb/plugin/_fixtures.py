@@ -21,13 +21,14 @@ if TYPE_CHECKING:
 
 __all__ = (
     "ASYNC_FIXTURES",
+    "ASYNC_REQUEST_KEY",
     "CALL_FAILED_KEY",
     "SYNC_FIXTURES",
     "AsyncHandles",
+    "SyncHandles",
+    "TestHandles",
     "_ctxdb_async",
     "_ctxdb_binding",
-    "_ctxdb_plan",
-    "_ctxdb_source",
     "_ctxdb_state",
     "async_db_connection",
     "async_db_engine",
@@ -39,6 +40,7 @@ __all__ = (
     "db_sessions",
     "fail_on_error",
     "make_plan",
+    "test_handles",
 )
 
 #: fixtures that need the sync driver / the async driver (used to provision before the run).
@@ -86,38 +88,6 @@ def db_engine(_ctxdb_state: RunState) -> Engine:
 CALL_FAILED_KEY = pytest.StashKey[bool]()
 
 
-@pytest.fixture
-def _ctxdb_source(
-    request: pytest.FixtureRequest, _ctxdb_state: RunState
-) -> Iterator[TestSessionSource]:
-    """Install the test's session source into the context runtime for one test."""
-    from ..context import _scope, _seam
-
-    try:
-        adapters = _ctxdb_state.adapters()
-    except CtxdbError as exc:
-        fail_on_error(exc)
-    source = TestSessionSource(adapters)
-    source.root_scope = root = _scope.SessionScope()
-    token = _scope._current.set(root)
-    _seam.install_source(source)
-    for adapter in adapters:
-        for engine in adapter.engines():
-            _seam.watch_engine(engine, f"the engine behind {adapter.label}")
-    try:
-        yield source
-    finally:
-        source.detach()
-        _seam.uninstall_source(source)
-        try:
-            _scope._current.reset(token)
-        except ValueError:  # set in another context (should not happen): clear it
-            _scope._current.set(None)
-    if source.escapes and not request.node.stash.get(CALL_FAILED_KEY, False):
-        # The app swallowed the error raised at checkout: fail the test anyway.
-        pytest.fail("pytest-ctxdb: " + "\n".join(source.escapes), pytrace=False)
-
-
 def make_plan(item: pytest.Item, state: RunState) -> BindingPlan:
     """The test's :class:`BindingPlan` from its ``db`` marker (default alias without one).
 
@@ -135,18 +105,35 @@ def make_plan(item: pytest.Item, state: RunState) -> BindingPlan:
     )
 
 
-@pytest.fixture
-def _ctxdb_plan(request: pytest.FixtureRequest, _ctxdb_state: RunState) -> BindingPlan:
+@dataclass
+class TestHandles:
+    """What one test has open: its plan and the session source installed for it.
+
+    Made once per test by whichever database fixture comes first (sync or async), kept in
+    the item's stash, and closed by an item finalizer after every fixture's teardown.
+    """
+
+    __test__ = False
+
+    state: RunState
+    plan: BindingPlan
+    source: TestSessionSource
+
+
+_TEST_KEY = pytest.StashKey[TestHandles]()
+
+
+def _plan_or_fail(item: pytest.Item, state: RunState) -> BindingPlan:
     problem: str | None = None
     try:
-        plan = make_plan(request.node, _ctxdb_state)
+        plan = make_plan(item, state)
     except MarkerError as exc:
-        problem = f"In {request.node.nodeid}: {exc}"
+        problem = f"In {item.nodeid}: {exc}"
     if problem is not None:  # outside the except block: one line, no chained exception
         pytest.fail(problem, pytrace=False)
     if not plan.transaction:
         for alias in plan.physical_aliases():
-            tables = _ctxdb_state.nontransactional.get(alias)
+            tables = state.nontransactional.get(alias)
             if tables:
                 pytest.fail(
                     f"pytest-ctxdb: alias {alias!r}: tables {', '.join(sorted(tables))} use a "
@@ -157,18 +144,68 @@ def _ctxdb_plan(request: pytest.FixtureRequest, _ctxdb_state: RunState) -> Bindi
     return plan
 
 
-@pytest.fixture
-def _ctxdb_binding(
-    _ctxdb_state: RunState, _ctxdb_source: TestSessionSource, _ctxdb_plan: BindingPlan
-) -> Iterator[TestBinding]:
-    binding = TestBinding(_ctxdb_state.connect, _ctxdb_plan, _ctxdb_state.cleanup)
+def test_handles(request: pytest.FixtureRequest) -> TestHandles:
+    """The test's :class:`TestHandles`, opened on first use: validates the ``db`` marker and
+    installs the test's session source into the context runtime."""
+    node = request.node
+    handles: TestHandles | None = node.stash.get(_TEST_KEY, None)
+    if handles is not None:
+        return handles
+    from ..context import _scope, _seam
+
+    state = request.config.stash[STATE_KEY]
+    if state.skip_reason is not None:  # db_container_missing = skip
+        pytest.skip(f"pytest-ctxdb: {state.skip_reason}")
+    plan = _plan_or_fail(node, state)
     try:
-        binding.outer(_ctxdb_plan.primary)
-        _ctxdb_source.attach_sync(binding)
+        adapters = state.adapters()
+    except CtxdbError as exc:
+        fail_on_error(exc)
+    source = TestSessionSource(adapters)
+    source.root_scope = root = _scope.SessionScope()
+    token = _scope._current.set(root)
+    _seam.install_source(source)
+    for adapter in adapters:
+        for engine in adapter.engines():
+            _seam.watch_engine(engine, f"the engine behind {adapter.label}")
+
+    def close() -> None:
+        source.detach()
+        _seam.uninstall_source(source)
+        try:
+            _scope._current.reset(token)
+        except ValueError:  # set in another context (should not happen): clear it
+            _scope._current.set(None)
+        if source.escapes and not node.stash.get(CALL_FAILED_KEY, False):
+            # The app swallowed the error raised at checkout: fail the test anyway.
+            pytest.fail("pytest-ctxdb: " + "\n".join(source.escapes), pytrace=False)
+
+    # Registered before the calling fixture's own finalizer, so it runs after it (LIFO).
+    node.addfinalizer(close)
+    handles = node.stash[_TEST_KEY] = TestHandles(state, plan, source)
+    return handles
+
+
+@dataclass(frozen=True)
+class SyncHandles:
+    """The sync binding of a test and its session source."""
+
+    binding: TestBinding
+    source: TestSessionSource
+
+
+@pytest.fixture
+def _ctxdb_binding(request: pytest.FixtureRequest) -> Iterator[SyncHandles]:
+    handles = test_handles(request)
+    state = handles.state
+    binding = TestBinding(state.connect, handles.plan, state.cleanup)
+    try:
+        binding.outer(handles.plan.primary)
+        handles.source.attach_sync(binding)
     except CtxdbError as exc:
         binding.close()
         fail_on_error(exc)
-    yield binding
+    yield SyncHandles(binding, handles.source)
     binding.close()
 
 
@@ -194,7 +231,7 @@ class SessionMap(Mapping[str, Any]):
 
 
 @pytest.fixture
-def db_connection(_ctxdb_binding: TestBinding) -> Connection:
+def db_connection(_ctxdb_binding: SyncHandles) -> Connection:
     """A sync ``Connection`` to the test database inside an outer transaction (function scope).
 
     The outer transaction is rolled back after the test, so everything the test wrote through
@@ -203,13 +240,12 @@ def db_connection(_ctxdb_binding: TestBinding) -> Connection:
     permanent); use ``begin_nested()``, or a ``Session(bind=db_connection,
     join_transaction_mode="create_savepoint")`` whose commits release savepoints.
     """
-    return _ctxdb_binding.outer(_ctxdb_binding.plan.primary).connection
+    binding = _ctxdb_binding.binding
+    return binding.outer(binding.plan.primary).connection
 
 
 @pytest.fixture
-def db_sessions(
-    _ctxdb_binding: TestBinding, _ctxdb_source: TestSessionSource
-) -> Mapping[str, Session]:
+def db_sessions(_ctxdb_binding: SyncHandles) -> Mapping[str, Session]:
     """alias -> a sync ``Session`` of that alias, for tests that declare several databases.
 
     ``@pytest.mark.db(using=["default", "replica"])`` then ``db_sessions["replica"]``. Each
@@ -218,16 +254,16 @@ def db_sessions(
     each alias is the same object in the test's own context. Function scope.
     """
 
-    def make(alias: str) -> Session:
-        return _ctxdb_source.root_session(  # type: ignore[no-any-return]
-            alias, False, _ctxdb_binding.outer(alias).session
-        )
+    binding, source = _ctxdb_binding.binding, _ctxdb_binding.source
 
-    return SessionMap(make, _ctxdb_binding.plan.aliases)
+    def make(alias: str) -> Session:
+        return source.root_session(alias, False, binding.outer(alias).session)  # type: ignore[no-any-return]
+
+    return SessionMap(make, binding.plan.aliases)
 
 
 @pytest.fixture
-def db_session(_ctxdb_binding: TestBinding, _ctxdb_source: TestSessionSource) -> Session:
+def db_session(_ctxdb_binding: SyncHandles) -> Session:
     """A sync ORM ``Session`` on ``db_connection``, rolled back after the test (function scope).
 
     Made with ``join_transaction_mode="create_savepoint"``, as in SQLAlchemy's recipe
@@ -236,12 +272,11 @@ def db_session(_ctxdb_binding: TestBinding, _ctxdb_source: TestSessionSource) ->
     ``close()`` is harmless. A test may request it with ``db_connection``: both share the one
     outer transaction, which is rolled back at the end whatever the test did.
     """
-    primary = _ctxdb_binding.plan.primary
-    session = _ctxdb_source.root_sessions.get((primary, False))
-    if session is None:
-        session = _ctxdb_binding.outer(primary).session()
-        _ctxdb_source.root_sessions[(primary, False)] = session
-    return session
+    binding = _ctxdb_binding.binding
+    primary = binding.plan.primary
+    return _ctxdb_binding.source.root_session(  # type: ignore[no-any-return]
+        primary, False, binding.outer(primary).session
+    )
 
 
 # -- async: sync dispatchers to the fixtures of the requesting test's loop scope -------------
@@ -251,8 +286,9 @@ def db_session(_ctxdb_binding: TestBinding, _ctxdb_source: TestSessionSource) ->
 class AsyncHandles:
     """The async connections of a loop scope and the test's binding on them."""
 
-    source: Any  # _async_fixtures.AsyncConnections
+    connections: Any  # _async_fixtures.AsyncConnections
     binding: AsyncTestBinding
+    source: TestSessionSource
 
 
 def _loop_scope(request: pytest.FixtureRequest) -> str:
@@ -270,13 +306,12 @@ def _loop_scope(request: pytest.FixtureRequest) -> str:
     return str(scope or "function")
 
 
+#: what the dispatcher hands the per-loop-scope async binding fixture (no fixture lookups).
+ASYNC_REQUEST_KEY = pytest.StashKey[tuple[Any, TestHandles]]()
+
+
 @pytest.fixture
-def _ctxdb_async(
-    request: pytest.FixtureRequest,
-    _ctxdb_state: RunState,
-    _ctxdb_source: TestSessionSource,
-    _ctxdb_plan: BindingPlan,
-) -> AsyncHandles:
+def _ctxdb_async(request: pytest.FixtureRequest) -> AsyncHandles:
     try:
         import pytest_asyncio  # noqa: F401
     except ImportError:
@@ -288,18 +323,20 @@ def _ctxdb_async(
     scope = _loop_scope(request)
     if scope not in _LOOP_SCOPES:
         pytest.fail(f"pytest-ctxdb: unknown asyncio loop scope {scope!r}", pytrace=False)
+    handles = test_handles(request)
     try:
         # Provision here, outside any event loop (provisioning may run its own loop).
-        _ctxdb_state.provision(_ctxdb_plan.physical_aliases(), sync=False, async_=True)
+        handles.state.provision(handles.plan.physical_aliases(), sync=False, async_=True)
     except CtxdbError as exc:
         fail_on_error(exc)
     source = request.getfixturevalue(f"_ctxdb_async_connection_{scope}")
+    request.node.stash[ASYNC_REQUEST_KEY] = (source, handles)
     binding: AsyncTestBinding = request.getfixturevalue(f"_ctxdb_async_binding_{scope}")
     try:
-        _ctxdb_source.attach_async(binding)
+        handles.source.attach_async(binding)
     except CtxdbError as exc:
         fail_on_error(exc)
-    return AsyncHandles(source, binding)
+    return AsyncHandles(source, binding, handles.source)
 
 
 @pytest.fixture
@@ -311,7 +348,7 @@ def async_db_engine(_ctxdb_async: AsyncHandles) -> AsyncEngine:
     is the async twin of the URL's (asyncpg for PostgreSQL, aiosqlite for SQLite). Like
     ``db_engine``, connections taken from it directly are not isolated.
     """
-    return _ctxdb_async.source.engine(_ctxdb_async.binding.plan.primary)  # type: ignore[no-any-return]
+    return _ctxdb_async.connections.engine(_ctxdb_async.binding.plan.primary)  # type: ignore[no-any-return]
 
 
 @pytest.fixture
@@ -325,22 +362,18 @@ def async_db_connection(_ctxdb_async: AsyncHandles) -> AsyncConnection:
 
 
 @pytest.fixture
-def async_db_sessions(
-    _ctxdb_async: AsyncHandles, _ctxdb_source: TestSessionSource
-) -> Mapping[str, AsyncSession]:
+def async_db_sessions(_ctxdb_async: AsyncHandles) -> Mapping[str, AsyncSession]:
     """alias -> an ``AsyncSession`` of that alias; the async twin of ``db_sessions``."""
-    binding = _ctxdb_async.binding
+    binding, source = _ctxdb_async.binding, _ctxdb_async.source
 
     def make(alias: str) -> AsyncSession:
-        return _ctxdb_source.root_session(  # type: ignore[no-any-return]
-            alias, True, binding.outer(alias).session
-        )
+        return source.root_session(alias, True, binding.outer(alias).session)  # type: ignore[no-any-return]
 
     return SessionMap(make, binding.plan.aliases)
 
 
 @pytest.fixture
-def async_db_session(_ctxdb_async: AsyncHandles, _ctxdb_source: TestSessionSource) -> AsyncSession:
+def async_db_session(_ctxdb_async: AsyncHandles) -> AsyncSession:
     """An ``AsyncSession`` on ``async_db_connection``, rolled back after the test.
 
     The async twin of ``db_session`` (function scope), with
@@ -350,8 +383,6 @@ def async_db_session(_ctxdb_async: AsyncHandles, _ctxdb_source: TestSessionSourc
     the test's own loop.
     """
     primary = _ctxdb_async.binding.plan.primary
-    session = _ctxdb_source.root_sessions.get((primary, True))
-    if session is None:
-        session = _ctxdb_async.binding.outer(primary).session()
-        _ctxdb_source.root_sessions[(primary, True)] = session
-    return session
+    return _ctxdb_async.source.root_session(  # type: ignore[no-any-return]
+        primary, True, _ctxdb_async.binding.outer(primary).session
+    )
