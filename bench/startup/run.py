@@ -63,8 +63,13 @@ numbers). Three parts, chosen with ``--parts``:
     application code would; the plugin turns the commit into a SAVEPOINT release), run with
     ``-n 0`` and ``-n 2`` against a warm template; and the same tests with bodies that do no
     database work, run with ``-p no:ctxdb`` (``floor``: pytest's and pytest-xdist's own
-    speed-up on this machine). One warm-up run of each, then ``--xdist-repeat`` rounds
-    (>= 3) interleaving the four variants; medians of the wall time and ``speed-up = wall(-n 0)
+    speed-up on this machine); and, on PostgreSQL, the same tests with the hand-written
+    recipe (``recipe``, ``-p no:ctxdb``): a template database built once under a file lock and
+    kept across runs, ``CREATE DATABASE <base>_<worker_id> TEMPLATE`` per xdist worker, and
+    SQLAlchemy's "join a Session into an external transaction" fixture
+    (``join_transaction_mode="create_savepoint"``), so that the plugin's speed-up can be
+    compared with the recipe's under the same load. One warm-up run of each, then
+    ``--xdist-repeat`` rounds (>= 3) interleaving the variants; medians of the wall time and ``speed-up = wall(-n 0)
     / wall(-n 2)``. Each xdist worker's ``TestDatabase.create`` (lock wait included) and clone
     are reported as well.
 
@@ -530,13 +535,72 @@ def write_project(root: Path, schema: str, tables: int) -> Path:
     return root
 
 
+#: The hand-written recipe for the xdist part (``recipe/conftest.py``, run with -p no:ctxdb):
+#: a template built once under a file lock and kept across runs, one clone per xdist worker,
+#: and SQLAlchemy's "join a Session into an external transaction" fixture.
+RECIPE_CONFTEST = textwrap.dedent(
+    '''\
+    import os
+    from pathlib import Path
+
+    import pytest
+    from filelock import FileLock
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.orm import Session
+    from sqlalchemy.pool import NullPool
+
+    import models
+
+    URL = make_url(os.environ["BENCH_PG_URL"])
+    BASE = os.environ["BENCH_RECIPE_BASE"]
+
+
+    @pytest.fixture(scope="session")
+    def engine(worker_id):
+        admin = create_engine(URL, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+        template, name = f"{BASE}_tpl", f"{BASE}_{worker_id}"
+        with FileLock(str(Path(__file__).with_name("recipe.lock"))):
+            with admin.connect() as conn:
+                found = conn.exec_driver_sql(
+                    "SELECT 1 FROM pg_database WHERE datname = %(n)s", {"n": template}
+                ).first()
+                if found is None:
+                    conn.exec_driver_sql(f'CREATE DATABASE "{template}"')
+                    built = create_engine(URL.set(database=template), poolclass=NullPool)
+                    with built.begin() as schema:
+                        models.Base.metadata.create_all(schema)
+                    built.dispose()
+                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}"')
+                conn.exec_driver_sql(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+        engine = create_engine(URL.set(database=name))
+        yield engine
+        engine.dispose()
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+    @pytest.fixture
+    def db_session(engine):
+        with engine.connect() as conn:
+            trans = conn.begin()
+            session = Session(bind=conn, join_transaction_mode="create_savepoint")
+            yield session
+            session.close()
+            trans.rollback()
+    '''
+)
+
+
 def write_xdist_project(root: Path, tests: int, tables: int, modules: int = 20) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     (root / "models.py").write_text(models_source(tables))
     (root / "conftest.py").write_text(CONFTEST)
     (root / "pytest.ini").write_text(pytest_ini("create_all"))
-    for kind in ("db", "floor"):
+    for kind in ("db", "floor", "recipe"):
         (root / kind).mkdir(exist_ok=True)
+    (root / "recipe" / "conftest.py").write_text(RECIPE_CONFTEST)
     per = [tests // modules + (1 if i < tests % modules else 0) for i in range(modules)]
     number = 0
     for m, count in enumerate(per):
@@ -561,6 +625,7 @@ def write_xdist_project(root: Path, tests: int, tables: int, modules: int = 20) 
             ]
             number += 1
         (root / "db" / f"test_m{m:02d}.py").write_text("\n".join(db))
+        (root / "recipe" / f"test_m{m:02d}.py").write_text("\n".join(db))
         (root / "floor" / f"test_m{m:02d}.py").write_text("\n".join(floor))
     return root
 
@@ -1060,6 +1125,9 @@ def run_xdist(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             "floor -n 0": ["floor", "-n", "0", "-p", "no:ctxdb"],
             "floor -n 2": ["floor", "-n", "2", "-p", "no:ctxdb"],
         }
+        if backend == "postgresql" and args.recipe:
+            variants["recipe -n 0"] = ["recipe", "-n", "0", "-p", "no:ctxdb"]
+            variants["recipe -n 2"] = ["recipe", "-n", "2", "-p", "no:ctxdb"]
         runs: dict[str, list[RunResult]] = {v: [] for v in variants}
         print(f"xdist ({backend}): warm-up", flush=True)
         for name, a in variants.items():
@@ -1096,7 +1164,9 @@ def run_xdist(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 "load": summary(g.load for g in got),
                 "cpu": summary(g.cpu for g in got),
             }
-        for kind in ("db", "floor"):
+        for kind in ("db", "floor", "recipe"):
+            if f"{kind} -n 0" not in entry:
+                continue
             n0, n2 = entry[f"{kind} -n 0"]["wall"], entry[f"{kind} -n 2"]["wall"]
             paired = [a / b for a, b in zip(entry[f"{kind} -n 0"]["raw_wall"], entry[f"{kind} -n 2"]["raw_wall"])]
             entry[f"{kind} speed-up"] = {
@@ -1111,7 +1181,9 @@ def print_xdist(results: dict[str, Any], tests: int, target: float) -> None:
     for backend, e in results.items():
         print(f"\n### pytest-xdist on {backend}: {tests} tests (s; median (p25-p75; min..max))\n")
         rows = []
-        for name in ("db -n 0", "db -n 2", "floor -n 0", "floor -n 2"):
+        for name in ("db -n 0", "db -n 2", "recipe -n 0", "recipe -n 2", "floor -n 0", "floor -n 2"):
+            if name not in e:
+                continue
             r = e[name]
 
             def sec(s: dict[str, float] | None) -> str:
@@ -1157,7 +1229,9 @@ def print_xdist(results: dict[str, Any], tests: int, target: float) -> None:
             )
         )
         print()
-        for kind in ("db", "floor"):
+        for kind in ("db", "recipe", "floor"):
+            if f"{kind} speed-up" not in e:
+                continue
             s = e[f"{kind} speed-up"]
             verdict = ""
             if kind == "db":
@@ -1241,6 +1315,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--xdist-tables", type=int, default=20)
     parser.add_argument("--xdist-repeat", type=int, default=5, help=">= 3")
     parser.add_argument("--xdist-backends", type=csv(str), default=["postgresql"])
+    parser.add_argument(
+        "--no-recipe",
+        dest="recipe",
+        action="store_false",
+        help="xdist part: leave out the hand-written recipe (PostgreSQL only)",
+    )
     parser.add_argument("--startup-target-ms", type=float, default=150.0)
     parser.add_argument("--clone-target-ms", type=float, default=300.0)
     parser.add_argument("--xdist-target", type=float, default=1.5)
@@ -1249,6 +1329,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="write raw results here")
     args = parser.parse_args(argv)
 
+    # Read by the recipe's conftest (xdist part); copied into every child's environment.
+    os.environ["BENCH_PG_URL"] = args.pg_url
+    os.environ["BENCH_RECIPE_BASE"] = f"{PREFIX}pg_rc"
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-startup-"))
     work.mkdir(parents=True, exist_ok=True)
     bases = [
@@ -1256,7 +1339,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for s in ("pg", "sl")
         for t in ("ca", "al")
         for n in args.tables
-    ] + [f"{PREFIX}pg_xd", f"{PREFIX}sl_xd"]
+    ] + [f"{PREFIX}pg_xd", f"{PREFIX}sl_xd", f"{PREFIX}pg_rc"]
     print(f"python {sys.version.split()[0]}; work dir {work}; PYTHONDONTWRITEBYTECODE unset in children")
     results: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}}
     t0 = time.perf_counter()

@@ -17,11 +17,9 @@ import pytest
 
 from .._errors import CtxdbError
 from .._settings import DEFAULT_ALIAS, Source, split_alias
-from ..binding import EngineSessionSource
 from ..provision import ContainerServer, default_template_directory, make_sqlite_directory
 from ._fixtures import (
     ASYNC_FIXTURES,
-    CALL_FAILED_KEY,
     SYNC_FIXTURES,
     _ctxdb_async,
     _ctxdb_binding,
@@ -68,7 +66,6 @@ __all__ = (
     "pytest_collection_modifyitems",
     "pytest_configure",
     "pytest_report_header",
-    "pytest_runtest_makereport",
     "pytest_runtest_setup",
     "pytest_runtestloop",
     "pytest_sessionfinish",
@@ -201,8 +198,10 @@ def _uses_db(item: pytest.Item) -> bool:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """A test with the ``db`` marker but no database fixture still gets its binding."""
+    """Note which tests use a database; a test with the ``db`` marker but no database fixture
+    still gets its binding."""
     for item in items:
+        item.stash[_USES_DB] = _uses_db(item)
         names = getattr(item, "fixturenames", None)
         if names is None or item.get_closest_marker("db") is None:
             continue
@@ -220,8 +219,10 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         return
     from ..context import _seam
 
-    uses_db = _uses_db(item)
-    _seam.set_ambient(EngineSessionSource(state.ambient_engine) if uses_db else None)
+    uses_db = item.stash.get(_USES_DB, None)
+    if uses_db is None:
+        uses_db = _uses_db(item)
+    _seam.set_ambient(state.ambient_source if uses_db else None)
     if state.block_access:
         _seam.block(None if uses_db else ACCESS_NOT_ALLOWED)
     if (uses_db or state.block_access) and not state._adapters_guarded:
@@ -287,14 +288,6 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
             state.container.stop()  # the run's owner stops it, after every worker is done
         except Exception as exc:  # noqa: BLE001 - report, do not mask the run's outcome
             report(f"stopping the container failed: {exc}")
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> object:
-    report = yield
-    if call.when == "call" and call.excinfo is not None:
-        item.stash[CALL_FAILED_KEY] = True
-    return report
 
 
 class _XdistHooks:

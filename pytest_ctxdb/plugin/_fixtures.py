@@ -22,7 +22,6 @@ if TYPE_CHECKING:
 __all__ = (
     "ASYNC_FIXTURES",
     "ASYNC_REQUEST_KEY",
-    "CALL_FAILED_KEY",
     "SYNC_FIXTURES",
     "AsyncHandles",
     "SyncHandles",
@@ -40,6 +39,7 @@ __all__ = (
     "db_sessions",
     "fail_on_error",
     "make_plan",
+    "sync_handles",
     "test_handles",
 )
 
@@ -82,10 +82,6 @@ def db_engine(_ctxdb_state: RunState) -> Engine:
     except CtxdbError as exc:
         fail_on_error(exc)
         raise  # unreachable
-
-
-#: set on an item whose call phase failed (so teardown does not report an escape twice).
-CALL_FAILED_KEY = pytest.StashKey[bool]()
 
 
 def make_plan(item: pytest.Item, state: RunState) -> BindingPlan:
@@ -176,12 +172,14 @@ def test_handles(request: pytest.FixtureRequest) -> TestHandles:
             _scope._current.reset(token)
         except ValueError:  # set in another context (should not happen): clear it
             _scope._current.set(None)
-        if source.escapes and not node.stash.get(CALL_FAILED_KEY, False):
-            # The app swallowed the error raised at checkout: fail the test anyway.
+        if source.escapes and request.session.testsfailed == failed_before:
+            # The test passed: the app swallowed the error raised at checkout. Fail it anyway
+            # (a test that already failed, likely on that error, is not reported twice).
             pytest.fail("pytest-ctxdb: " + "\n".join(source.escapes), pytrace=False)
 
     # Registered before the calling fixture's own finalizer, so it runs after it (LIFO).
     node.addfinalizer(close)
+    failed_before = request.session.testsfailed
     handles = node.stash[_TEST_KEY] = TestHandles(state, plan, source)
     return handles
 
@@ -194,19 +192,34 @@ class SyncHandles:
     source: TestSessionSource
 
 
-@pytest.fixture
-def _ctxdb_binding(request: pytest.FixtureRequest) -> Iterator[SyncHandles]:
-    handles = test_handles(request)
-    state = handles.state
-    binding = TestBinding(state.connect, handles.plan, state.cleanup)
+_SYNC_KEY = pytest.StashKey[SyncHandles]()
+
+
+def sync_handles(request: pytest.FixtureRequest) -> SyncHandles:
+    """The test's sync binding, opened on first use by any sync database fixture (so a test
+    pays for one fixture, not a chain); rolled back by an item finalizer after the test."""
+    node = request.node
+    handles: SyncHandles | None = node.stash.get(_SYNC_KEY, None)
+    if handles is not None:
+        return handles
+    test = test_handles(request)
+    state = test.state
+    binding = TestBinding(state.connect, test.plan, state.cleanup)
     try:
-        binding.outer(handles.plan.primary)
-        handles.source.attach_sync(binding)
+        binding.outer(test.plan.primary)
+        test.source.attach_sync(binding)
     except CtxdbError as exc:
         binding.close()
         fail_on_error(exc)
-    yield SyncHandles(binding, handles.source)
-    binding.close()
+    node.addfinalizer(binding.close)  # runs before the source's close (LIFO)
+    handles = node.stash[_SYNC_KEY] = SyncHandles(binding, test.source)
+    return handles
+
+
+@pytest.fixture
+def _ctxdb_binding(request: pytest.FixtureRequest) -> SyncHandles:
+    """The sync binding (for a test that has only the ``db`` marker)."""
+    return sync_handles(request)
 
 
 class SessionMap(Mapping[str, Any]):
@@ -231,7 +244,7 @@ class SessionMap(Mapping[str, Any]):
 
 
 @pytest.fixture
-def db_connection(_ctxdb_binding: SyncHandles) -> Connection:
+def db_connection(request: pytest.FixtureRequest) -> Connection:
     """A sync ``Connection`` to the test database inside an outer transaction (function scope).
 
     The outer transaction is rolled back after the test, so everything the test wrote through
@@ -240,12 +253,12 @@ def db_connection(_ctxdb_binding: SyncHandles) -> Connection:
     permanent); use ``begin_nested()``, or a ``Session(bind=db_connection,
     join_transaction_mode="create_savepoint")`` whose commits release savepoints.
     """
-    binding = _ctxdb_binding.binding
+    binding = sync_handles(request).binding
     return binding.outer(binding.plan.primary).connection
 
 
 @pytest.fixture
-def db_sessions(_ctxdb_binding: SyncHandles) -> Mapping[str, Session]:
+def db_sessions(request: pytest.FixtureRequest) -> Mapping[str, Session]:
     """alias -> a sync ``Session`` of that alias, for tests that declare several databases.
 
     ``@pytest.mark.db(using=["default", "replica"])`` then ``db_sessions["replica"]``. Each
@@ -254,7 +267,8 @@ def db_sessions(_ctxdb_binding: SyncHandles) -> Mapping[str, Session]:
     each alias is the same object in the test's own context. Function scope.
     """
 
-    binding, source = _ctxdb_binding.binding, _ctxdb_binding.source
+    handles = sync_handles(request)
+    binding, source = handles.binding, handles.source
 
     def make(alias: str) -> Session:
         return source.root_session(alias, False, binding.outer(alias).session)  # type: ignore[no-any-return]
@@ -263,7 +277,7 @@ def db_sessions(_ctxdb_binding: SyncHandles) -> Mapping[str, Session]:
 
 
 @pytest.fixture
-def db_session(_ctxdb_binding: SyncHandles) -> Session:
+def db_session(request: pytest.FixtureRequest) -> Session:
     """A sync ORM ``Session`` on ``db_connection``, rolled back after the test (function scope).
 
     Made with ``join_transaction_mode="create_savepoint"``, as in SQLAlchemy's recipe
@@ -272,10 +286,10 @@ def db_session(_ctxdb_binding: SyncHandles) -> Session:
     ``close()`` is harmless. A test may request it with ``db_connection``: both share the one
     outer transaction, which is rolled back at the end whatever the test did.
     """
-    binding = _ctxdb_binding.binding
-    primary = binding.plan.primary
-    return _ctxdb_binding.source.root_session(  # type: ignore[no-any-return]
-        primary, False, binding.outer(primary).session
+    handles = sync_handles(request)
+    primary = handles.binding.plan.primary
+    return handles.source.root_session(  # type: ignore[no-any-return]
+        primary, False, handles.binding.outer(primary).session
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from .._errors import CtxdbError, ProvisioningError
 from .._settings import DEFAULT_ALIAS, DatabaseSettings
 from ..adapters import Adapter, load_adapters
 from ..backends import MySQLBackend
-from ..binding import ReusedConnection
+from ..binding import EngineSessionSource, ReusedConnection
 from ..provision import ContainerServer, SchemaBuilder, SchemaHook, TestDatabase, load_metadata
 
 __all__ = ("STATE_KEY", "RunState")
@@ -161,6 +162,11 @@ class RunState:
                 engine.sync_engine if hasattr(engine, "sync_engine") else engine, alias
             )
         return engine
+
+    @functools.cached_property
+    def ambient_source(self) -> EngineSessionSource:
+        """The source for wider-scoped fixtures of database tests (one per run)."""
+        return EngineSessionSource(self.ambient_engine)
 
     def ambient_engine(self, alias: str, is_async: bool) -> Any:
         """The engine wider-scoped fixtures' sessions use (see ``EngineSessionSource``): the
