@@ -33,6 +33,7 @@ __all__ = (
     "async_db_engine",
     "async_db_session",
     "async_db_sessions",
+    "async_handles",
     "db_connection",
     "db_engine",
     "db_session",
@@ -324,8 +325,16 @@ def _loop_scope(request: pytest.FixtureRequest) -> str:
 ASYNC_REQUEST_KEY = pytest.StashKey[tuple[Any, TestHandles]]()
 
 
-@pytest.fixture
-def _ctxdb_async(request: pytest.FixtureRequest) -> AsyncHandles:
+_ASYNC_KEY = pytest.StashKey[AsyncHandles]()
+
+
+def async_handles(request: pytest.FixtureRequest) -> AsyncHandles:
+    """The test's async binding, opened on first use by any async database fixture: the
+    per-loop-scope fixtures matching the test's loop scope are set up through it."""
+    node = request.node
+    existing: AsyncHandles | None = node.stash.get(_ASYNC_KEY, None)
+    if existing is not None:
+        return existing
     try:
         import pytest_asyncio  # noqa: F401
     except ImportError:
@@ -343,18 +352,25 @@ def _ctxdb_async(request: pytest.FixtureRequest) -> AsyncHandles:
         handles.state.provision(handles.plan.physical_aliases(), sync=False, async_=True)
     except CtxdbError as exc:
         fail_on_error(exc)
-    source = request.getfixturevalue(f"_ctxdb_async_connection_{scope}")
-    request.node.stash[ASYNC_REQUEST_KEY] = (source, handles)
+    connections = request.getfixturevalue(f"_ctxdb_async_connection_{scope}")
+    node.stash[ASYNC_REQUEST_KEY] = (connections, handles)
     binding: AsyncTestBinding = request.getfixturevalue(f"_ctxdb_async_binding_{scope}")
     try:
         handles.source.attach_async(binding)
     except CtxdbError as exc:
         fail_on_error(exc)
-    return AsyncHandles(source, binding, handles.source)
+    result = node.stash[_ASYNC_KEY] = AsyncHandles(connections, binding, handles.source)
+    return result
 
 
 @pytest.fixture
-def async_db_engine(_ctxdb_async: AsyncHandles) -> AsyncEngine:
+def _ctxdb_async(request: pytest.FixtureRequest) -> AsyncHandles:
+    """The async binding (for a coroutine test that has only the ``db`` marker)."""
+    return async_handles(request)
+
+
+@pytest.fixture
+def async_db_engine(request: pytest.FixtureRequest) -> AsyncEngine:
     """The ``AsyncEngine`` of the test database for the requesting test's event loop.
 
     One engine per asyncio loop scope (function, class, module, package, session), made and
@@ -362,23 +378,26 @@ def async_db_engine(_ctxdb_async: AsyncHandles) -> AsyncEngine:
     is the async twin of the URL's (asyncpg for PostgreSQL, aiosqlite for SQLite). Like
     ``db_engine``, connections taken from it directly are not isolated.
     """
-    return _ctxdb_async.connections.engine(_ctxdb_async.binding.plan.primary)  # type: ignore[no-any-return]
+    handles = async_handles(request)
+    return handles.connections.engine(handles.binding.plan.primary)  # type: ignore[no-any-return]
 
 
 @pytest.fixture
-def async_db_connection(_ctxdb_async: AsyncHandles) -> AsyncConnection:
+def async_db_connection(request: pytest.FixtureRequest) -> AsyncConnection:
     """An ``AsyncConnection`` inside an outer transaction rolled back after the test.
 
     The async twin of ``db_connection`` (function scope); it belongs to the requesting test's
     event loop (its ``asyncio`` marker ``loop_scope``, or ``asyncio_default_test_loop_scope``).
     """
-    return _ctxdb_async.binding.outer(_ctxdb_async.binding.plan.primary).connection
+    binding = async_handles(request).binding
+    return binding.outer(binding.plan.primary).connection
 
 
 @pytest.fixture
-def async_db_sessions(_ctxdb_async: AsyncHandles) -> Mapping[str, AsyncSession]:
+def async_db_sessions(request: pytest.FixtureRequest) -> Mapping[str, AsyncSession]:
     """alias -> an ``AsyncSession`` of that alias; the async twin of ``db_sessions``."""
-    binding, source = _ctxdb_async.binding, _ctxdb_async.source
+    handles = async_handles(request)
+    binding, source = handles.binding, handles.source
 
     def make(alias: str) -> AsyncSession:
         return source.root_session(alias, True, binding.outer(alias).session)  # type: ignore[no-any-return]
@@ -387,7 +406,7 @@ def async_db_sessions(_ctxdb_async: AsyncHandles) -> Mapping[str, AsyncSession]:
 
 
 @pytest.fixture
-def async_db_session(_ctxdb_async: AsyncHandles) -> AsyncSession:
+def async_db_session(request: pytest.FixtureRequest) -> AsyncSession:
     """An ``AsyncSession`` on ``async_db_connection``, rolled back after the test.
 
     The async twin of ``db_session`` (function scope), with
@@ -396,7 +415,8 @@ def async_db_session(_ctxdb_async: AsyncHandles) -> AsyncSession:
     and auto modes and every loop scope; the connection and engine are made and disposed in
     the test's own loop.
     """
-    primary = _ctxdb_async.binding.plan.primary
-    return _ctxdb_async.source.root_session(  # type: ignore[no-any-return]
-        primary, True, _ctxdb_async.binding.outer(primary).session
+    handles = async_handles(request)
+    primary = handles.binding.plan.primary
+    return handles.source.root_session(  # type: ignore[no-any-return]
+        primary, True, handles.binding.outer(primary).session
     )
