@@ -161,10 +161,11 @@ class SavepointArbiter:
 
         The calling thread becomes the root: its savepoints are everyone's ancestors.
         """
-        with self._condition:
-            self._stack.clear()
-            self._root = threading.current_thread()
-        self._wake()
+        self._root = threading.current_thread()
+        if self._stack or self._waiters:
+            with self._condition:
+                self._stack.clear()
+            self._wake()
 
     # -- events ----------------------------------------------------------------------------
 

@@ -16,6 +16,8 @@ __all__ = ("Database", "get_database", "registered_databases")
 
 _lock = threading.Lock()
 _databases: dict[str, Database] = {}
+#: bumped whenever a Database registers (lets the test seam skip re-guarding engines).
+generation = 0
 
 
 class Database:
@@ -69,8 +71,10 @@ class Database:
                 f"Database(alias={alias!r}) takes a URL, an Engine or an AsyncEngine, "
                 f"not {type(url_or_engine).__name__}"
             )
+        global generation
         with _lock:
             _databases[alias] = self
+            generation += 1
         from ._seam import watch_database
 
         watch_database(self)  # registered during a test: guard its engine at once

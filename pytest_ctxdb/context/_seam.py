@@ -68,11 +68,18 @@ def current_source() -> SessionSource | None:
     return _ambient
 
 
-def _guard_registered() -> None:
-    from ._registry import registered_databases
+_guarded_generation = -1
 
-    for database in registered_databases().values():
+
+def _guard_registered() -> None:
+    global _guarded_generation
+    from . import _registry
+
+    if _registry.generation == _guarded_generation:
+        return  # no Database registered since the last time
+    for database in _registry.registered_databases().values():
         watch_database(database)
+    _guarded_generation = _registry.generation
 
 
 def block(message: str | None) -> None:
