@@ -243,7 +243,11 @@ def revision_source(tables: int) -> str:
             f'    op.create_index("ix_{name}_user_id", "{name}", ["user_id"])',
         ]
         down.append(f'    op.drop_table("{name}")')
-    down += ['    op.drop_table("items")', '    op.drop_table("orders")', '    op.drop_table("users")']
+    down += [
+        '    op.drop_table("items")',
+        '    op.drop_table("orders")',
+        '    op.drop_table("users")',
+    ]
     head = textwrap.dedent(
         '''\
         """create all tables
@@ -539,7 +543,7 @@ def write_project(root: Path, schema: str, tables: int) -> Path:
 #: a template built once under a file lock and kept across runs, one clone per xdist worker,
 #: and SQLAlchemy's "join a Session into an external transaction" fixture.
 RECIPE_CONFTEST = textwrap.dedent(
-    '''\
+    """\
     import os
     from pathlib import Path
 
@@ -589,7 +593,7 @@ RECIPE_CONFTEST = textwrap.dedent(
             yield session
             session.close()
             trans.rollback()
-    '''
+    """
 )
 
 
@@ -677,7 +681,7 @@ def run_pytest(
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     env["BENCH_T0"] = repr(time.perf_counter())
     start = float(env["BENCH_T0"])
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -926,7 +930,8 @@ def print_startup(results: dict[str, Any], target_ms: float) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def pg_admin(pg_url: str):  # noqa: ANN201 - sqlalchemy Connection
+def pg_admin(pg_url: str) -> tuple[Any, Any]:
+    """An AUTOCOMMIT engine on ``pg_url`` and one open connection of it."""
     from sqlalchemy import create_engine
     from sqlalchemy.pool import NullPool
 
@@ -947,7 +952,14 @@ def psql_base(pg_url: str) -> list[str]:
 
     url = make_url(pg_url)
     cmd = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", url.host or "localhost"]
-    cmd += ["-p", str(url.port or 5432), "-U", url.username or "postgres", "-d", url.database or "postgres"]
+    cmd += [
+        "-p",
+        str(url.port or 5432),
+        "-U",
+        url.username or "postgres",
+        "-d",
+        url.database or "postgres",
+    ]
     return cmd
 
 
@@ -959,7 +971,9 @@ def ensure_templates(args: argparse.Namespace, work: Path) -> None:
             project = work / f"startup_{schema}_{tables}"
             if not project.exists():
                 write_project(project, schema, tables)
-            cfg = StartupConfig("postgresql", schema, tables, "warm", project, f"{PREFIX}pg_{tag}{tables}")
+            cfg = StartupConfig(
+                "postgresql", schema, tables, "warm", project, f"{PREFIX}pg_{tag}{tables}"
+            )
             run_pytest(project, cfg.args(args.pg_url, "db"), work / "out", label=cfg.key)
 
 
@@ -994,7 +1008,7 @@ def run_clone(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             }
             conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{target}"')
 
-            def timed(sql: str, key: str) -> None:
+            def timed(sql: str, key: str, timings: dict[str, list[float | None]] = timings) -> None:
                 t = time.perf_counter()
                 conn.exec_driver_sql(sql)
                 timings[key].append(time.perf_counter() - t)
@@ -1021,7 +1035,7 @@ def run_clone(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                     f'CREATE DATABASE "{target}" TEMPLATE "{tpl}"',
                 ]
                 t = time.perf_counter()
-                proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+                proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
                 timings["create_psql_wall"].append(time.perf_counter() - t)
                 if proc.returncode != 0:
                     raise SystemExit(f"psql failed: {proc.stderr}")
@@ -1068,7 +1082,9 @@ def print_clone(results: dict[str, Any], startup: dict[str, Any] | None, target_
         )
     )
     if startup:
-        print(f"\n### The plugin's own clone in warm runs (instrumented, ms; target <= {target_ms:.0f})\n")
+        print(
+            f"\n### The plugin's own clone in warm runs (instrumented, ms; target <= {target_ms:.0f})\n"
+        )
         rows = []
         for e in startup.values():
             if e["backend"] != "postgresql" or e["mode"] != "warm":
@@ -1168,7 +1184,12 @@ def run_xdist(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             if f"{kind} -n 0" not in entry:
                 continue
             n0, n2 = entry[f"{kind} -n 0"]["wall"], entry[f"{kind} -n 2"]["wall"]
-            paired = [a / b for a, b in zip(entry[f"{kind} -n 0"]["raw_wall"], entry[f"{kind} -n 2"]["raw_wall"])]
+            paired = [
+                a / b
+                for a, b in zip(
+                    entry[f"{kind} -n 0"]["raw_wall"], entry[f"{kind} -n 2"]["raw_wall"]
+                )
+            ]
             entry[f"{kind} speed-up"] = {
                 "of_medians": n0["median"] / n2["median"],
                 "per_round": summary(paired),
@@ -1181,7 +1202,14 @@ def print_xdist(results: dict[str, Any], tests: int, target: float) -> None:
     for backend, e in results.items():
         print(f"\n### pytest-xdist on {backend}: {tests} tests (s; median (p25-p75; min..max))\n")
         rows = []
-        for name in ("db -n 0", "db -n 2", "recipe -n 0", "recipe -n 2", "floor -n 0", "floor -n 2"):
+        for name in (
+            "db -n 0",
+            "db -n 2",
+            "recipe -n 0",
+            "recipe -n 2",
+            "floor -n 0",
+            "floor -n 2",
+        ):
             if name not in e:
                 continue
             r = e[name]
@@ -1235,7 +1263,9 @@ def print_xdist(results: dict[str, Any], tests: int, target: float) -> None:
             s = e[f"{kind} speed-up"]
             verdict = ""
             if kind == "db":
-                verdict = f" (target >= {target:.2f}: {'met' if s['of_medians'] >= target else 'MISSED'})"
+                verdict = (
+                    f" (target >= {target:.2f}: {'met' if s['of_medians'] >= target else 'MISSED'})"
+                )
             pr = s["per_round"]
             print(
                 f"- {kind}: -n 2 speed-up = {s['of_medians']:.2f}x from the medians; per round "
@@ -1296,6 +1326,28 @@ def csv(kind: type) -> Any:
     return parse
 
 
+def plugin_version() -> str:
+    """The plugin's git commit, and whether its working tree differs (it is installed editable)."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--", "pytest_ctxdb"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split("\n")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    changed = [line for line in dirty if line.strip()]
+    return head + (f" + {len(changed)} uncommitted file(s) in pytest_ctxdb/" if changed else "")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
@@ -1335,13 +1387,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-startup-"))
     work.mkdir(parents=True, exist_ok=True)
     bases = [
-        f"{PREFIX}{s}_{t}{n}"
-        for s in ("pg", "sl")
-        for t in ("ca", "al")
-        for n in args.tables
+        f"{PREFIX}{s}_{t}{n}" for s in ("pg", "sl") for t in ("ca", "al") for n in args.tables
     ] + [f"{PREFIX}pg_xd", f"{PREFIX}sl_xd", f"{PREFIX}pg_rc"]
-    print(f"python {sys.version.split()[0]}; work dir {work}; PYTHONDONTWRITEBYTECODE unset in children")
-    results: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}}
+    print(
+        f"python {sys.version.split()[0]}; work dir {work}; PYTHONDONTWRITEBYTECODE unset in children"
+    )
+    version = plugin_version()
+    print(f"pytest-ctxdb at {version}; load average {os.getloadavg()[0]:.1f}")
+    results: dict[str, Any] = {
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "plugin": version,
+    }
     t0 = time.perf_counter()
     try:
         if "startup" in args.parts:
@@ -1362,7 +1418,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print_clone(results["clone"], results.get("startup"), args.clone_target_ms)
     if "xdist" in results:
         print_xdist(results["xdist"], args.xdist_tests, args.xdist_target)
-    print(f"\n(total {time.perf_counter() - t0:.0f} s)")
+    after = plugin_version()
+    changed = "" if after == version else f" (changed during the run: now {after})"
+    print(f"\n(total {time.perf_counter() - t0:.0f} s; pytest-ctxdb at {version}{changed})")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=1, default=str))

@@ -13,8 +13,6 @@ runs the same functions through ``AsyncSession.run_sync``.
 
 from __future__ import annotations
 
-import functools
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
@@ -24,6 +22,7 @@ from sqlalchemy.orm import Session, SessionTransaction
 
 from .._errors import ContextError
 from .._settings import DEFAULT_ALIAS
+from ._decorate import decorate
 from ._scope import current_scope
 from ._session import db_session
 
@@ -129,21 +128,7 @@ class Atomic:
     # -- decorator -------------------------------------------------------------------------
 
     def __call__(self, func: F) -> F:
-        if inspect.iscoroutinefunction(func):
-
-            @functools.wraps(func)
-            async def run_async(*args: Any, **kwargs: Any) -> Any:
-                async with self:
-                    return await func(*args, **kwargs)
-
-            return run_async  # type: ignore[return-value]
-
-        @functools.wraps(func)
-        def run(*args: Any, **kwargs: Any) -> Any:
-            with self:
-                return func(*args, **kwargs)
-
-        return run  # type: ignore[return-value]
+        return decorate(lambda: self, func)
 
 
 @overload

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import functools
 import inspect
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar, Token
@@ -21,6 +20,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
 
+from ._decorate import decorate
 from ._registry import Database, get_database
 from ._seam import current_source
 
@@ -173,21 +173,7 @@ class SessionContext:
     # -- as a decorator --------------------------------------------------------------------
 
     def __call__(self, func: Callable[..., T]) -> Callable[..., T]:
-        if inspect.iscoroutinefunction(func):
-
-            @functools.wraps(func)
-            async def run_async(*args: Any, **kwargs: Any) -> Any:
-                async with SessionContext():
-                    return await func(*args, **kwargs)
-
-            return run_async  # type: ignore[return-value]
-
-        @functools.wraps(func)
-        def run(*args: Any, **kwargs: Any) -> T:
-            with SessionContext():
-                return func(*args, **kwargs)
-
-        return run
+        return decorate(SessionContext, func)
 
 
 def session_context() -> SessionContext:
