@@ -11,14 +11,18 @@ reachable is skipped with the reason; under ``CI=true`` that is a failure instea
 
 from __future__ import annotations
 
+import contextlib
 import os
-from dataclasses import dataclass, field
+import re
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from functools import cache
 
 import pytest
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
 pytest_plugins = ["pytester"]
@@ -153,10 +157,16 @@ def ini(pytester: pytest.Pytester):
     return write
 
 
+#: the name prefixes this suite's inner runs give their test databases.
+INNER_PREFIXES = ("test_ctxdb_", "t_al")
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _drop_inner_test_databases() -> Iterator[None]:
-    """After the suite, drop the templates and databases the inner runs left on purpose
-    (templates are kept across runs by design); only marked ones named ``test_ctxdb_*``."""
+    """After the suite, drop the templates and databases its inner runs created (templates are
+    kept across runs by design): only databases named like this suite's inner runs name them,
+    carrying pytest-ctxdb's mark, created during this session and not in use."""
+    started = time.time() - 1
     yield
     for name in ("postgresql", "mariadb"):
         if name not in SELECTED_BACKENDS or server_problem(name) is not None:
@@ -166,9 +176,27 @@ def _drop_inner_test_databases() -> Iterator[None]:
         )
         try:
             with engine.connect() as conn:
-                for database in Backend(name, engine.url).leftover_test_databases():
-                    if database.startswith("test_ctxdb_"):
+                for database, comment in marked_databases(conn, name):
+                    created = re.search(r"created=(\d+)", comment or "")
+                    ours = database.startswith(INNER_PREFIXES)
+                    if ours and created and int(created.group(1)) >= started:
                         quoted = conn.dialect.identifier_preparer.quote_identifier(database)
-                        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {quoted}")
+                        with contextlib.suppress(DBAPIError):  # in use elsewhere: leave it
+                            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {quoted}")
         finally:
             engine.dispose()
+
+
+def marked_databases(conn: Connection, name: str) -> list[tuple[str, str]]:
+    """``(database, comment)`` of every database carrying pytest-ctxdb's mark."""
+    if name == "postgresql":
+        query = (
+            "SELECT datname, shobj_description(oid, 'pg_database') FROM pg_database "
+            "WHERE shobj_description(oid, 'pg_database') LIKE 'created by pytest-ctxdb%'"
+        )
+    else:
+        query = (
+            "SELECT SCHEMA_NAME, SCHEMA_COMMENT FROM information_schema.SCHEMATA "
+            "WHERE SCHEMA_COMMENT LIKE 'created by pytest-ctxdb%'"
+        )
+    return [(row[0], row[1]) for row in conn.execute(text(query))]
