@@ -82,10 +82,8 @@ def track_tasks() -> None:
 
 
 def _actor() -> Any:
-    try:
-        task = asyncio.current_task()
-    except RuntimeError:
-        task = None
+    loop = asyncio._get_running_loop()  # no exception raised in plain threads, unlike current_task
+    task = asyncio.current_task(loop) if loop is not None else None
     return task if task is not None else threading.current_thread()
 
 
@@ -176,11 +174,14 @@ class SavepointArbiter:
 
     def _on_savepoint(self, connection: Connection, name: str | None) -> None:
         actor, lineage = _actor(), _lineage.get()
-        ancestors = _ancestors(actor, lineage)
+        ancestors: set[Any] | None = None
 
         def may_open() -> bool:
+            nonlocal ancestors
             if not self._stack:
                 return True
+            if ancestors is None:
+                ancestors = _ancestors(actor, lineage)
             holder = self._stack[-1].holder()
             return holder is None or holder is actor or holder is self._root or holder in ancestors
 
