@@ -683,6 +683,7 @@ def test_alembic_builds_the_template_and_a_new_revision_rebuilds_it(
 # -- 7. testcontainers -----------------------------------------------------------------------------
 
 
+@pytest.mark.xdist_group("docker")  # one container test at a time (with --dist loadgroup)
 @pytest.mark.parametrize("workers", [0, 2], ids=["one-process", "xdist-2"])
 def test_container_run_is_isolated_shared_and_removed(
     pytester: pytest.Pytester, docker: Docker, base: str, template_dir: Path, workers: int
