@@ -104,6 +104,7 @@ import time
 from dataclasses import dataclass
 from importlib import metadata as importlib_metadata
 from pathlib import Path
+from typing import Any
 
 BACKENDS = ("sqlite", "sqlite-async", "postgresql", "postgresql-async")
 BODIES = ("orm", "select1")
@@ -182,9 +183,12 @@ def models_source(tables: int) -> str:
     ) + "".join(fillers)
 
 
-def test_source(index: int, body: str, is_async: bool, floor: bool) -> str:
-    """One test function. Every variant requests a fixture of the same name."""
-    fixture = "async_db_session" if is_async else "db_session"
+def test_source(
+    index: int, body: str, is_async: bool, floor: bool, fixture: str = "", suffix: str = ""
+) -> str:
+    """One test function. Every variant requests a fixture of the same name (in the paired
+    design each variant has its own ``fixture`` and the test name its ``suffix``)."""
+    fixture = fixture or ("async_db_session" if is_async else "db_session")
     a_def = "async def" if is_async else "def"
     aw = "await " if is_async else ""
     if floor:
@@ -214,10 +218,11 @@ def test_source(index: int, body: str, is_async: bool, floor: bool) -> str:
             f'assert skus == ["sku-{index}-a", "sku-{index}-b"]',
         ]
     body_text = "".join(f"    {line}\n" for line in lines)
-    return f"\n\n{a_def} test_{index:04d}({fixture}):\n{body_text}"
+    return f"\n\n{a_def} test_{index:04d}{suffix}({fixture}):\n{body_text}"
 
 
-def test_modules(tests: int, body: str, is_async: bool, floor: bool) -> dict[str, str]:
+def module_header(body: str, is_async: bool, floor: bool) -> str:
+    """The imports (and pytest-asyncio marker) every generated test module starts with."""
     header = ["from __future__ import annotations", ""]
     if is_async:
         header += ["import pytest", ""]
@@ -233,12 +238,33 @@ def test_modules(tests: int, body: str, is_async: bool, floor: bool) -> dict[str
             ]
     if is_async:
         header += ["", "pytestmark = pytest.mark.asyncio  # loop scope: ini default (session)"]
+    return "\n".join(header) + "\n"
+
+
+def test_modules(tests: int, body: str, is_async: bool, floor: bool) -> dict[str, str]:
     modules: dict[str, str] = {}
     for start in range(0, tests, TESTS_PER_MODULE):
         stop = min(start + TESTS_PER_MODULE, tests)
-        text = "\n".join(header) + "\n"
+        text = module_header(body, is_async, floor)
         text += "".join(test_source(i, body, is_async, floor) for i in range(start, stop))
         modules[f"test_bench_{start // TESTS_PER_MODULE:03d}.py"] = text
+    return modules
+
+
+def paired_test_modules(tests: int, body: str, is_async: bool) -> dict[str, str]:
+    """The paired design's tests: for each index a floor, a recipe and a ctxdb test, in an
+    order rotated from index to index (no variant always runs after the same one)."""
+    fixtures = {"floor": "floor_session", "recipe": "recipe_session", "ctxdb": ""}
+    per_module = TESTS_PER_MODULE // 3  # indices per module, three tests each
+    modules: dict[str, str] = {}
+    for start in range(0, tests, per_module):
+        text = module_header(body, is_async, False)
+        for i in range(start, min(start + per_module, tests)):
+            for variant in VARIANTS[i % 3 :] + VARIANTS[: i % 3]:
+                text += test_source(
+                    i, body, is_async, variant == "floor", fixtures[variant], f"_{variant}"
+                )
+        modules[f"test_bench_{start // per_module:03d}.py"] = text
     return modules
 
 
@@ -267,6 +293,41 @@ def pytest_sessionfinish(session, exitstatus):
         result["cpu_us"] = (_cpu[-2] - _cpu[0]) / (n - 2) * 1e6
         gaps = sorted(b - a for a, b in zip(_wall[:-2], _wall[1:-1]))
         result["median_gap_us"] = gaps[len(gaps) // 2] * 1e6
+    with open(_os.environ["BENCH_TIMING_FILE"], "w") as f:
+        _json.dump(result, f)
+"""
+
+PAIRED_TIMING_PLUGIN = """\
+# -- timing plugin (paired design): per test, the wall and CPU time from the end of the
+# previous test to the end of this one (its setup, call, teardown and report) ---------------
+import json as _json
+import os as _os
+import statistics as _statistics
+import time as _time
+
+_stamps = []  # (nodeid, perf_counter(), process_time())
+
+
+def pytest_runtest_logfinish(nodeid, location):
+    _stamps.append((nodeid, _time.perf_counter(), _time.process_time()))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    # The first three tests (one of each variant: their session fixtures are set up there)
+    # and the last one (its teardown finalizes them) are left out.
+    gaps = {}
+    for (_, wall0, cpu0), (nodeid, wall, cpu) in zip(_stamps[2:-2], _stamps[3:-1]):
+        variant = nodeid.rsplit("_", 1)[-1]
+        gaps.setdefault(variant, ([], []))
+        gaps[variant][0].append((wall - wall0) * 1e6)
+        gaps[variant][1].append((cpu - cpu0) * 1e6)
+    result = {"tests": len(_stamps), "failed": session.testsfailed}
+    for variant, (wall, cpu) in gaps.items():
+        result[variant] = {
+            "median_us": _statistics.median(wall),
+            "cpu_median_us": _statistics.median(cpu),
+            "mean_us": _statistics.fmean(wall),
+        }
     with open(_os.environ["BENCH_TIMING_FILE"], "w") as f:
         _json.dump(result, f)
 """
@@ -494,6 +555,35 @@ def conftest_source(backend: str, variant: str, pg_url: str) -> str:
     )
 
 
+def paired_conftest_source(backend: str, pg_url: str) -> str:
+    """One conftest with the recipe's fixture as ``recipe_session`` (engine
+    ``recipe_engine``) and the floor's as ``floor_session``; ctxdb's are the plugin's."""
+    is_async = backend.endswith("-async")
+    recipe = conftest_source(backend, "recipe", pg_url).split(TIMING_PLUGIN, 1)[1]
+    floor = FLOOR_ASYNC if is_async else FLOOR_SYNC
+    fixture = "async_db_session" if is_async else "db_session"
+    recipe = recipe.replace("def engine():", "def recipe_engine():")
+    recipe = recipe.replace(f"def {fixture}(engine):", "def recipe_session(recipe_engine):")
+    recipe = recipe.replace("with engine.connect() as connection:", "with recipe_engine.connect() as connection:")
+    floor = floor.replace(f"def {fixture}():", "def floor_session():")
+    return f'"""Generated by bench/run.py ({backend}, paired)."""\n\n{PAIRED_TIMING_PLUGIN}\n{recipe}\n{floor}'
+
+
+def write_paired_suite(root: Path, backend: str, body: str, options: argparse.Namespace) -> Suite:
+    directory = root / f"{backend}-{body}-paired"
+    directory.mkdir(parents=True)
+    (directory / "pytest.ini").write_text(ini_source(backend, "ctxdb"))
+    (directory / "conftest.py").write_text(paired_conftest_source(backend, options.pg_url))
+    (directory / "bench_models.py").write_text(models_source(options.tables))
+    is_async = backend.endswith("-async")
+    for name, text in paired_test_modules(options.tests, body, is_async).items():
+        (directory / name).write_text(text)
+    args = ["-q", "-p", "no:cacheprovider", "-p", "ctxdb", "--db-test-name", CTXDB_DATABASE]
+    if backend.startswith("postgresql"):
+        args += ["--db-url", options.pg_url]
+    return Suite(backend, body, "paired", directory, tuple(args))
+
+
 def ini_source(backend: str, variant: str) -> str:
     lines = ["[pytest]", "pythonpath = .", "asyncio_mode = strict"]
     if backend.endswith("-async"):
@@ -544,10 +634,11 @@ def subprocess_env() -> dict[str, str]:
     return env
 
 
-def run_suite(suite: Suite, tests: int) -> dict[str, float]:
-    """Run ``suite`` once; return its per-test times in microseconds: ``per_test_us`` (wall
-    clock, the measure), ``cpu_us`` (the pytest process's CPU time) and ``median_gap_us``
-    (median test-to-test wall time, robust to bursts of load from other processes)."""
+def run_timed(suite: Suite, tests: int, timeout: float) -> dict[str, Any]:
+    """Run ``suite`` once with pytest and return what its timing plugin wrote.
+
+    :raises SystemExit: pytest failed, or did not run exactly ``tests`` tests.
+    """
     timing = suite.directory / "timing.json"
     timing.unlink(missing_ok=True)
     env = subprocess_env()
@@ -559,13 +650,27 @@ def run_suite(suite: Suite, tests: int) -> dict[str, float]:
         env=env,
         capture_output=True,
         text=True,
-        timeout=1800,
+        timeout=timeout,
     )
     result = json.loads(timing.read_text()) if timing.exists() else None
     if proc.returncode != 0 or result is None or result["tests"] != tests or result["failed"]:
         sys.stderr.write(proc.stdout[-6000:] + proc.stderr[-3000:])
         raise SystemExit(f"{suite.label}: pytest failed (exit {proc.returncode}, timing {result})")
+    return result
+
+
+def run_suite(suite: Suite, tests: int) -> dict[str, float]:
+    """Run ``suite`` once; return its per-test times in microseconds: ``per_test_us`` (wall
+    clock, the measure), ``cpu_us`` (the pytest process's CPU time) and ``median_gap_us``
+    (median test-to-test wall time, robust to bursts of load from other processes)."""
+    result = run_timed(suite, tests, timeout=1800)
     return {key: float(result[key]) for key in MEASURES}
+
+
+def run_paired_suite(suite: Suite, tests: int) -> dict[str, dict[str, float]]:
+    """Run a paired suite once; return variant -> median per-test wall and CPU time (us)."""
+    result = run_timed(suite, 3 * tests, timeout=3600)
+    return {variant: result[variant] for variant in VARIANTS}
 
 
 def check_postgresql(url: str) -> str:
@@ -703,14 +808,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=DEFAULT_PG_URL,
         help=f"PostgreSQL server URL, sync driver (default {DEFAULT_PG_URL})",
     )
+    parser.add_argument(
+        "--design",
+        default="separate,paired",
+        help="separate (one pytest process per variant), paired (the three variants' tests "
+        "interleaved in one process) or both (default)",
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
     parser.add_argument("--keep", action="store_true", help="keep the generated suites")
     options = parser.parse_args(argv)
     options.backends = [b.strip() for b in options.backends.split(",") if b.strip()]
     options.bodies = [b.strip() for b in options.body.split(",") if b.strip()]
+    options.designs = [d.strip() for d in options.design.split(",") if d.strip()]
     for name, given, known in (
         ("--backends", options.backends, BACKENDS),
         ("--body", options.bodies, BODIES),
+        ("--design", options.designs, ("separate", "paired")),
     ):
         unknown = sorted(set(given) - set(known))
         if unknown or not given:
@@ -770,6 +883,10 @@ def main(argv: list[str] | None = None) -> int:
 
     root = Path(tempfile.mkdtemp(prefix="ctxdb-bench-"))
     samples: dict[str, dict[tuple[str, str, str], list[float]]] = {m: {} for m in MEASURES}
+    paired: dict[str, dict[tuple[str, str, str], list[float]]] = {
+        "median_us": {},
+        "cpu_median_us": {},
+    }
     started = time.monotonic()
     try:
         suites = [
@@ -778,7 +895,33 @@ def main(argv: list[str] | None = None) -> int:
             for body in options.bodies
             for variant in VARIANTS
         ]
+        paired_suites = [
+            write_paired_suite(root, backend, body, options)
+            for backend in options.backends
+            for body in options.bodies
+        ]
+        if "separate" not in options.designs:
+            suites = []
+        if "paired" not in options.designs:
+            paired_suites = []
         for round_ in range(options.repeat + 1):
+            what = "warm-up" if round_ == 0 else f"run {round_}/{options.repeat}"
+            for suite in paired_suites:
+                measured_paired = run_paired_suite(suite, options.tests)
+                if round_ > 0:
+                    for variant, values in measured_paired.items():
+                        for measure in paired:
+                            key = (suite.backend, suite.body, variant)
+                            paired[measure].setdefault(key, []).append(values[measure])
+                print(
+                    f"  [{what}] {suite.label}: "
+                    + ", ".join(
+                        f"{v} {measured_paired[v]['median_us']:.0f}" for v in VARIANTS
+                    )
+                    + " us/test (medians)",
+                    file=sys.stderr,
+                    flush=True,
+                )
             what = "warm-up" if round_ == 0 else f"run {round_}/{options.repeat}"
             for suite in suites:
                 measured = run_suite(suite, options.tests)
@@ -799,24 +942,45 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(root, ignore_errors=True)
 
-    results = {m: summarize(samples[m], options.backends, options.bodies) for m in MEASURES}
-    print()
-    print(markdown_table(results["per_test_us"]))
-    print()
-    print(
-        "us/test = (stamp[N-2] - stamp[0]) / (N-2), stamps at pytest_runtest_logfinish; "
-        "overhead = median us/test of the variant - median us/test of the floor; "
-        "ratio = ctxdb overhead / recipe overhead (target: <= 1.00)."
-    )
-    print()
-    print(
-        "cross-check, from the CPU time of the pytest process (process_time(), same stamps): "
-        "insensitive to other load on the machine, but blind to time spent waiting for the "
-        "database server (round trips, server work):"
-    )
-    print()
-    print(markdown_table(results["cpu_us"]))
-    print()
+    results: dict[str, list[dict]] = {}
+    if suites:
+        results = {m: summarize(samples[m], options.backends, options.bodies) for m in MEASURES}
+        print()
+        print("separate design (one pytest process per variant):")
+        print()
+        print(markdown_table(results["per_test_us"]))
+        print()
+        print(
+            "us/test = (stamp[N-2] - stamp[0]) / (N-2), stamps at pytest_runtest_logfinish; "
+            "overhead = median us/test of the variant - median us/test of the floor; "
+            "ratio = ctxdb overhead / recipe overhead (target: <= 1.00)."
+        )
+        print()
+        print(
+            "cross-check, from the CPU time of the pytest process (process_time(), same "
+            "stamps): insensitive to other load on the machine, but blind to time spent "
+            "waiting for the database server (round trips, server work):"
+        )
+        print()
+        print(markdown_table(results["cpu_us"]))
+        print()
+    if paired_suites:
+        for measure in paired:
+            results[f"paired_{measure}"] = summarize(
+                paired[measure], options.backends, options.bodies
+            )
+        print("paired design (floor, recipe and ctxdb tests interleaved in one pytest process):")
+        print()
+        print(markdown_table(results["paired_median_us"]))
+        print()
+        print(
+            "us/test = median over the variant's tests of the wall time from the end of the "
+            "previous test to the end of this one, then the median over the runs; the same "
+            "with the process's CPU time:"
+        )
+        print()
+        print(markdown_table(results["paired_cpu_median_us"]))
+        print()
     elapsed = time.monotonic() - started
     print(f"load average at end: {os.getloadavg()[0]:.2f}; total time: {elapsed:.0f} s")
     if options.json:
@@ -830,9 +994,12 @@ def main(argv: list[str] | None = None) -> int:
                     "tests": options.tests,
                     "tables": options.tables,
                     "repeat": options.repeat,
-                    "results": results["per_test_us"],
-                    "cpu_results": results["cpu_us"],
-                    "median_gap_results": results["median_gap_us"],
+                    "designs": options.designs,
+                    "results": results.get("per_test_us"),
+                    "cpu_results": results.get("cpu_us"),
+                    "median_gap_results": results.get("median_gap_us"),
+                    "paired_results": results.get("paired_median_us"),
+                    "paired_cpu_results": results.get("paired_cpu_median_us"),
                 },
                 indent=2,
             )

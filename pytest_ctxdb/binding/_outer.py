@@ -72,8 +72,17 @@ def _refuse_implicit_commit(
 
 def prepare_connection(connection: Connection) -> None:
     """Install the guards and the savepoint arbiter on a new rollback-mode test connection:
-    the outer COMMIT is refused, and on MySQL/MariaDB so are implicitly committing statements."""
-    event.listen(connection, "commit", _refuse_commit)
+    the outer COMMIT is refused, and on MySQL/MariaDB so are implicitly committing statements.
+
+    The COMMIT guard shadows ``Connection._commit_impl`` (where SQLAlchemy would dispatch the
+    ``commit`` event) rather than listening to that event: see
+    :meth:`SavepointArbiter._hook` for why the test connection carries no event listener.
+    """
+
+    def refuse_commit() -> None:
+        _refuse_commit(connection)
+
+    connection._commit_impl = refuse_commit  # type: ignore[method-assign]
     if connection.dialect.name in ("mysql", "mariadb"):
         event.listen(connection, "before_cursor_execute", _refuse_implicit_commit)
     connection.info[_ARBITER] = SavepointArbiter(connection)
@@ -167,7 +176,7 @@ class OuterTransaction:
         Idempotent.
         """
         try:
-            _reset_arbiter(self.connection)
+            # (the arbiter forgets its savepoints when the connection rolls back)
             if self._transaction.is_active:
                 self._transaction.rollback()
             elif not self.connection.closed and not self.connection.invalidated:

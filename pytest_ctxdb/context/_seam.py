@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from sqlalchemy import event
 
 from .._errors import ContextError
+from . import _registry
 
 if TYPE_CHECKING:
     from ._registry import Database
@@ -73,8 +74,6 @@ _guarded_generation = -1
 
 def _guard_registered() -> None:
     global _guarded_generation
-    from . import _registry
-
     if _registry.generation == _guarded_generation:
         return  # no Database registered since the last time
     for database in _registry.registered_databases().values():

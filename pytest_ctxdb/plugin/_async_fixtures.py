@@ -17,7 +17,7 @@ from sqlalchemy.pool import NullPool
 
 from ..binding import AsyncReusedConnection, AsyncTestBinding
 from ._fixtures import ASYNC_REQUEST_KEY
-from ._state import RunState, guard_own_engine
+from ._state import RunState, active_state, guard_own_engine
 
 
 class AsyncConnections:
@@ -68,9 +68,11 @@ def _define(scope: Any) -> tuple[Any, Any]:
             await connections.close()
 
     @pytest_asyncio.fixture(loop_scope=scope, name=f"_ctxdb_async_binding_{scope}")
-    async def binding(request: pytest.FixtureRequest) -> AsyncIterator[AsyncTestBinding]:
+    async def binding() -> AsyncIterator[AsyncTestBinding]:
         # Handed over by the dispatcher (already set up; no fixture lookups here).
-        connections, handles = request.node.stash[ASYNC_REQUEST_KEY]
+        item = active_state().current_item
+        assert item is not None
+        connections, handles = item.stash[ASYNC_REQUEST_KEY]
         test_binding = AsyncTestBinding(connections.connect, handles.plan, handles.state.cleanup)
         try:
             await test_binding.open_all()

@@ -13,8 +13,9 @@ from sqlalchemy.orm import Session
 from .._errors import CtxdbError
 from .._settings import DEFAULT_ALIAS
 from ..binding import AsyncTestBinding, BindingPlan, TestBinding, TestSessionSource
+from ..context import _scope, _seam
 from ._marker import MarkerError, read_marker
-from ._state import STATE_KEY, RunState
+from ._state import RunState, active_state
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
@@ -24,7 +25,6 @@ __all__ = (
     "ASYNC_REQUEST_KEY",
     "SYNC_FIXTURES",
     "AsyncHandles",
-    "SyncHandles",
     "TestHandles",
     "_ctxdb_async",
     "_ctxdb_binding",
@@ -62,8 +62,8 @@ def fail_on_error(error: CtxdbError) -> None:
 
 
 @pytest.fixture(scope="session")
-def _ctxdb_state(request: pytest.FixtureRequest) -> RunState:
-    state = request.config.stash[STATE_KEY]
+def _ctxdb_state() -> RunState:
+    state = active_state()
     if state.skip_reason is not None:  # db_container_missing = skip
         pytest.skip(f"pytest-ctxdb: {state.skip_reason}")
     return state
@@ -91,30 +91,63 @@ def make_plan(item: pytest.Item, state: RunState) -> BindingPlan:
     :raises MarkerError: the marker's arguments are invalid (message names the marker).
     """
     marker = read_marker(item, state.aliases)
-    mirrors = {a: s.mirror_of for a, s in state.settings.items() if s.mirror_of is not None}
     if marker is None:
-        return BindingPlan(mirrors=mirrors)
+        return state.default_plan
     return BindingPlan(
         marker.using,
         transaction=marker.transaction,
         reset_sequences=marker.reset_sequences,
-        mirrors=mirrors,
+        mirrors=state.mirrors,
     )
 
 
-@dataclass
 class TestHandles:
-    """What one test has open: its plan and the session source installed for it.
+    """What one test has open: its plan, the session source installed for it and its sync
+    binding (made by the first sync database fixture).
 
     Made once per test by whichever database fixture comes first (sync or async), kept in
-    the item's stash, and closed by an item finalizer after every fixture's teardown.
+    the item's stash, and closed by one item finalizer after every fixture's teardown: the
+    sync binding is rolled back, then the source is uninstalled.
     """
 
     __test__ = False
+    __slots__ = ("_failed_before", "_item", "_token", "plan", "source", "state", "sync")
 
-    state: RunState
-    plan: BindingPlan
-    source: TestSessionSource
+    def __init__(self, item: pytest.Item, state: RunState, plan: BindingPlan) -> None:
+        self.state = state
+        self.plan = plan
+        self.sync: TestBinding | None = None
+        self._item = item
+        try:
+            adapters = state.adapters()
+        except CtxdbError as exc:
+            fail_on_error(exc)
+        self.source = source = TestSessionSource(adapters)
+        source.root_scope = root = _scope.SessionScope()
+        self._token = _scope._current.set(root)
+        _seam.install_source(source)
+        for adapter in adapters:
+            for engine in adapter.engines():
+                _seam.watch_engine(engine, f"the engine behind {adapter.label}")
+        self._failed_before = item.session.testsfailed
+
+    def close(self) -> None:
+        """Roll back the sync binding (if any), restore adapters, uninstall the source."""
+        source = self.source
+        try:
+            if self.sync is not None:
+                self.sync.close()
+        finally:
+            source.detach()
+            _seam.uninstall_source(source)
+            try:
+                _scope._current.reset(self._token)
+            except ValueError:  # set in another context (should not happen): clear it
+                _scope._current.set(None)
+        if source.escapes and self._item.session.testsfailed == self._failed_before:
+            # The test passed: the app swallowed the error raised at checkout. Fail it anyway
+            # (a test that already failed, likely on that error, is not reported twice).
+            pytest.fail("pytest-ctxdb: " + "\n".join(source.escapes), pytrace=False)
 
 
 _TEST_KEY = pytest.StashKey[TestHandles]()
@@ -128,7 +161,7 @@ def _plan_or_fail(item: pytest.Item, state: RunState) -> BindingPlan:
         problem = f"In {item.nodeid}: {exc}"
     if problem is not None:  # outside the except block: one line, no chained exception
         pytest.fail(problem, pytrace=False)
-    if not plan.transaction:
+    if not plan.transaction and state.nontransactional:
         for alias in plan.physical_aliases():
             tables = state.nontransactional.get(alias)
             if tables:
@@ -141,86 +174,49 @@ def _plan_or_fail(item: pytest.Item, state: RunState) -> BindingPlan:
     return plan
 
 
-def test_handles(request: pytest.FixtureRequest) -> TestHandles:
+def test_handles(item: pytest.Item, state: RunState) -> TestHandles:
     """The test's :class:`TestHandles`, opened on first use: validates the ``db`` marker and
     installs the test's session source into the context runtime."""
-    node = request.node
-    handles: TestHandles | None = node.stash.get(_TEST_KEY, None)
+    handles: TestHandles | None = item.stash.get(_TEST_KEY, None)
     if handles is not None:
         return handles
-    from ..context import _scope, _seam
-
-    state = request.config.stash[STATE_KEY]
     if state.skip_reason is not None:  # db_container_missing = skip
         pytest.skip(f"pytest-ctxdb: {state.skip_reason}")
-    plan = _plan_or_fail(node, state)
-    try:
-        adapters = state.adapters()
-    except CtxdbError as exc:
-        fail_on_error(exc)
-    source = TestSessionSource(adapters)
-    source.root_scope = root = _scope.SessionScope()
-    token = _scope._current.set(root)
-    _seam.install_source(source)
-    for adapter in adapters:
-        for engine in adapter.engines():
-            _seam.watch_engine(engine, f"the engine behind {adapter.label}")
-
-    def close() -> None:
-        source.detach()
-        _seam.uninstall_source(source)
-        try:
-            _scope._current.reset(token)
-        except ValueError:  # set in another context (should not happen): clear it
-            _scope._current.set(None)
-        if source.escapes and request.session.testsfailed == failed_before:
-            # The test passed: the app swallowed the error raised at checkout. Fail it anyway
-            # (a test that already failed, likely on that error, is not reported twice).
-            pytest.fail("pytest-ctxdb: " + "\n".join(source.escapes), pytrace=False)
-
+    handles = TestHandles(item, state, _plan_or_fail(item, state))
     # Registered before the calling fixture's own finalizer, so it runs after it (LIFO).
-    node.addfinalizer(close)
-    failed_before = request.session.testsfailed
-    handles = node.stash[_TEST_KEY] = TestHandles(state, plan, source)
+    item.addfinalizer(handles.close)
+    item.stash[_TEST_KEY] = handles
     return handles
 
 
-@dataclass(frozen=True)
-class SyncHandles:
-    """The sync binding of a test and its session source."""
+def sync_handles(state: RunState) -> TestHandles:
+    """The running test's handles with its sync binding open, made on first use by any sync
+    database fixture (so a test pays for one fixture, not a chain); the binding is rolled
+    back by the handles' item finalizer after the test.
 
-    binding: TestBinding
-    source: TestSessionSource
-
-
-_SYNC_KEY = pytest.StashKey[SyncHandles]()
-
-
-def sync_handles(request: pytest.FixtureRequest) -> SyncHandles:
-    """The test's sync binding, opened on first use by any sync database fixture (so a test
-    pays for one fixture, not a chain); rolled back by an item finalizer after the test."""
-    node = request.node
-    handles: SyncHandles | None = node.stash.get(_SYNC_KEY, None)
-    if handles is not None:
+    The test is ``state.current_item`` (set by ``pytest_runtest_setup``): the fixtures take
+    no ``request`` (see :func:`~pytest_ctxdb.plugin._state.active_state`).
+    """
+    item = state.current_item
+    assert item is not None, "pytest-ctxdb: a database fixture outside a test"
+    handles = test_handles(item, state)
+    if handles.sync is not None:
         return handles
-    test = test_handles(request)
-    state = test.state
-    binding = TestBinding(state.connect, test.plan, state.cleanup)
+    binding = TestBinding(state.connect, handles.plan, state.cleanup)
     try:
-        binding.outer(test.plan.primary)
-        test.source.attach_sync(binding)
+        binding.outer(handles.plan.primary)
+        handles.source.attach_sync(binding)
     except CtxdbError as exc:
         binding.close()
         fail_on_error(exc)
-    node.addfinalizer(binding.close)  # runs before the source's close (LIFO)
-    handles = node.stash[_SYNC_KEY] = SyncHandles(binding, test.source)
+    handles.sync = binding
     return handles
 
 
 @pytest.fixture
-def _ctxdb_binding(request: pytest.FixtureRequest) -> SyncHandles:
+def _ctxdb_binding() -> TestHandles:
     """The sync binding (for a test that has only the ``db`` marker)."""
-    return sync_handles(request)
+    return sync_handles(active_state())
 
 
 class SessionMap(Mapping[str, Any]):
@@ -245,7 +241,7 @@ class SessionMap(Mapping[str, Any]):
 
 
 @pytest.fixture
-def db_connection(request: pytest.FixtureRequest) -> Connection:
+def db_connection() -> Connection:
     """A sync ``Connection`` to the test database inside an outer transaction (function scope).
 
     The outer transaction is rolled back after the test, so everything the test wrote through
@@ -254,12 +250,12 @@ def db_connection(request: pytest.FixtureRequest) -> Connection:
     permanent); use ``begin_nested()``, or a ``Session(bind=db_connection,
     join_transaction_mode="create_savepoint")`` whose commits release savepoints.
     """
-    binding = sync_handles(request).binding
-    return binding.outer(binding.plan.primary).connection
+    handles = sync_handles(active_state())
+    return handles.sync.outer(handles.plan.primary).connection  # type: ignore[union-attr]
 
 
 @pytest.fixture
-def db_sessions(request: pytest.FixtureRequest) -> Mapping[str, Session]:
+def db_sessions() -> Mapping[str, Session]:
     """alias -> a sync ``Session`` of that alias, for tests that declare several databases.
 
     ``@pytest.mark.db(using=["default", "replica"])`` then ``db_sessions["replica"]``. Each
@@ -268,8 +264,9 @@ def db_sessions(request: pytest.FixtureRequest) -> Mapping[str, Session]:
     each alias is the same object in the test's own context. Function scope.
     """
 
-    handles = sync_handles(request)
-    binding, source = handles.binding, handles.source
+    handles = sync_handles(active_state())
+    binding, source = handles.sync, handles.source
+    assert binding is not None
 
     def make(alias: str) -> Session:
         return source.root_session(alias, False, binding.outer(alias).session)  # type: ignore[no-any-return]
@@ -278,7 +275,7 @@ def db_sessions(request: pytest.FixtureRequest) -> Mapping[str, Session]:
 
 
 @pytest.fixture
-def db_session(request: pytest.FixtureRequest) -> Session:
+def db_session() -> Session:
     """A sync ORM ``Session`` on ``db_connection``, rolled back after the test (function scope).
 
     Made with ``join_transaction_mode="create_savepoint"``, as in SQLAlchemy's recipe
@@ -287,10 +284,10 @@ def db_session(request: pytest.FixtureRequest) -> Session:
     ``close()`` is harmless. A test may request it with ``db_connection``: both share the one
     outer transaction, which is rolled back at the end whatever the test did.
     """
-    handles = sync_handles(request)
-    primary = handles.binding.plan.primary
+    handles = sync_handles(active_state())
+    primary = handles.plan.primary
     return handles.source.root_session(  # type: ignore[no-any-return]
-        primary, False, handles.binding.outer(primary).session
+        primary, False, handles.sync.outer(primary).session  # type: ignore[union-attr]
     )
 
 
@@ -306,16 +303,16 @@ class AsyncHandles:
     source: TestSessionSource
 
 
-def _loop_scope(request: pytest.FixtureRequest) -> str:
-    """The loop scope of the requesting test, read as pytest-asyncio does: the closest
+def _loop_scope(item: pytest.Item) -> str:
+    """The loop scope of the test ``item``, read as pytest-asyncio does: the closest
     ``asyncio`` marker's ``loop_scope``, else ini ``asyncio_default_test_loop_scope``."""
-    marker = request.node.get_closest_marker("asyncio")
+    marker = item.get_closest_marker("asyncio")
     scope: Any = None
     if marker is not None:
         scope = marker.kwargs.get("loop_scope") or marker.kwargs.get("scope")
     if not scope:
         try:
-            scope = request.config.getini("asyncio_default_test_loop_scope")
+            scope = item.config.getini("asyncio_default_test_loop_scope")
         except ValueError:  # pytest-asyncio < 0.24 has no such ini key
             scope = None
     return str(scope or "function")
@@ -328,11 +325,16 @@ ASYNC_REQUEST_KEY = pytest.StashKey[tuple[Any, TestHandles]]()
 _ASYNC_KEY = pytest.StashKey[AsyncHandles]()
 
 
-def async_handles(request: pytest.FixtureRequest) -> AsyncHandles:
-    """The test's async binding, opened on first use by any async database fixture: the
-    per-loop-scope fixtures matching the test's loop scope are set up through it."""
-    node = request.node
-    existing: AsyncHandles | None = node.stash.get(_ASYNC_KEY, None)
+def async_handles(state: RunState) -> AsyncHandles:
+    """The running test's async binding, opened on first use by any async database fixture:
+    the per-loop-scope fixtures matching the test's loop scope are set up through it.
+
+    The fixtures are requested through the test's own ``FixtureRequest`` (``item._request``,
+    as pytest-asyncio does), not a ``request`` argument, which pytest rebuilds per test.
+    """
+    item = state.current_item
+    assert item is not None, "pytest-ctxdb: a database fixture outside a test"
+    existing: AsyncHandles | None = item.stash.get(_ASYNC_KEY, None)
     if existing is not None:
         return existing
     try:
@@ -343,34 +345,37 @@ def async_handles(request: pytest.FixtureRequest) -> AsyncHandles:
             "install it with: pip install 'pytest-ctxdb[async]'",
             pytrace=False,
         )
-    scope = _loop_scope(request)
+    scope = _loop_scope(item)
     if scope not in _LOOP_SCOPES:
         pytest.fail(f"pytest-ctxdb: unknown asyncio loop scope {scope!r}", pytrace=False)
-    handles = test_handles(request)
+    request: pytest.FixtureRequest | None = getattr(item, "_request", None)
+    if request is None:
+        pytest.fail(f"pytest-ctxdb: {item.nodeid} is not a test function", pytrace=False)
+    handles = test_handles(item, state)
     try:
         # Provision here, outside any event loop (provisioning may run its own loop).
-        handles.state.provision(handles.plan.physical_aliases(), sync=False, async_=True)
+        state.provision(handles.plan.physical_aliases(), sync=False, async_=True)
     except CtxdbError as exc:
         fail_on_error(exc)
     connections = request.getfixturevalue(f"_ctxdb_async_connection_{scope}")
-    node.stash[ASYNC_REQUEST_KEY] = (connections, handles)
+    item.stash[ASYNC_REQUEST_KEY] = (connections, handles)
     binding: AsyncTestBinding = request.getfixturevalue(f"_ctxdb_async_binding_{scope}")
     try:
         handles.source.attach_async(binding)
     except CtxdbError as exc:
         fail_on_error(exc)
-    result = node.stash[_ASYNC_KEY] = AsyncHandles(connections, binding, handles.source)
+    result = item.stash[_ASYNC_KEY] = AsyncHandles(connections, binding, handles.source)
     return result
 
 
 @pytest.fixture
-def _ctxdb_async(request: pytest.FixtureRequest) -> AsyncHandles:
+def _ctxdb_async() -> AsyncHandles:
     """The async binding (for a coroutine test that has only the ``db`` marker)."""
-    return async_handles(request)
+    return async_handles(active_state())
 
 
 @pytest.fixture
-def async_db_engine(request: pytest.FixtureRequest) -> AsyncEngine:
+def async_db_engine() -> AsyncEngine:
     """The ``AsyncEngine`` of the test database for the requesting test's event loop.
 
     One engine per asyncio loop scope (function, class, module, package, session), made and
@@ -378,25 +383,25 @@ def async_db_engine(request: pytest.FixtureRequest) -> AsyncEngine:
     is the async twin of the URL's (asyncpg for PostgreSQL, aiosqlite for SQLite). Like
     ``db_engine``, connections taken from it directly are not isolated.
     """
-    handles = async_handles(request)
+    handles = async_handles(active_state())
     return handles.connections.engine(handles.binding.plan.primary)  # type: ignore[no-any-return]
 
 
 @pytest.fixture
-def async_db_connection(request: pytest.FixtureRequest) -> AsyncConnection:
+def async_db_connection() -> AsyncConnection:
     """An ``AsyncConnection`` inside an outer transaction rolled back after the test.
 
     The async twin of ``db_connection`` (function scope); it belongs to the requesting test's
     event loop (its ``asyncio`` marker ``loop_scope``, or ``asyncio_default_test_loop_scope``).
     """
-    binding = async_handles(request).binding
+    binding = async_handles(active_state()).binding
     return binding.outer(binding.plan.primary).connection
 
 
 @pytest.fixture
-def async_db_sessions(request: pytest.FixtureRequest) -> Mapping[str, AsyncSession]:
+def async_db_sessions() -> Mapping[str, AsyncSession]:
     """alias -> an ``AsyncSession`` of that alias; the async twin of ``db_sessions``."""
-    handles = async_handles(request)
+    handles = async_handles(active_state())
     binding, source = handles.binding, handles.source
 
     def make(alias: str) -> AsyncSession:
@@ -406,7 +411,7 @@ def async_db_sessions(request: pytest.FixtureRequest) -> Mapping[str, AsyncSessi
 
 
 @pytest.fixture
-def async_db_session(request: pytest.FixtureRequest) -> AsyncSession:
+def async_db_session() -> AsyncSession:
     """An ``AsyncSession`` on ``async_db_connection``, rolled back after the test.
 
     The async twin of ``db_session`` (function scope), with
@@ -415,7 +420,7 @@ def async_db_session(request: pytest.FixtureRequest) -> AsyncSession:
     and auto modes and every loop scope; the connection and engine are made and disposed in
     the test's own loop.
     """
-    handles = async_handles(request)
+    handles = async_handles(active_state())
     primary = handles.binding.plan.primary
     return handles.source.root_session(  # type: ignore[no-any-return]
         primary, True, handles.binding.outer(primary).session
