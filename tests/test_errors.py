@@ -187,6 +187,23 @@ def test_unreachable_server_is_reported_once_at_session_start(pytester: pytest.P
     result.stdout.fnmatch_lines(["collected 3 items", "*no tests ran*"])
 
 
+def test_unreachable_server_under_xdist_is_one_message_not_a_worker_crash(
+    pytester: pytest.Pytester,
+) -> None:
+    """Under ``-n 2`` the workers run no test and xdist ends the run with the plugin's own
+    message (once), not an INTERNALERROR about a crashed worker; no password is printed."""
+    url = f"postgresql+psycopg://postgres:{ENCODED_PASSWORD}@127.0.0.1:1/test"
+    result = run_suite(pytester, "-p", "xdist", "-n", "2", "--db-url", url)
+    output = output_of(result)
+    assert result.ret == pytest.ExitCode.INTERRUPTED, output
+    assert "INTERNALERROR" not in output and "Traceback" not in output, output
+    lines = fnmatch.filter(result.outlines, "*Interrupted: pytest-ctxdb: alias 'default'*")
+    assert len(lines) == 1, output
+    assert "cannot use the server at 127.0.0.1:1" in lines[0], output
+    result.stdout.fnmatch_lines(["*no tests ran*"])
+    assert_no_secret(result, ENCODED_PASSWORD_FORMS)
+
+
 @pytest.mark.parametrize(
     ("url", "pattern"),
     [

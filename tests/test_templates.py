@@ -83,6 +83,14 @@ def test_observe(db_session, n):
         "marker": rows("SELECT note FROM ctxdb_marker", "ctxdb_marker"),
         "alembic_version": rows("SELECT version_num FROM alembic_version", "alembic_version"),
         "testcontainers_imported": "testcontainers" in sys.modules,
+        "alembic_imported": "alembic" in sys.modules,
+        "oid": (
+            connection.execute(
+                text("SELECT oid FROM pg_database WHERE datname = current_database()")
+            ).scalar()
+            if connection.dialect.name == "postgresql"
+            else None
+        ),
     }
     OUT.mkdir(exist_ok=True)
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
@@ -290,6 +298,29 @@ def clone_mark(run: str, created: float) -> str:
     return f"created by pytest-ctxdb; kind=clone; run={run}; created={int(created)}"
 
 
+def spare_mark(template: str, comment: str | None) -> str:
+    """The ownership comment of a spare clone of ``template`` (its time taken from ``comment``)."""
+    created = (comment or "").rpartition("created=")[2]
+    return f"created by pytest-ctxdb; kind=spare; template={template}; created={created}"
+
+
+def spares(url: URL, base: str) -> dict[str, int]:
+    """The spare clones of ``base`` on the server: name -> OID."""
+    engine = admin_engine(url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT datname, oid FROM pg_database WHERE datname LIKE :prefix "
+                    "AND shobj_description(oid, 'pg_database') LIKE :mark"
+                ),
+                {"prefix": f"{base}_sp_%", "mark": "created by pytest-ctxdb; kind=spare;%"},
+            )
+            return {name: int(oid) for name, oid in rows}
+    finally:
+        engine.dispose()
+
+
 def template_names(backend: Backend, base: str, template_dir: Path) -> list[str]:
     """The template databases (server) or files (SQLite) of ``base``."""
     prefix = f"{base}_tpl_"
@@ -461,9 +492,12 @@ def container_ids() -> set[str]:
 def test_template_reused_then_rebuilt_by_db_create_and_by_a_model_change(
     backend: Backend, pytester: pytest.Pytester, base: str, template_dir: Path
 ) -> None:
-    """Template kept (out-of-band marker cloned); --db-create / new column rebuild; old swept."""
+    """Template kept (out-of-band marker cloned); --db-create / new column rebuild; old swept.
+
+    Spare clones are off: a spare is a copy of the template made before the marker was put
+    in (see test_spare_clone_* for them)."""
     write_suite(pytester.path)
-    args = (*backend.args, "--db-test-name", base)
+    args = (*backend.args, "--db-test-name", base, "-o", "db_spare_clones=0")
     result, seen = run_inner(pytester, *args)
     result.assert_outcomes(passed=1)
     assert seen["main"]["marker"] is None
@@ -490,6 +524,73 @@ def test_template_reused_then_rebuilt_by_db_create_and_by_a_model_change(
         name for name in template_names(backend, base, template_dir) if name != template
     ]
     assert template_names(backend, base, template_dir) == [new_template], "old template kept"
+
+
+# -- 1b. PostgreSQL spare clones ---------------------------------------------------------------
+
+
+def test_spare_clone_is_renamed_for_the_next_run_and_replaced(
+    postgresql: Backend, pytester: pytest.Pytester, base: str
+) -> None:
+    """A run leaves one spare clone; the next run's database IS that spare (same OID, renamed)
+    and a new spare replaces it; db_spare_clones=0 uses a spare but makes none; --db-create
+    drops the spares of the old template."""
+    assert postgresql.url is not None
+    write_suite(pytester.path, count=2, test_commit=COMMIT_PAIR)
+    args = (*postgresql.args, "--db-test-name", base)
+    result, _ = run_inner(pytester, *args)
+    result.assert_outcomes(passed=4)
+    [template] = [name for name in databases(postgresql.url) if name.startswith(f"{base}_tpl_")]
+    first = spares(postgresql.url, base)
+    assert len(first) == 1, first
+    [(spare, oid)] = first.items()
+    comment = databases(postgresql.url)[spare]
+    assert comment == spare_mark(template, comment)
+
+    result, seen = run_inner(pytester, *args)
+    result.assert_outcomes(passed=4)
+    assert seen["main"]["database"] == base
+    assert seen["main"]["oid"] == oid, "the run did not take the spare clone"
+    second = spares(postgresql.url, base)
+    assert len(second) == 1 and spare not in second, second
+    assert base not in databases(postgresql.url), "the run's database was left behind"
+
+    result, seen = run_inner(pytester, *args, "-o", "db_spare_clones=0")
+    result.assert_outcomes(passed=4)
+    assert seen["main"]["oid"] == next(iter(second.values()))
+    assert spares(postgresql.url, base) == {}, "db_spare_clones=0 made a spare"
+
+    run_inner(pytester, *args)[0].assert_outcomes(passed=4)  # leaves a spare again
+    before = spares(postgresql.url, base)
+    result, seen = run_inner(pytester, *args, "--db-create")
+    result.assert_outcomes(passed=4)
+    assert seen["main"]["oid"] not in before.values(), "--db-create used an old spare"
+    after = spares(postgresql.url, base)
+    assert len(after) == 1 and not set(after) & set(before), (before, after)
+    left = sorted(name for name in databases(postgresql.url) if name.startswith(base))
+    assert left == sorted([template, *after]), left
+
+
+def test_spare_clones_of_an_old_schema_are_swept(
+    postgresql: Backend, pytester: pytest.Pytester, base: str
+) -> None:
+    """A changed model: the old template and its spare clones are dropped, the new template
+    gets its own spare."""
+    assert postgresql.url is not None
+    write_suite(pytester.path)
+    args = (*postgresql.args, "--db-test-name", base, "-p", "xdist", "-n", "2")
+    run_inner(pytester, *args)[0].assert_outcomes(passed=1)
+    old = spares(postgresql.url, base)
+    assert 1 <= len(old) <= 2, old
+    (pytester.path / "models.py").write_text(MODELS.replace("# EXTRA COLUMN", EXTRA_COLUMN))
+    result, seen = run_inner(pytester, *postgresql.args, "--db-test-name", base)
+    result.assert_outcomes(passed=1)
+    assert seen["main"]["item_columns"] == ["id", "name", "note"]
+    [template] = [name for name in databases(postgresql.url) if name.startswith(f"{base}_tpl_")]
+    new = spares(postgresql.url, base)
+    assert len(new) == 1 and not set(new) & set(old), (old, new)
+    comments = databases(postgresql.url)
+    assert [spare_mark(template, comments[name]) for name in new] == [comments[n] for n in new]
 
 
 # -- 2. pytest-xdist: one clone per worker --------------------------------------------------------
@@ -565,8 +666,12 @@ def test_two_concurrent_xdist_runs_on_one_server(
         assert match, names
         run_ids[label].add(match["run"])
     assert len(run_ids["a"]) == len(run_ids["b"]) == 1 and run_ids["a"] != run_ids["b"], names
-    left = sorted(name for name in databases(postgresql.url) if name.startswith(base))
-    assert len(left) == 1 and left[0].startswith(f"{base}_tpl_"), left
+    left = {name: c for name, c in databases(postgresql.url).items() if name.startswith(base)}
+    [template] = [name for name in left if name.startswith(f"{base}_tpl_")]
+    others = {name: c for name, c in left.items() if name != template}
+    assert 1 <= len(others) <= 4, left  # each worker replaces at most what it found missing
+    for comment in others.values():
+        assert comment == spare_mark(template, comment), left
 
 
 # -- 4. sweeping what killed runs left -------------------------------------------------------------
@@ -661,7 +766,8 @@ def test_db_reuse_keeps_the_clone_and_says_so(
 def test_alembic_builds_the_template_and_a_new_revision_rebuilds_it(
     backend: Backend, pytester: pytest.Pytester, base: str, template_dir: Path
 ) -> None:
-    """db_alembic_ini builds the template by migrating; a new revision makes a new template."""
+    """db_alembic_ini builds the template by migrating; a warm run does not even import
+    Alembic (the scripts are hashed as files); a new revision makes a new template."""
     write_suite(pytester.path, "db_alembic_ini = alembic.ini")
     write_alembic_project(pytester.path, "0001")
     args = (*backend.args, "--db-test-name", base)
@@ -669,8 +775,15 @@ def test_alembic_builds_the_template_and_a_new_revision_rebuilds_it(
     result.assert_outcomes(passed=1)
     assert seen["main"]["tables"] == ["alembic_version", "widget"]
     assert seen["main"]["alembic_version"] == ["0001"]
+    assert seen["main"]["alembic_imported"], "the template was not built with Alembic"
     before = set(template_names(backend, base, template_dir))
     assert len(before) == 1
+
+    result, seen = run_inner(pytester, *args)
+    result.assert_outcomes(passed=1)
+    assert seen["main"]["alembic_version"] == ["0001"]
+    assert not seen["main"]["alembic_imported"], "a warm run imported Alembic"
+    assert set(template_names(backend, base, template_dir)) == before
 
     write_alembic_project(pytester.path, "0002")
     result, seen = run_inner(pytester, *args)
@@ -689,7 +802,10 @@ def test_container_run_is_isolated_shared_and_removed(
     pytester: pytest.Pytester, docker: Docker, base: str, template_dir: Path, workers: int
 ) -> None:
     """--db-container: named in the header, isolated, one container per run, none left after."""
-    write_suite(pytester.path, count=4, test_commit=COMMIT_PAIR)
+    # test_pair.py sorts after test_observe.py: xdist's load scheduler sends each worker a
+    # chunk of two consecutive tests first, so both workers get observing tests (the rest go to
+    # whichever worker is free, which may be the same one every time).
+    write_suite(pytester.path, count=4, test_pair=COMMIT_PAIR)
     xdist = ("-p", "xdist", "-n", str(workers)) if workers else ()
     result, seen = run_inner(pytester, *CONTAINER_ARGS, "--db-test-name", base, *xdist)
     result.assert_outcomes(passed=6)

@@ -42,7 +42,7 @@ numbers). Three parts, chosen with ``--parts``:
     reported with the 25th-75th percentiles and the range.
 
     The same ``conftest.py`` also wraps a few of the plugin's methods (``RunState.provision``,
-    ``TestDatabase.create`` / ``_run`` / ``_clone_on_server`` / ``drop``, ``SchemaBuilder``
+    ``TestDatabase.create`` / ``_run`` / ``_create_on_server`` / ``_take_spare`` / ``drop``, ``SchemaBuilder``
     ``fingerprint`` / ``build``, ``load_metadata``, the backend's ``clone_database`` /
     ``clone_file``, the file lock) with ``perf_counter`` stamps, from the outside (the plugin is
     not changed), so each run also reports where its provisioning time went; a wrapper costs
@@ -397,7 +397,10 @@ CONFTEST = textwrap.dedent(
         _wrap(_database.TestDatabase, "_ensure_template_on_server", "ensure_template")
         _wrap(_database.TestDatabase, "_ensure_template_file", "ensure_template")
         _wrap(_database.TestDatabase, "_sweep", "sweep")
-        _wrap(_database.TestDatabase, "_clone_on_server", "clone_on_server")
+        _wrap(_database.TestDatabase, "_create_on_server", "create_on_server")
+        _wrap(_database.TestDatabase, "_take_spare", "take_spare")
+        _wrap(_database.TestDatabase, "start_spares", "start_spares")
+        _wrap(_database.TestDatabase, "wait_for_spares", "wait_for_spares")
         _wrap(_database.TestDatabase, "drop", "TestDatabase.drop")
         _wrap(_database.TestDatabase, "check_driver", "check_driver")
         _wrap_run(_database.TestDatabase)
@@ -768,13 +771,14 @@ SPAN_COLUMNS = (
     ("load_metadata", "load_metadata"),
     ("fingerprint", "fingerprint"),
     ("lock_wait", "lock"),
-    ("_run:prepare", "check+sweep (_run)"),
+    ("_run:<lambda>", "admin connection (_run)"),
     ("sweep", "sweep"),
     ("schema_build", "build"),
-    ("_run:_clone_on_server", "clone (_run)"),
+    ("take_spare", "take spare (RENAME)"),
     ("clone_database", "CREATE..TEMPLATE+COMMENT"),
     ("TestDatabase.create", "create total"),
     ("TestDatabase.drop", "drop"),
+    ("wait_for_spares", "end: wait for spare"),
     ("gc_gen2", "gen-2 GC (anywhere)"),
 )
 
@@ -1094,9 +1098,9 @@ def print_clone(results: dict[str, Any], startup: dict[str, Any] | None, target_
             rows.append(
                 [
                     f"{e['schema']}/{e['tables']}",
+                    ms(sp.get("take_spare")),
                     ms(sp.get("clone_database")),
-                    ms(sp.get("_run:_clone_on_server")),
-                    ms(sp.get("_run:prepare")),
+                    ms(sp.get("_run:<lambda>")),
                     ms(sp.get("fingerprint")),
                     ms(total),
                     "yes" if total and total["median"] * 1000 <= target_ms else "**no**",
@@ -1106,9 +1110,9 @@ def print_clone(results: dict[str, Any], startup: dict[str, Any] | None, target_
             table(
                 [
                     "schema/tables",
-                    "CREATE..TEMPLATE + COMMENT",
-                    "_clone_on_server incl. connect",
-                    "check + sweep incl. connect",
+                    "take spare (RENAME + COMMENT)",
+                    "CREATE..TEMPLATE + COMMENT (no spare)",
+                    "admin connection: check, sweep, spare or clone",
                     "fingerprint",
                     "TestDatabase.create",
                     "create <= target",

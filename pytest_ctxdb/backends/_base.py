@@ -188,6 +188,20 @@ class Backend:
         """Create database ``name`` as a copy of ``template`` (schema and rows)."""
         raise NotImplementedError
 
+    #: ``True`` if :meth:`rename_database` is fast and atomic (then spare clones are kept).
+    can_rename = False
+
+    def rename_database(self, admin: Connection, name: str, new_name: str) -> None:
+        """Rename database ``name`` to ``new_name``.
+
+        :raises sqlalchemy.exc.DBAPIError: ``name`` is missing or in use.
+        """
+        raise NotImplementedError
+
+    def abort_on_disconnect(self, admin: Connection) -> None:
+        """Make the server abort ``admin``'s running statement if the client goes away
+        (so that a killed run leaves no half-made database); a no-op where unsupported."""
+
     def drop_database(self, admin: Connection, name: str, *, force: bool = False) -> None:
         """Drop database ``name``; callers check :meth:`is_owned` first.
 

@@ -102,6 +102,20 @@ class PostgreSQLBackend(Backend):
                 time.sleep(0.1)
         self.set_comment(admin, name, comment)
 
+    can_rename = True
+
+    def rename_database(self, admin: Connection, name: str, new_name: str) -> None:
+        # A catalog update: milliseconds, whatever the size (fails while anyone is connected).
+        admin.exec_driver_sql(
+            f"ALTER DATABASE {_quote(admin, name)} RENAME TO {_quote(admin, new_name)}"
+        )
+
+    def abort_on_disconnect(self, admin: Connection) -> None:
+        # PostgreSQL >= 14 checks the client socket every interval during long statements
+        # (CREATE DATABASE copying a template) and cancels them once the client is gone.
+        if (admin.dialect.server_version_info or (0,)) >= (14,):
+            admin.exec_driver_sql("SET client_connection_check_interval = 200")
+
     def drop_database(self, admin: Connection, name: str, *, force: bool = False) -> None:
         # WITH (FORCE) (PostgreSQL >= 13) ends connections a test leaked on its own database.
         version = admin.dialect.server_version_info or (0,)

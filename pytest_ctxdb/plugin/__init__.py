@@ -17,6 +17,7 @@ import pytest
 
 from .._errors import CtxdbError
 from .._settings import DEFAULT_ALIAS, Source, split_alias
+from ..context import _seam
 from ..provision import ContainerServer, default_template_directory, make_sqlite_directory
 from ._fixtures import (
     ASYNC_FIXTURES,
@@ -36,7 +37,7 @@ from ._fixtures import (
 )
 from ._marker import MARKER_HELP, MarkerError
 from ._options import add_options, read_settings
-from ._state import STATE_KEY, RunState
+from ._state import STATE_KEY, RunState, activate, deactivate
 
 #: the run's id, shared with xdist workers through ``workerinput``.
 RUN_ID_KEY = pytest.StashKey[str]()
@@ -69,6 +70,7 @@ __all__ = (
     "pytest_runtest_setup",
     "pytest_runtestloop",
     "pytest_sessionfinish",
+    "pytest_unconfigure",
 )
 
 
@@ -80,6 +82,28 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
     from . import _hookspecs
 
     pluginmanager.add_hookspecs(_hookspecs)
+
+
+def _spare_clones(config: pytest.Config, workerinput: dict[str, Any] | None) -> int:
+    """ini ``db_spare_clones``: ``auto`` is one per xdist worker of the run (1 without xdist).
+
+    :raises pytest.UsageError: neither ``auto`` nor a number >= 0.
+    """
+    value = str(config.getini("db_spare_clones")).strip().lower()
+    if value == "auto":
+        if workerinput:
+            return int(workerinput.get("workercount", 1))
+        return 1
+    try:
+        count = int(value)
+    except ValueError:
+        count = -1
+    if count < 0:
+        raise pytest.UsageError(
+            f"db_spare_clones: {value!r} is not 'auto' or a number of spare clones >= 0 "
+            "(0 turns spare clones off)"
+        )
+    return count
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -105,6 +129,7 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(
             f"db_sweep_age: {config.getini('db_sweep_age')!r} is not a number of seconds"
         ) from None
+    spares = _spare_clones(config, workerinput)
     alembic = {}
     for entry in config.getini("db_alembic_ini"):
         alias, value = split_alias(entry)
@@ -128,6 +153,8 @@ def pytest_configure(config: pytest.Config) -> None:
             rebuild=bool(config.option.db_create),
             reuse=bool(config.option.db_reuse),
             sweep_age=sweep_age,
+            spares=0 if container is not None else spares,
+            workers=int((workerinput or {}).get("workercount", 1)),
             alembic=alembic,
             hook_sources=hook_sources,
             container=container,
@@ -136,6 +163,13 @@ def pytest_configure(config: pytest.Config) -> None:
     except CtxdbError as exc:
         raise pytest.UsageError(str(exc)) from None
     config.stash[STATE_KEY] = state
+    activate(state)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    state = config.stash.get(STATE_KEY, None)
+    if state is not None:
+        deactivate(state)
 
 
 def _container(
@@ -217,8 +251,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     state = item.config.stash.get(STATE_KEY, None)
     if state is None:
         return
-    from ..context import _seam
-
+    state.current_item = item
     uses_db = item.stash.get(_USES_DB, None)
     if uses_db is None:
         uses_db = _uses_db(item)
@@ -234,15 +267,18 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 
 @pytest.hookimpl(tryfirst=True)
-def pytest_runtestloop(session: pytest.Session) -> None:
+def pytest_runtestloop(session: pytest.Session) -> bool | None:
     """Provision the databases the selected tests need, once, before the first test.
 
     A failure (missing driver, unreachable server, bad schema import string) ends the run
-    with one usage error instead of one error per test. A run whose selected tests use no
-    database fixture contacts no server.
+    with one usage error instead of one error per test. On a pytest-xdist worker, where a
+    usage error would crash the worker and xdist would report only the test it was given,
+    the worker runs no test and stops the session with the message instead: xdist ends the
+    run with ``Interrupted: pytest-ctxdb: ...``. A run whose selected tests use no database
+    fixture contacts no server.
     """
     if session.config.option.collectonly or not session.items:
-        return
+        return None
     state = session.config.stash[STATE_KEY]
     needs_sync = needs_async = False
     aliases: dict[str, None] = {}
@@ -259,12 +295,16 @@ def pytest_runtestloop(session: pytest.Session) -> None:
         except MarkerError:
             pass  # that test fails on its own, with the marker's message
     if not aliases:
-        return
+        return None
     try:
         state.provision(list(aliases), sync=needs_sync, async_=needs_async)
         state.adapters()
     except CtxdbError as exc:
+        if getattr(session.config, "workerinput", None) is not None:
+            session.shouldstop = f"pytest-ctxdb: {exc}"
+            return True  # no test runs on this worker
         raise pytest.UsageError(f"pytest-ctxdb: {exc}") from None
+    return None
 
 
 @pytest.hookimpl(trylast=True)

@@ -59,6 +59,11 @@ HELP_SWEEP = (
     "Seconds after which a test database left by a killed run (it carries pytest-ctxdb's mark) "
     "is dropped by the next run; default 3600."
 )
+HELP_SPARES = (
+    "PostgreSQL spare clones of the template kept ready for the next run (renamed to the run's "
+    "database at start-up instead of cloning the template), cloned in the background at the "
+    "end of a run while its test database is dropped: 'auto' (default) keeps one per pytest-xdist worker, a number keeps that many, 0 none."
+)
 HELP_ALEMBIC = (
     "[ALIAS=]path/to/alembic.ini[::section]: build the template database with "
     "`alembic upgrade head` (Alembic's API) instead of create_all."
@@ -115,6 +120,7 @@ def add_options(parser: pytest.Parser) -> None:
         "--db-reuse", action="store_true", dest="db_reuse", default=False, help=HELP_REUSE
     )
     parser.addini("db_sweep_age", default="3600", help=HELP_SWEEP)
+    parser.addini("db_spare_clones", default="auto", help=HELP_SPARES)
     parser.addini("db_alembic_ini", type="linelist", default=[], help=HELP_ALEMBIC)
     group.addoption(
         "--db-container", dest="db_container", default=None, metavar="KIND", help=HELP_CONTAINER

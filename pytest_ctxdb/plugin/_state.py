@@ -17,10 +17,10 @@ from .._errors import CtxdbError, ProvisioningError
 from .._settings import DEFAULT_ALIAS, DatabaseSettings
 from ..adapters import Adapter, load_adapters
 from ..backends import MySQLBackend
-from ..binding import EngineSessionSource, ReusedConnection
+from ..binding import BindingPlan, EngineSessionSource, ReusedConnection
 from ..provision import ContainerServer, SchemaBuilder, SchemaHook, TestDatabase, load_metadata
 
-__all__ = ("STATE_KEY", "RunState")
+__all__ = ("STATE_KEY", "RunState", "activate", "active_state", "deactivate")
 
 
 @dataclass
@@ -51,6 +51,10 @@ class RunState:
     reuse: bool = False
     #: ini ``db_sweep_age``: seconds after which a killed run's databases are dropped.
     sweep_age: float | None = 3600.0
+    #: ini ``db_spare_clones``: spare clones of each template kept for later runs.
+    spares: int = 1
+    #: the run's pytest-xdist workers (1 without xdist): each makes its share of the spares.
+    workers: int = 1
     #: alias -> ``db_alembic_ini`` value.
     alembic: dict[str, str] = field(default_factory=dict)
     #: the ``pytest_ctxdb_setup_schema`` implementations (their source is fingerprinted).
@@ -71,6 +75,8 @@ class RunState:
     _tables: dict[str, list[Table]] = field(default_factory=dict)
     _ambient_async: dict[str, Any] = field(default_factory=dict)
     _adapters_guarded: bool = False
+    #: the test being run (set by ``pytest_runtest_setup``), for the sync fixtures.
+    current_item: pytest.Item | None = None
 
     def __post_init__(self) -> None:
         seen: dict[tuple[Any, ...], str] = {}
@@ -89,6 +95,16 @@ class RunState:
             if key in seen:  # two aliases on one server and database: keep them apart
                 database.rename(f"{database.name}_{alias}")
             seen[key] = alias
+
+    @functools.cached_property
+    def mirrors(self) -> dict[str, str]:
+        """mirror alias -> the alias whose test connection it shares."""
+        return {a: s.mirror_of for a, s in self.settings.items() if s.mirror_of is not None}
+
+    @functools.cached_property
+    def default_plan(self) -> BindingPlan:
+        """The plan of a test with no ``db`` marker (shared: plans are not modified)."""
+        return BindingPlan(mirrors=self.mirrors)
 
     @property
     def aliases(self) -> list[str]:
@@ -136,7 +152,13 @@ class RunState:
                 self.hook_sources,
                 self.alembic.get(alias),
             )
-            database.create(schema, rebuild=self.rebuild, sweep_age=self.sweep_age)
+            database.create(
+                schema,
+                rebuild=self.rebuild,
+                sweep_age=self.sweep_age,
+                spares=self.spares,
+                workers=self.workers,
+            )
             self.provisioned.add(alias)
             if isinstance(database.backend, MySQLBackend):
                 backend = database.backend
@@ -240,6 +262,8 @@ class RunState:
             engine.dispose()
         self._engines.clear()
         for database in self.databases.values():
+            database.start_spares()  # cloned for the next run while this one drops its own
+        for database in self.databases.values():
             if self.reuse and database.created:
                 report(f"--db-reuse: kept {database.alias!r} test database {database.name!r}")
                 continue
@@ -247,6 +271,10 @@ class RunState:
                 database.drop()
             except CtxdbError as exc:
                 report(str(exc))
+        for database in self.databases.values():
+            database.wait_for_spares()
+            if database.spare_error:
+                report(database.spare_error)
         self.provisioned.clear()
         if not self.reuse:
             shutil.rmtree(self.sqlite_directory, ignore_errors=True)
@@ -261,3 +289,31 @@ def guard_own_engine(engine: Engine, alias: str) -> None:
 
 #: where the plugin keeps the run's :class:`RunState`.
 STATE_KEY = pytest.StashKey[RunState]()
+
+#: the states of the configured pytest runs, innermost last (pytester's in-process runs nest).
+_active: list[RunState] = []
+
+
+def activate(state: RunState) -> None:
+    """Make ``state`` the one :func:`active_state` returns (``pytest_configure``)."""
+    _active.append(state)
+
+
+def deactivate(state: RunState) -> None:
+    """Forget ``state`` (``pytest_unconfigure``)."""
+    if any(each is state for each in _active):
+        _active[:] = [each for each in _active if each is not state]
+
+
+def active_state() -> RunState:
+    """The state of the innermost configured run.
+
+    The fixtures read it here rather than through ``request`` (or a fixture depending on it):
+    pytest builds a new ``request`` fixture definition, with ``inspect.signature``, each time
+    one is looked up, which costs more per test than everything else the fixture does.
+
+    :raises RuntimeError: pytest-ctxdb is not configured in this process.
+    """
+    if not _active:
+        raise RuntimeError("pytest-ctxdb is not configured (no pytest run with the plugin)")
+    return _active[-1]

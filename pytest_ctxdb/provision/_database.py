@@ -17,6 +17,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -134,7 +135,13 @@ class TestDatabase:
         self.url: URL = self.backend.test_url(server_url, self.name)
         #: ``True`` once this run created the database (then it drops it at the end).
         self.created = False
+        #: ``True`` when :meth:`create` took a spare clone instead of cloning the template.
+        self.took_spare = False
         self._needs_server = not isinstance(self.backend, SQLiteBackend)
+        self._spare_maker: threading.Thread | None = None
+        self._missing_spares = 0
+        #: why making a spare clone failed (shown at the end of the run), or ``None``.
+        self.spare_error: str | None = None
 
     def use_server(self, server_url: URL) -> None:
         """Use the server at ``server_url`` (a container started after configuration)."""
@@ -265,8 +272,10 @@ class TestDatabase:
         *,
         rebuild: bool = False,
         sweep_age: float | None = 3600.0,
+        spares: int = 1,
+        workers: int = 1,
     ) -> None:
-        """Create this run's test database as a clone of the schema's template database.
+        """Create this run's test database from the schema's template database.
 
         The template is named after the schema fingerprint (``<base>_tpl_<fingerprint>``) and
         kept across runs: built when missing, half-built or when ``rebuild`` is set; cloned
@@ -275,6 +284,14 @@ class TestDatabase:
         cloning, databases of killed runs older than ``sweep_age`` seconds that carry the
         plugin's mark, and templates of the same base with another fingerprint, are dropped
         when nobody uses them; nothing without the mark is ever touched.
+
+        *Spare clones* (PostgreSQL): a clone made ahead of time, at the end of an earlier run,
+        is renamed to this run's name (``ALTER DATABASE ... RENAME``, milliseconds) instead of
+        waiting for ``CREATE DATABASE ... TEMPLATE`` (which copies the template's files:
+        0.1-0.6 s). :meth:`start_spares` then clones new ones at the end of this run, so that
+        ``spares`` of them are ready; each of the run's ``workers`` (xdist processes, each
+        calling this) makes its share of the missing ones. With ``spares=0`` no new spare is
+        made (one left by an earlier run is still used).
 
         :raises ProvisioningError: the server is unreachable, a name is taken by a database
             the plugin did not create, or a statement failed.
@@ -286,64 +303,170 @@ class TestDatabase:
         # databases and the clone never interleave with another worker's or run's.
         lock = self.template_directory / f"{_lock_key(self.server_url, self.base)}.lock"
         self.template_directory.mkdir(parents=True, exist_ok=True)
+        missing_spares = 0
         with FileLock(str(lock)):
             if self._needs_server:
-                self._ensure_template_on_server(schema, fingerprint, rebuild, sweep_age)
-                self._run(self.server_url, self._clone_on_server, autocommit=True)
+                missing_spares = self._run(
+                    self.server_url,
+                    lambda admin: self._create_on_server(
+                        admin, schema, fingerprint, rebuild, sweep_age, spares, workers
+                    ),
+                    autocommit=True,
+                )
             else:
                 assert isinstance(self.backend, SQLiteBackend)
                 self._ensure_template_file(schema, rebuild, sweep_age)
                 self.backend.drop_database(None, self.name)
                 self.backend.clone_file(self.backend.template_path(self.template), self.name)
         self.created = True
+        self._missing_spares = missing_spares
 
-    def _ensure_template_on_server(
-        self, schema: SchemaBuilder, fingerprint: str, rebuild: bool, sweep_age: float | None
-    ) -> None:
+    def _create_on_server(
+        self,
+        admin: Connection,
+        schema: SchemaBuilder,
+        fingerprint: str,
+        rebuild: bool,
+        sweep_age: float | None,
+        spares: int,
+        workers: int,
+    ) -> int:
+        """Everything :meth:`create` does on a server, on one admin connection.
+
+        :returns: how many spare clones to make for later runs.
+        """
         backend, template = self.backend, self.template
         assert template is not None
+        owned = dict(backend.owned_databases(admin))
+        if sweep_age is not None:
+            self._sweep(admin, owned, sweep_age)
+        built = self._ensure_template_on_server(admin, owned, schema, fingerprint, rebuild)
+        if built:  # spares of an earlier build of this template are stale
+            self._drop_spares(admin, owned)
+        self._clear_name(admin, owned)
+        # A spare left by an earlier run is taken even with spares=0 (it is used up).
+        self.took_spare = backend.can_rename and self._take_spare(admin, owned)
+        if not self.took_spare:
+            backend.clone_database(admin, template, self.name, self._clone_mark())
+        if spares <= 0 or not backend.can_rename:
+            return 0
+        ready = sum(1 for comment in owned.values() if self._is_spare(comment))
+        missing = max(0, spares - ready)
+        return -(-missing // max(1, workers))  # this worker's share, rounded up
 
-        def prepare(admin: Connection) -> bool:
-            if sweep_age is not None:
-                self._sweep(admin, sweep_age)
+    def _clone_mark(self) -> str:
+        return self.backend.mark(kind="clone", run=self.run_id or "-", created=int(time.time()))
+
+    def _is_spare(self, comment: str | None) -> bool:
+        fields = self.backend.parse_mark(comment) or {}
+        return fields.get("kind") == "spare" and fields.get("template") == self.template
+
+    def _ensure_template_on_server(
+        self,
+        admin: Connection,
+        owned: dict[str, str],
+        schema: SchemaBuilder,
+        fingerprint: str,
+        rebuild: bool,
+    ) -> bool:
+        """Build the template unless a complete one exists; ``True`` if it was built."""
+        backend, template = self.backend, self.template
+        assert template is not None
+        comment = owned.get(template)
+        if comment is None:  # not ours, or missing: look (a foreign one is an error)
             comment = backend.comment(admin, template)
-            fields = backend.parse_mark(comment)
-            if comment is not None and fields is None:
-                raise ProvisioningError(
-                    f"alias {self.alias!r}: database {template!r} exists on {self.server_url.host} "
-                    "and was not created by pytest-ctxdb; it is never dropped or reused. Drop it "
-                    f"yourself or choose another base name with --db-test-name {self.alias}=NAME."
-                )
-            if fields is not None and fields.get("ready") == "1" and not rebuild:
-                return False
-            if comment is not None:
-                backend.drop_database(admin, template, force=True)
-            backend.create_database(
-                admin,
-                template,
-                backend.mark(
-                    kind="template", fingerprint=fingerprint, ready=0, created=int(time.time())
-                ),
+        fields = backend.parse_mark(comment)
+        if comment is not None and fields is None:
+            raise ProvisioningError(
+                f"alias {self.alias!r}: database {template!r} exists on {self.server_url.host} "
+                "and was not created by pytest-ctxdb; it is never dropped or reused. Drop it "
+                f"yourself or choose another base name with --db-test-name {self.alias}=NAME."
             )
-            return True
-
-        self.template_built = self._run(self.server_url, prepare, autocommit=True)
-        if not self.template_built:
-            return
+        if fields is not None and fields.get("ready") == "1" and not rebuild:
+            self.template_built = False
+            return False
+        if comment is not None:
+            backend.drop_database(admin, template, force=True)
+        backend.create_database(
+            admin,
+            template,
+            backend.mark(kind="template", fingerprint=fingerprint, ready=0, created=int(time.time())),
+        )
         template_url = self.backend.test_url(self.server_url, template)
         if not schema.empty:
             self._run(template_url, lambda c: schema.build(c, template_url), autocommit=False)
-        self._run(
-            self.server_url,
-            lambda admin: backend.set_comment(
-                admin,
-                template,
-                backend.mark(
-                    kind="template", fingerprint=fingerprint, ready=1, created=int(time.time())
-                ),
-            ),
-            autocommit=True,
+        ready = backend.mark(
+            kind="template", fingerprint=fingerprint, ready=1, created=int(time.time())
         )
+        backend.set_comment(admin, template, ready)
+        owned[template] = ready
+        self.template_built = True
+        return True
+
+    def _take_spare(self, admin: Connection, owned: dict[str, str]) -> bool:
+        """Rename a ready spare clone of the template to this run's name; ``False`` if none
+        could be taken (none left, or each in use or taken by a run on another machine)."""
+        backend = self.backend
+        for name, comment in list(owned.items()):
+            if not self._is_spare(comment):
+                continue
+            del owned[name]
+            try:
+                backend.rename_database(admin, name, self.name)
+            except DBAPIError:
+                continue
+            backend.set_comment(admin, self.name, self._clone_mark())
+            return True
+        return False
+
+    def _drop_spares(self, admin: Connection, owned: dict[str, str]) -> None:
+        for name, comment in list(owned.items()):
+            if self._is_spare(comment) and not self.backend.in_use(admin, name):
+                with contextlib.suppress(DBAPIError):
+                    self.backend.drop_database(admin, name)
+                del owned[name]
+
+    def _make_spares(self, count: int) -> None:
+        """Clone ``count`` spares of the template for later runs (background thread).
+
+        A failure only means no spare next time: it is kept in :attr:`spare_error`.
+        """
+        backend, template = self.backend, self.template
+        assert template is not None
+
+        def make(admin: Connection) -> None:
+            backend.abort_on_disconnect(admin)  # a killed run leaves no half-made clone
+            for _ in range(count):
+                name = f"{self.base[:30]}_sp_{uuid.uuid4().hex[:12]}"
+                mark = backend.mark(kind="spare", template=template, created=int(time.time()))
+                backend.clone_database(admin, template, name, mark)
+
+        try:
+            self._run(self.server_url, make, autocommit=True)
+        except Exception as exc:  # noqa: BLE001 - reported at the end, never fatal
+            self.spare_error = f"alias {self.alias!r}: making a spare clone failed: {exc}"
+
+    def start_spares(self) -> None:
+        """Start cloning the spares :meth:`create` found missing, in a background thread.
+
+        Called at the end of the run, so that the copy (server I/O on the machine's cores)
+        overlaps :meth:`drop` instead of slowing the tests down; :meth:`drop` waits for it.
+        """
+        count, self._missing_spares = self._missing_spares, 0
+        if count > 0 and self._spare_maker is None:
+            self._spare_maker = threading.Thread(
+                target=self._make_spares,
+                args=(count,),
+                name=f"pytest-ctxdb spare clones of {self.template}",
+                daemon=True,
+            )
+            self._spare_maker.start()
+
+    def wait_for_spares(self, timeout: float | None = 60.0) -> None:
+        """Wait for the background spare clones of :meth:`start_spares`."""
+        maker, self._spare_maker = self._spare_maker, None
+        if maker is not None:
+            maker.join(timeout)
 
     def _ensure_template_file(
         self, schema: SchemaBuilder, rebuild: bool, sweep_age: float | None = None
@@ -380,12 +503,14 @@ class TestDatabase:
                 if now - run_directory.stat().st_mtime > age and not _alive(pid):
                     shutil.rmtree(run_directory, ignore_errors=True)
 
-    def _sweep(self, admin: Connection, age: float) -> None:
-        """Drop the plugin's stale databases, when nobody is connected: clones of killed runs
-        older than ``age`` seconds, templates of this base with another fingerprint, and any
-        template older than :data:`TEMPLATE_MAX_AGE` (rebuilt when next needed)."""
+    def _sweep(self, admin: Connection, owned: dict[str, str], age: float) -> None:
+        """Drop the plugin's stale databases (and forget them in ``owned``), when nobody is
+        connected: clones of killed runs older than ``age`` seconds, templates of this base
+        with another fingerprint, any template older than :data:`TEMPLATE_MAX_AGE` (rebuilt
+        when next needed), and spare clones whose template is one of those or gone."""
         backend, now = self.backend, time.time()
-        for name, comment in backend.owned_databases(admin):
+        dropped: set[str] = set()
+        for name, comment in owned.items():
             fields = backend.parse_mark(comment) or {}
             kind = fields.get("kind")
             try:
@@ -401,12 +526,33 @@ class TestDatabase:
             if (stale_clone or old_template) and not backend.in_use(admin, name):
                 with contextlib.suppress(DBAPIError):  # raced by another run: leave it
                     backend.drop_database(admin, name)
+                    dropped.add(name)
+        for name, comment in owned.items():
+            fields = backend.parse_mark(comment) or {}
+            if fields.get("kind") != "spare" or name in dropped:
+                continue
+            template = fields.get("template")
+            orphan = template in dropped or (template not in owned and template != self.template)
+            if orphan and not backend.in_use(admin, name):
+                with contextlib.suppress(DBAPIError):
+                    backend.drop_database(admin, name)
+                    dropped.add(name)
+        for name in dropped:
+            del owned[name]
 
-    def _clone_on_server(self, admin: Connection) -> None:
+    def _clear_name(self, admin: Connection, owned: dict[str, str]) -> None:
+        """Make way for this run's database name: drop an earlier one of the plugin's
+        (``--db-test-name`` reuses names); refuse if the name belongs to someone else.
+
+        :param owned: the plugin's databases, as :meth:`_create_on_server` listed them (a
+            name not among them is looked up once: missing, or someone else's).
+        """
         backend, name = self.backend, self.name
-        assert self.template is not None
-        if backend.database_exists(admin, name):
-            if not backend.is_owned(admin, name):
+        comment = owned.get(name)
+        if comment is None:
+            comment = backend.comment(admin, name)
+        if comment is not None:
+            if backend.parse_mark(comment) is None:
                 raise ProvisioningError(
                     f"alias {self.alias!r}: database {name!r} already exists on "
                     f"{self.server_url.host} and was not created by pytest-ctxdb, so it is not "
@@ -421,12 +567,6 @@ class TestDatabase:
                     f"still in use (another pytest run on this server?): {str(exc.orig).strip()}. "
                     "Wait for it, or pick another name with --db-test-name."
                 ) from None
-        backend.clone_database(
-            admin,
-            self.template,
-            name,
-            backend.mark(kind="clone", run=self.run_id or "-", created=int(time.time())),
-        )
 
     def drop(self) -> None:
         """Drop the test database if this run created it; dispose engines on it first.
