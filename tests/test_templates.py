@@ -207,8 +207,10 @@ def downgrade():
     op.drop_table("{table}")
 '''
 
-#: the image ``--db-container`` runs in these tests (built locally, no registry needed).
+#: the image ``--db-container`` runs in these tests (built locally, no registry needed:
+#: ``../shared/tools/docker-postgres.sh`` and ``.ci/docker-mariadb.sh``), per kind.
 IMAGE = "local/postgres:15"
+IMAGES = {"postgresql": IMAGE, "mariadb": "local/mariadb:10.11"}
 CONTAINER_ARGS = ("--db-container", "postgresql", "--db-container-image", IMAGE)
 #: a Docker engine that is not there, and the reason a run gives without one.
 NO_DOCKER = "unix:///nonexistent.sock"
@@ -422,9 +424,9 @@ def write_alembic_project(directory: Path, *revisions: str) -> None:
 
 
 @cache
-def docker_problem() -> str | None:
-    """Why no container can be started here, or ``None``."""
-    for command in (["docker", "info"], ["docker", "image", "inspect", IMAGE]):
+def docker_problem(image: str) -> str | None:
+    """Why no container of ``image`` can be started here, or ``None``."""
+    for command in (["docker", "info"], ["docker", "image", "inspect", image]):
         try:
             subprocess.run(command, capture_output=True, check=True, timeout=60)
         except (OSError, subprocess.SubprocessError) as exc:
@@ -436,24 +438,29 @@ def docker_problem() -> str | None:
 class Docker:
     """The image's containers before the test, and the host ports the test's runs used."""
 
+    kind: str
+    image: str
     before: set[str]
     ports: set[int]
 
 
-@pytest.fixture
-def docker(monkeypatch: pytest.MonkeyPatch) -> Iterator[Docker]:
-    """Skip (fail under CI=true) without Docker and the image. Afterwards, containers of the
-    image that appeared during the test and publish a port its runs recorded are removed."""
-    problem = docker_problem()
+@pytest.fixture(params=list(IMAGES))
+def docker(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Docker]:
+    """One ``--db-container`` kind with its local image. Skip (fail under CI=true) without
+    Docker and the image. Afterwards, containers of the image that appeared during the test
+    and publish a port its runs recorded are removed."""
+    kind: str = request.param
+    image = IMAGES[kind]
+    problem = docker_problem(image)
     if problem is not None:
         if os.environ.get("CI") == "true":
             pytest.fail(f"CI=true and {problem}")
         pytest.skip(problem)
     monkeypatch.setenv("TESTCONTAINERS_RYUK_DISABLED", "true")
     monkeypatch.delenv("DOCKER_HOST", raising=False)
-    state = Docker(container_ids(), set())
+    state = Docker(kind, image, container_ids(image), set())
     yield state
-    for container in container_ids() - state.before:
+    for container in container_ids(image) - state.before:
         if container_ports(container) & state.ports:
             subprocess.run(["docker", "rm", "-f", container], capture_output=True, check=False)
 
@@ -474,10 +481,10 @@ def container_ports(container: str) -> set[int]:
     return {int(b["HostPort"]) for bindings in published.values() for b in bindings or ()}
 
 
-def container_ids() -> set[str]:
-    """Ids of every container (running or not) of ``IMAGE``."""
+def container_ids(image: str) -> set[str]:
+    """Ids of every container (running or not) of ``image``."""
     listed = subprocess.run(
-        ["docker", "ps", "-a", "-q", "--no-trunc", "--filter", f"ancestor={IMAGE}"],
+        ["docker", "ps", "-a", "-q", "--no-trunc", "--filter", f"ancestor={image}"],
         capture_output=True,
         text=True,
         check=True,
@@ -801,19 +808,25 @@ def test_alembic_builds_the_template_and_a_new_revision_rebuilds_it(
 def test_container_run_is_isolated_shared_and_removed(
     pytester: pytest.Pytester, docker: Docker, base: str, template_dir: Path, workers: int
 ) -> None:
-    """--db-container: named in the header, isolated, one container per run, none left after."""
+    """--db-container (PostgreSQL, MariaDB): named in the header, isolated, one container per
+    run shared by its xdist workers, none left after."""
     # test_pair.py sorts after test_observe.py: xdist's load scheduler sends each worker a
     # chunk of two consecutive tests first, so both workers get observing tests (the rest go to
     # whichever worker is free, which may be the same one every time).
     write_suite(pytester.path, count=4, test_pair=COMMIT_PAIR)
     xdist = ("-p", "xdist", "-n", str(workers)) if workers else ()
-    result, seen = run_inner(pytester, *CONTAINER_ARGS, "--db-test-name", base, *xdist)
+    container = ("--db-container", docker.kind, "--db-container-image", docker.image)
+    result, seen = run_inner(pytester, *container, "--db-test-name", base, *xdist)
     result.assert_outcomes(passed=6)
+    url, driver = {
+        "postgresql": ("postgresql+psycopg://test", "psycopg"),
+        "mariadb": ("mysql+pymysql://root", "pymysql"),
+    }[docker.kind]
     result.stdout.fnmatch_lines(
         [
             (
-                f"ctxdb: default: postgresql+psycopg://test@testcontainer/{base} "
-                f"(*testcontainers*--db-container postgresql ({IMAGE})*; sync driver psycopg*"
+                f"ctxdb: default: {url}@testcontainer/{base} (*testcontainers*"
+                f"--db-container {docker.kind} ({docker.image})*; sync driver {driver}*"
             )
         ]
     )
@@ -821,11 +834,11 @@ def test_container_run_is_isolated_shared_and_removed(
     assert any(record["testcontainers_imported"] for record in seen.values())
     ports = {record["port"] for record in seen.values()}
     docker.ports |= {port for port in ports if port}
-    assert len(ports) == 1 and None not in ports and 5432 not in ports, ports
+    assert len(ports) == 1 and None not in ports and not ports & {3306, 5432}, ports
     assert len({record["database"] for record in seen.values()}) == len(seen)
     # Only this run's container (the one publishing the recorded port): another test may run
     # a container of the same image at the same time when this suite runs under xdist.
-    left = {c for c in container_ids() - docker.before if container_ports(c) & ports}
+    left = {c for c in container_ids(docker.image) - docker.before if container_ports(c) & ports}
     assert left == set(), "the run's container was left"
     assert list(template_dir.glob("container-*")) == []
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import secrets
 import warnings
 from pathlib import Path
 from typing import Any
@@ -22,10 +23,12 @@ from .._errors import ConfigurationError, ProvisioningError
 
 __all__ = ("CONTAINER_KINDS", "ContainerServer")
 
-#: kind -> (default image, SQLAlchemy dialect+driver of the URL).
+#: kind -> (default image, SQLAlchemy dialect+driver of the URL, user, server port). The user
+#: must be allowed to create databases: the image's superuser (``POSTGRES_USER`` is one;
+#: MariaDB's ``MYSQL_USER`` may only use ``MYSQL_DATABASE``, so root is used there).
 CONTAINER_KINDS = {
-    "postgresql": ("postgres:16", "postgresql+psycopg"),
-    "mariadb": ("mariadb:11", "mysql+pymysql"),
+    "postgresql": ("postgres:16", "postgresql+psycopg", "test", 5432),
+    "mariadb": ("mariadb:11", "mysql+pymysql", "root", 3306),
 }
 
 
@@ -54,7 +57,8 @@ class ContainerServer:
     @property
     def placeholder_url(self) -> URL:
         """A URL of the right dialect to describe the server before it is started."""
-        return make_url(f"{CONTAINER_KINDS[self.kind][1]}://test@testcontainer/test")
+        _, driver, user, _ = CONTAINER_KINDS[self.kind]
+        return make_url(f"{driver}://{user}@testcontainer/test")
 
     def url(self) -> URL:
         """Start the server (or join the run's running one) and return its URL.
@@ -94,15 +98,19 @@ class ContainerServer:
                 except ImportError:
                     from testcontainers.mysql import MySqlContainer
                 factory = MySqlContainer
-                options = {"dbname": "test", "root_password": "test"}
+                options = {"dbname": "test"}  # root's password is ``password``
         except ImportError:
             raise ConfigurationError(
                 "--db-container: testcontainers is not installed; "
                 "pip install 'pytest-ctxdb[containers]'"
             ) from None
+        _, driver, user, port = CONTAINER_KINDS[self.kind]
+        # A fresh password per container: never a word that also occurs in database names
+        # (error messages mask the password wherever it appears).
+        password = secrets.token_hex(12)
         failure: str | None = None
         try:
-            container: Any = factory(self.image, username="test", password="test", **options)
+            container: Any = factory(self.image, username=user, password=password, **options)
             container.start()
         except Exception as exc:  # noqa: BLE001 - docker raises many kinds; report one line
             failure = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -121,9 +129,14 @@ class ContainerServer:
             )
         self._container = container
         host = container.get_container_host_ip()
-        port = container.get_exposed_port(5432 if self.kind == "postgresql" else 3306)
-        driver = CONTAINER_KINDS[self.kind][1]
-        return make_url(f"{driver}://test:test@{host}:{port}/test")
+        return URL.create(
+            driver,
+            username=user,
+            password=password,
+            host=host,
+            port=int(container.get_exposed_port(port)),
+            database="test",
+        )
 
     def stop(self) -> None:
         """Stop the run's container (the owning process calls this once, at the end)."""
