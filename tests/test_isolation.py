@@ -98,6 +98,30 @@ def test_commit(db_session, name):
     assert db_session.scalars(NAMES).all() == [name]
 """
 
+#: a test's session and the objects it loaded are freed after it (pytest keeps every item
+#: to the end of the run: what the plugin left on it would pile up, test after test).
+RELEASED = """
+import gc
+import weakref
+
+from models import Item
+
+KEPT = []
+
+
+def test_a_keeps_weak_references(db_session):
+    item = Item(name="weak")
+    db_session.add(item)
+    db_session.commit()
+    KEPT.extend([weakref.ref(db_session), weakref.ref(item)])
+
+
+def test_b_they_are_gone():
+    gc.collect()
+    assert len(KEPT) == 2
+    assert [ref() for ref in KEPT] == [None, None]
+"""
+
 #: commit, rollback, commit, close, then a session of the test's own that commits.
 COMMIT_SEQUENCE = """
 from sqlalchemy.orm import Session
@@ -281,3 +305,12 @@ def test_failing_tests_leave_nothing(backend: Backend, sync_suite) -> None:
             "*TransactionError: pytest-ctxdb refused to COMMIT the test's outer transaction*",
         ]
     )
+
+
+def test_a_tests_session_and_objects_are_freed_after_it(backend: Backend, sync_suite) -> None:
+    """Nothing of a finished test (its session, the objects it loaded) is kept; the run's
+    connection is, by design (one connection per run, see the README)."""
+    write_suite(sync_suite, SYNC_CONFTEST, test_released=RELEASED)
+    result = run_suite(backend, sync_suite, "-v")
+    result.assert_outcomes(passed=3)
+    result.stdout.fnmatch_lines(["*test_b_they_are_gone PASSED*"])

@@ -144,6 +144,14 @@ class TestHandles:
                 _scope._current.reset(self._token)
             except ValueError:  # set in another context (should not happen): clear it
                 _scope._current.set(None)
+            # Let the test's sessions, bindings and their objects go now: pytest keeps every
+            # item (and its stash) to the end of the run, and a heap growing by a few dozen
+            # objects per test makes every full garbage collection, and the exit, slower.
+            stash = self._item.stash
+            for key in (_TEST_KEY, _ASYNC_KEY, ASYNC_REQUEST_KEY):
+                if key in stash:
+                    del stash[key]
+            self.sync = None
         if source.escapes and self._item.session.testsfailed == self._failed_before:
             # The test passed: the app swallowed the error raised at checkout. Fail it anyway
             # (a test that already failed, likely on that error, is not reported twice).
