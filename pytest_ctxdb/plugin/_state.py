@@ -262,8 +262,6 @@ class RunState:
             engine.dispose()
         self._engines.clear()
         for database in self.databases.values():
-            database.start_spares()  # cloned for the next run while this one drops its own
-        for database in self.databases.values():
             if self.reuse and database.created:
                 report(f"--db-reuse: kept {database.alias!r} test database {database.name!r}")
                 continue
@@ -271,6 +269,10 @@ class RunState:
                 database.drop()
             except CtxdbError as exc:
                 report(str(exc))
+        # After the drops: a DROP DATABASE waits for the WAL a running clone writes (measured
+        # on PostgreSQL 15: ~8 ms alone, 180-260 ms behind two clones).
+        for database in self.databases.values():
+            database.start_spares()
         for database in self.databases.values():
             database.wait_for_spares()
             if database.spare_error:

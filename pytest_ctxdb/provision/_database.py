@@ -449,8 +449,10 @@ class TestDatabase:
     def start_spares(self) -> None:
         """Start cloning the spares :meth:`create` found missing, in a background thread.
 
-        Called at the end of the run, so that the copy (server I/O on the machine's cores)
-        overlaps :meth:`drop` instead of slowing the tests down; :meth:`drop` waits for it.
+        Called at the end of the run, after :meth:`drop`, so that the copy (server I/O on the
+        machine's cores) does not slow the tests down, nor the drop (which would wait for the
+        WAL the copy writes); the clones of several aliases run side by side, and
+        :meth:`wait_for_spares` waits for them.
         """
         count, self._missing_spares = self._missing_spares, 0
         if count > 0 and self._spare_maker is None:
