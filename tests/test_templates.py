@@ -30,6 +30,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.pool import NullPool
 
+from conftest import SELECTED_BACKENDS, SERVER_URLS, make_backend, server_problem
+
 if TYPE_CHECKING:
     from conftest import Backend
 
@@ -242,18 +244,25 @@ def template_dir(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempP
     return tmp / "pytest-ctxdb"
 
 
+@pytest.fixture(
+    params=[name for name in SELECTED_BACKENDS if name in ("sqlite", "postgresql", "mariadb")]
+)
+def backend(request: pytest.FixtureRequest) -> Backend:
+    """Embedded SQLite, PostgreSQL and MariaDB: templates and clones exist on all three."""
+    return make_backend(request.param)
+
+
 @pytest.fixture
 def base() -> Iterator[str]:
     """A unique ``test_ctxdb_*`` base name; every server database named after it (or after
     ``ctxdb_<same hex>``) is dropped afterwards."""
     unique = uuid.uuid4().hex[:10]
     yield f"test_ctxdb_{unique}"
-    from conftest import SERVER_URLS, server_problem
-
-    if server_problem("postgresql") is None:
-        url = make_url(SERVER_URLS["postgresql"])
-        prefixes = (f"test_ctxdb_{unique}", f"ctxdb_{unique}")
-        drop_databases(url, [name for name in databases(url) if name.startswith(prefixes)])
+    for server in ("postgresql", "mariadb"):
+        if server_problem(server) is None:
+            url = make_url(SERVER_URLS[server])
+            prefixes = (f"test_ctxdb_{unique}", f"ctxdb_{unique}")
+            drop_databases(url, [name for name in databases(url) if name.startswith(prefixes)])
 
 
 def admin_engine(url: URL) -> Engine:
@@ -261,14 +270,15 @@ def admin_engine(url: URL) -> Engine:
 
 
 def databases(url: URL) -> dict[str, str | None]:
-    """Every database on the server of ``url``, with its comment."""
+    """Every database on the server of ``url`` (PostgreSQL or MariaDB), with its comment."""
+    if url.get_backend_name() == "postgresql":
+        query = "SELECT datname, shobj_description(oid, 'pg_database') FROM pg_database"
+    else:
+        query = "SELECT SCHEMA_NAME, SCHEMA_COMMENT FROM information_schema.SCHEMATA"
     engine = admin_engine(url)
     try:
         with engine.connect() as conn:
-            rows = conn.execute(
-                text("SELECT datname, shobj_description(oid, 'pg_database') FROM pg_database")
-            )
-            return {name: comment for name, comment in rows}
+            return {name: comment or None for name, comment in conn.execute(text(query))}
     finally:
         engine.dispose()
 
@@ -286,11 +296,15 @@ def create_database(url: URL, name: str, comment: str | None = None) -> None:
 
 
 def drop_databases(url: URL, names: list[str]) -> None:
+    postgresql = url.get_backend_name() == "postgresql"
     engine = admin_engine(url)
     try:
         with engine.connect() as conn:
             for name in names:
-                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                if postgresql:
+                    conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                else:
+                    conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{name}`")
     finally:
         engine.dispose()
 
