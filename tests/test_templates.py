@@ -320,19 +320,29 @@ def spare_mark(template: str, comment: str | None) -> str:
     return f"created by pytest-ctxdb; kind=spare; template={template}; created={created}"
 
 
-def spares(url: URL, base: str) -> dict[str, int]:
-    """The spare clones of ``base`` on the server: name -> OID."""
+def spares(url: URL, base: str) -> list[str]:
+    """The spare clones of ``base`` on the server (names, sorted)."""
+    return sorted(
+        name
+        for name, comment in databases(url).items()
+        if name.startswith(f"{base}_sp_")
+        and (comment or "").startswith("created by pytest-ctxdb; kind=spare;")
+    )
+
+
+def wait_unused(url: URL, name: str) -> None:
+    """Wait (at most 10 s) until no session is connected to database ``name``: a closed
+    PostgreSQL connection's server process ends a moment later, and a database someone is
+    connected to cannot be renamed."""
+    if url.get_backend_name() != "postgresql":
+        return
     engine = admin_engine(url)
     try:
         with engine.connect() as conn:
-            rows = conn.execute(
-                text(
-                    "SELECT datname, oid FROM pg_database WHERE datname LIKE :prefix "
-                    "AND shobj_description(oid, 'pg_database') LIKE :mark"
-                ),
-                {"prefix": f"{base}_sp_%", "mark": "created by pytest-ctxdb; kind=spare;%"},
-            )
-            return {name: int(oid) for name, oid in rows}
+            deadline = time.monotonic() + 10
+            query = text("SELECT count(*) FROM pg_stat_activity WHERE datname = :name")
+            while conn.execute(query, {"name": name}).scalar() and time.monotonic() < deadline:
+                time.sleep(0.05)
     finally:
         engine.dispose()
 
@@ -547,74 +557,84 @@ def test_template_reused_then_rebuilt_by_db_create_and_by_a_model_change(
     assert template_names(backend, base, template_dir) == [new_template], "old template kept"
 
 
-# -- 1b. PostgreSQL spare clones ---------------------------------------------------------------
+# -- 1b. spare clones (PostgreSQL, MariaDB) ------------------------------------------------------
+
+
+@pytest.fixture(params=["postgresql", "mariadb"])
+def server(request: pytest.FixtureRequest) -> Backend:
+    """The servers where runs keep spare clones."""
+    return make_backend(request.param)
 
 
 def test_spare_clone_is_renamed_for_the_next_run_and_replaced(
-    postgresql: Backend, pytester: pytest.Pytester, base: str
+    server: Backend, pytester: pytest.Pytester, base: str, template_dir: Path
 ) -> None:
-    """A run leaves one spare clone; the next run's database IS that spare (same OID, renamed)
-    and a new spare replaces it; db_spare_clones=0 uses a spare but makes none; --db-create
-    drops the spares of the old template."""
-    assert postgresql.url is not None
+    """A run leaves one spare clone; the next run's database IS that spare (a marker put into
+    it shows up), and a new spare replaces it; db_spare_clones=0 uses a spare but makes none;
+    --db-create drops the spares of the old template."""
+    assert server.url is not None
+    url = server.url
     write_suite(pytester.path, count=2, test_commit=COMMIT_PAIR)
-    args = (*postgresql.args, "--db-test-name", base)
-    result, _ = run_inner(pytester, *args)
+    args = (*server.args, "--db-test-name", base)
+    result, seen = run_inner(pytester, *args)
     result.assert_outcomes(passed=4)
-    [template] = [name for name in databases(postgresql.url) if name.startswith(f"{base}_tpl_")]
-    first = spares(postgresql.url, base)
-    assert len(first) == 1, first
-    [(spare, oid)] = first.items()
-    comment = databases(postgresql.url)[spare]
+    assert seen["main"]["marker"] is None
+    [template] = [name for name in databases(url) if name.startswith(f"{base}_tpl_")]
+    [spare] = spares(url, base)
+    comment = databases(url)[spare]
     assert comment == spare_mark(template, comment)
 
+    put_marker(server, spare, template_dir)
+    wait_unused(url, spare)
     result, seen = run_inner(pytester, *args)
     result.assert_outcomes(passed=4)
     assert seen["main"]["database"] == base
-    assert seen["main"]["oid"] == oid, "the run did not take the spare clone"
-    second = spares(postgresql.url, base)
-    assert len(second) == 1 and spare not in second, second
-    assert base not in databases(postgresql.url), "the run's database was left behind"
+    assert seen["main"]["marker"] == MARKER_ROWS, "the run did not take the spare clone"
+    [second] = spares(url, base)
+    assert second != spare and spare not in databases(url)
+    assert base not in databases(url), "the run's database was left behind"
 
+    put_marker(server, second, template_dir)
+    wait_unused(url, second)
     result, seen = run_inner(pytester, *args, "-o", "db_spare_clones=0")
     result.assert_outcomes(passed=4)
-    assert seen["main"]["oid"] == next(iter(second.values()))
-    assert spares(postgresql.url, base) == {}, "db_spare_clones=0 made a spare"
+    assert seen["main"]["marker"] == MARKER_ROWS, "the run did not take the spare clone"
+    assert spares(url, base) == [], "db_spare_clones=0 made a spare"
 
     run_inner(pytester, *args)[0].assert_outcomes(passed=4)  # leaves a spare again
-    before = spares(postgresql.url, base)
+    [before] = spares(url, base)
+    put_marker(server, before, template_dir)
+    wait_unused(url, before)
     result, seen = run_inner(pytester, *args, "--db-create")
     result.assert_outcomes(passed=4)
-    assert seen["main"]["oid"] not in before.values(), "--db-create used an old spare"
-    after = spares(postgresql.url, base)
-    assert len(after) == 1 and not set(after) & set(before), (before, after)
-    left = sorted(name for name in databases(postgresql.url) if name.startswith(base))
-    assert left == sorted([template, *after]), left
+    assert seen["main"]["marker"] is None, "--db-create used an old spare"
+    [after] = spares(url, base)
+    assert after != before
+    left = sorted(name for name in databases(url) if name.startswith(base))
+    assert left == sorted([template, after]), left
 
 
 def test_spare_clones_of_an_old_schema_are_swept(
-    postgresql: Backend, pytester: pytest.Pytester, base: str
+    server: Backend, pytester: pytest.Pytester, base: str
 ) -> None:
     """A changed model: the old template and its spare clones are dropped, the new template
     gets its own spare."""
-    assert postgresql.url is not None
+    assert server.url is not None
+    url = server.url
     write_suite(pytester.path)
-    args = (*postgresql.args, "--db-test-name", base, "-p", "xdist", "-n", "2")
+    args = (*server.args, "--db-test-name", base, "-p", "xdist", "-n", "2")
     run_inner(pytester, *args)[0].assert_outcomes(passed=1)
-    old = spares(postgresql.url, base)
+    old = spares(url, base)
     assert 1 <= len(old) <= 2, old
     (pytester.path / "models.py").write_text(MODELS.replace("# EXTRA COLUMN", EXTRA_COLUMN))
-    result, seen = run_inner(pytester, *postgresql.args, "--db-test-name", base)
+    result, seen = run_inner(pytester, *server.args, "--db-test-name", base)
     result.assert_outcomes(passed=1)
     assert seen["main"]["item_columns"] == ["id", "name", "note"]
-    [template] = [name for name in databases(postgresql.url) if name.startswith(f"{base}_tpl_")]
-    new = spares(postgresql.url, base)
+    [template] = [name for name in databases(url) if name.startswith(f"{base}_tpl_")]
+    new = spares(url, base)
     assert len(new) == 1 and not set(new) & set(old), (old, new)
-    comments = databases(postgresql.url)
+    comments = databases(url)
     assert [spare_mark(template, comments[name]) for name in new] == [comments[n] for n in new]
-
-
-# -- 2. pytest-xdist: one clone per worker --------------------------------------------------------
 
 
 def test_xdist_workers_get_distinct_clones_all_dropped(

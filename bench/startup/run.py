@@ -5,7 +5,7 @@ runs pytest on them in subprocesses and prints Markdown tables (``--json`` also 
 numbers). Three parts, chosen with ``--parts``:
 
 ``startup``
-    For every backend (``postgresql``, ``sqlite``), schema builder (``create_all`` through ini
+    For every backend (``postgresql``, ``sqlite``; ``mariadb`` with ``--backends``), schema builder (``create_all`` through ini
     ``db_metadata = models:Base.metadata``; ``alembic`` through ini ``db_alembic_ini =
     alembic.ini`` with a generated ``env.py`` and one revision that creates every table with
     ``op.create_table`` / ``op.create_index``), table count (``--tables``, default 20 and 200)
@@ -386,7 +386,7 @@ CONFTEST = textwrap.dedent(
 
 
     def _instrument():
-        from pytest_ctxdb.backends import postgresql, sqlite
+        from pytest_ctxdb.backends import mysql, postgresql, sqlite
         from pytest_ctxdb.plugin import _state
         from pytest_ctxdb.provision import _database, _schema
 
@@ -407,6 +407,7 @@ CONFTEST = textwrap.dedent(
         _wrap(_schema.SchemaBuilder, "fingerprint", "fingerprint")
         _wrap(_schema.SchemaBuilder, "build", "schema_build")
         _wrap(postgresql.PostgreSQLBackend, "clone_database", "clone_database")
+        _wrap(mysql.MySQLBackend, "clone_database", "clone_database")
         _wrap(sqlite.SQLiteBackend, "clone_file", "clone_database")
 
         lock_class = _database.FileLock
@@ -760,6 +761,8 @@ class StartupConfig:
         out = [f"test_{variant}.py", "--db-test-name", self.base]
         if self.backend == "postgresql":
             out += ["--db-url", pg_url]
+        elif self.backend == "mariadb":
+            out += ["--db-url", os.environ["BENCH_MY_URL"]]
         if self.mode == "cold":
             out.append("--db-create")
         return out
@@ -789,7 +792,7 @@ def run_startup(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         for schema in args.schemas:
             for tables in args.tables:
                 tag = {"create_all": "ca", "alembic": "al"}[schema]
-                short = {"postgresql": "pg", "sqlite": "sl"}[backend]
+                short = {"postgresql": "pg", "sqlite": "sl", "mariadb": "my"}[backend]
                 project = work / f"startup_{schema}_{tables}"
                 if not project.exists():
                     write_project(project, schema, tables)
@@ -1307,12 +1310,25 @@ def cleanup(args: argparse.Namespace, bases: Iterable[str]) -> list[str]:
         finally:
             conn.close()
             engine.dispose()
+    if "mariadb" in args.backends:
+        from sqlalchemy import create_engine
+        from sqlalchemy.pool import NullPool
+
+        engine = create_engine(args.my_url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+        try:
+            with engine.connect() as conn:
+                for (name,) in conn.exec_driver_sql("SHOW DATABASES").all():
+                    if name.startswith(PREFIX):
+                        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{name}`")
+                        removed.append(f"database {name}")
+        finally:
+            engine.dispose()
     if TEMPLATE_DIR.is_dir():
         for path in TEMPLATE_DIR.glob(f"{PREFIX}*"):
             path.unlink(missing_ok=True)
             removed.append(str(path))
         for base in bases:
-            for url in (args.pg_url, None):
+            for url in (args.pg_url, args.my_url, None):
                 lock = TEMPLATE_DIR / f"{lock_key(url, base)}.lock"
                 if lock.exists():
                     lock.unlink(missing_ok=True)
@@ -1357,6 +1373,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--pg-url", default=DEFAULT_PG_URL)
+    parser.add_argument("--my-url", default="mysql+pymysql://root@127.0.0.1:3306/test")
     parser.add_argument("--parts", type=csv(str), default=["startup", "clone", "xdist"])
     parser.add_argument("--backends", type=csv(str), default=["postgresql", "sqlite"])
     parser.add_argument("--schemas", type=csv(str), default=["create_all", "alembic"])
@@ -1387,6 +1404,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # Read by the recipe's conftest (xdist part); copied into every child's environment.
     os.environ["BENCH_PG_URL"] = args.pg_url
+    os.environ["BENCH_MY_URL"] = args.my_url
     os.environ["BENCH_RECIPE_BASE"] = f"{PREFIX}pg_rc"
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-startup-"))
     work.mkdir(parents=True, exist_ok=True)

@@ -191,10 +191,12 @@ class Backend:
     #: ``True`` if :meth:`rename_database` is fast and atomic (then spare clones are kept).
     can_rename = False
 
-    def rename_database(self, admin: Connection, name: str, new_name: str) -> None:
-        """Rename database ``name`` to ``new_name``.
+    def rename_database(self, admin: Connection, name: str, new_name: str, comment: str) -> bool:
+        """Rename database ``name`` to ``new_name``, marked with ``comment``; all or nothing.
 
-        :raises sqlalchemy.exc.DBAPIError: ``name`` is missing or in use.
+        :returns: ``False`` if ``name`` could not be taken (another run took it first);
+            nothing is changed then (``new_name`` does not exist).
+        :raises sqlalchemy.exc.DBAPIError: ``name`` is missing or in use; nothing is changed.
         """
         raise NotImplementedError
 

@@ -104,11 +104,13 @@ class PostgreSQLBackend(Backend):
 
     can_rename = True
 
-    def rename_database(self, admin: Connection, name: str, new_name: str) -> None:
+    def rename_database(self, admin: Connection, name: str, new_name: str, comment: str) -> bool:
         # A catalog update: milliseconds, whatever the size (fails while anyone is connected).
         admin.exec_driver_sql(
             f"ALTER DATABASE {_quote(admin, name)} RENAME TO {_quote(admin, new_name)}"
         )
+        self.set_comment(admin, new_name, comment)
+        return True
 
     def abort_on_disconnect(self, admin: Connection) -> None:
         # PostgreSQL >= 14 checks the client socket every interval during long statements

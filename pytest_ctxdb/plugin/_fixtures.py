@@ -148,9 +148,12 @@ class TestHandles:
             # item (and its stash) to the end of the run, and a heap growing by a few dozen
             # objects per test makes every full garbage collection, and the exit, slower.
             stash = self._item.stash
-            for key in (_TEST_KEY, _ASYNC_KEY, ASYNC_REQUEST_KEY):
-                if key in stash:
-                    del stash[key]
+            if _TEST_KEY in stash:
+                del stash[_TEST_KEY]
+            if _ASYNC_KEY in stash:
+                del stash[_ASYNC_KEY]
+            if ASYNC_REQUEST_KEY in stash:
+                del stash[ASYNC_REQUEST_KEY]
             self.sync = None
         if source.escapes and self._item.session.testsfailed == self._failed_before:
             # The test passed: the app swallowed the error raised at checkout. Fail it anyway

@@ -60,9 +60,10 @@ HELP_SWEEP = (
     "is dropped by the next run; default 3600."
 )
 HELP_SPARES = (
-    "PostgreSQL spare clones of the template kept ready for the next run (renamed to the run's "
-    "database at start-up instead of cloning the template), cloned in the background at the "
-    "end of a run while its test database is dropped: 'auto' (default) keeps one per pytest-xdist worker, a number keeps that many, 0 none."
+    "PostgreSQL and MariaDB: spare clones of the template kept ready for the next run "
+    "(renamed to the run's database at start-up instead of copying the template), cloned in "
+    "the background at the end of a run, after its test database is dropped: 'auto' "
+    "(default) keeps one per pytest-xdist worker, a number keeps that many, 0 none."
 )
 HELP_ALEMBIC = (
     "[ALIAS=]path/to/alembic.ini[::section]: build the template database with "
