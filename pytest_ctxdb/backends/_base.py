@@ -188,6 +188,11 @@ class Backend:
         """Create database ``name`` as a copy of ``template`` (schema and rows)."""
         raise NotImplementedError
 
+    def non_transactional_tables(self, admin: Connection, name: str) -> list[str]:
+        """Tables of database ``name`` whose storage engine cannot roll back (MySQL's MyISAM,
+        Aria, ...): rollback-mode tests would leave their rows. None elsewhere."""
+        return []
+
     #: ``True`` if :meth:`rename_database` is fast and atomic (then spare clones are kept).
     can_rename = False
 

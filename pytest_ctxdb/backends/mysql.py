@@ -55,13 +55,14 @@ class MySQLBackend(Backend):
         for name in list(moved):
             connection.exec_driver_sql(f"ALTER TABLE {quote(name)} AUTO_INCREMENT = 1")
 
-    def non_transactional_tables(self, connection: Connection) -> list[str]:
-        """Tables of the current database whose engine cannot roll back (MyISAM, Aria, ...)."""
-        rows = connection.execute(
+    def non_transactional_tables(self, admin: Connection, name: str) -> list[str]:
+        """Tables of database ``name`` whose engine cannot roll back (MyISAM, Aria, ...)."""
+        rows = admin.execute(
             text(
-                "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() "
+                "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = :name "
                 "AND TABLE_TYPE = 'BASE TABLE' AND ENGINE NOT IN ('InnoDB')"
-            )
+            ),
+            {"name": name},
         )
         return [row[0] for row in rows]
 

@@ -16,7 +16,6 @@ from sqlalchemy.engine import Connection, Engine
 from .._errors import CtxdbError, ProvisioningError
 from .._settings import DEFAULT_ALIAS, DatabaseSettings
 from ..adapters import Adapter, load_adapters
-from ..backends import MySQLBackend
 from ..binding import BindingPlan, EngineSessionSource, ReusedConnection
 from ..provision import ContainerServer, SchemaBuilder, SchemaHook, TestDatabase, load_metadata
 
@@ -160,9 +159,8 @@ class RunState:
                 workers=self.workers,
             )
             self.provisioned.add(alias)
-            if isinstance(database.backend, MySQLBackend):
-                backend = database.backend
-                self.nontransactional[alias] = database.run(backend.non_transactional_tables)
+            if database.nontransactional:
+                self.nontransactional[alias] = database.nontransactional
 
     def adapters(self) -> list[Adapter]:
         """The run's adapters, imported on first use.
