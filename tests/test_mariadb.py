@@ -140,6 +140,36 @@ def test_c_every_table_emptied(db_connection):
 """
 
 #: the suite's ``conftest.py`` adding a MyISAM table, which cannot roll back.
+#: a schema hook making a view on a view, a trigger and a sequence (the README's example).
+OBJECTS_CONFTEST = """
+def pytest_ctxdb_setup_schema(connection, alias):
+    connection.exec_driver_sql("CREATE VIEW item_names AS SELECT name FROM item")
+    connection.exec_driver_sql(
+        "CREATE VIEW z_named AS SELECT name FROM item_names WHERE name IS NOT NULL"
+    )
+    connection.exec_driver_sql(
+        "CREATE TRIGGER shout BEFORE INSERT ON item FOR EACH ROW SET NEW.name = UPPER(NEW.name)"
+    )
+    connection.exec_driver_sql("CREATE SEQUENCE ticket START WITH 100")
+"""
+OBJECTS = """
+from sqlalchemy import text
+from models import Item
+
+
+def test_view_trigger_and_sequence(db_session):
+    db_session.add(Item(name="quiet"))
+    db_session.commit()
+    assert db_session.execute(text("SELECT name FROM z_named")).scalars().all() == ["QUIET"]
+    assert db_session.execute(text("SELECT NEXTVAL(ticket)")).scalar() == 100
+    database = db_session.execute(text("SELECT DATABASE()")).scalar()
+    definitions = db_session.execute(
+        text("SELECT VIEW_DEFINITION FROM information_schema.VIEWS WHERE TABLE_SCHEMA = :s"),
+        {"s": database},
+    ).scalars().all()
+    assert len(definitions) == 2 and all(f"`{database}`" in d for d in definitions), definitions
+"""
+
 MYISAM_CONFTEST = """
 def pytest_ctxdb_setup_schema(connection, alias):
     connection.exec_driver_sql(
@@ -267,3 +297,14 @@ def test_myisam_table_fails_rollback_mode_tests(mariadb: Backend, suite: pytest.
             ),
         ]
     )
+
+
+def test_views_triggers_and_sequences_are_cloned(mariadb: Backend, suite: pytest.Pytester) -> None:
+    """MariaDB has no CREATE DATABASE ... TEMPLATE: the clone replays the template's views (in
+    dependency order, on the clone's own tables), triggers and sequences too, in the first
+    run (template built) and the next (template reused; no spare, since RENAME TABLE cannot
+    move them)."""
+    write_suite(suite, OBJECTS_CONFTEST, test_objects=OBJECTS)
+    for _ in range(2):
+        result = run_suite(mariadb, suite, "-v")
+        result.assert_outcomes(passed=2)

@@ -196,6 +196,11 @@ class Backend:
     #: ``True`` if :meth:`rename_database` is fast and atomic (then spare clones are kept).
     can_rename = False
 
+    def spares_usable(self, admin: Connection, template: str) -> bool:
+        """``True`` if spare clones of ``template`` can be taken with :meth:`rename_database`
+        (then the runs keep some ready)."""
+        return self.can_rename
+
     def rename_database(self, admin: Connection, name: str, new_name: str, comment: str) -> bool:
         """Rename database ``name`` to ``new_name``, marked with ``comment``; all or nothing.
 

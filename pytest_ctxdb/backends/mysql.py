@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
 from ._base import Backend, DriverPair
 
@@ -107,45 +108,81 @@ class MySQLBackend(Backend):
 
     def clone_database(self, admin: Connection, template: str, name: str, comment: str) -> None:
         """MySQL has no CREATE DATABASE ... TEMPLATE: replay the template's ``SHOW CREATE
-        TABLE`` statements into the new database, then copy any rows (seed data)."""
+        TABLE`` statements into the new database, copy any rows (seed data), then replay its
+        views (``SHOW CREATE VIEW`` in the template names its objects without the database,
+        so the copies use the clone's) and triggers. Stored routines and events are not
+        copied."""
         quote = admin.dialect.identifier_preparer.quote_identifier
         self.create_database(admin, name, comment)
-        tables = admin.execute(
+        objects = admin.execute(
             text(
-                "SELECT TABLE_NAME, TABLE_ROWS FROM information_schema.TABLES "
-                "WHERE TABLE_SCHEMA = :schema AND TABLE_TYPE = 'BASE TABLE' ORDER BY TABLE_NAME"
+                "SELECT TABLE_NAME, TABLE_TYPE FROM information_schema.TABLES "
+                "WHERE TABLE_SCHEMA = :schema ORDER BY TABLE_NAME"
             ),
             {"schema": template},
         ).all()
+        # MariaDB's system-versioned tables and sequences are tables of other types.
+        tables = [table for table, kind in objects if kind in ("BASE TABLE", "SYSTEM VERSIONED")]
+        sequences = [table for table, kind in objects if kind == "SEQUENCE"]
+        triggers = admin.execute(
+            text("SELECT TRIGGER_NAME FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = :s"),
+            {"s": template},
+        ).scalars().all()
+        admin.exec_driver_sql(f"USE {quote(template)}")
+        ddl = [
+            admin.exec_driver_sql(f"SHOW CREATE {kind} {quote(table)}").one()[1]
+            for kind, names in (("SEQUENCE", sequences), ("TABLE", tables))
+            for table in names
+        ]
+        views = [
+            admin.exec_driver_sql(f"SHOW CREATE VIEW {quote(view)}").one()[1]
+            for view, kind in objects
+            if kind == "VIEW"
+        ]
+        trigger_ddl = [
+            admin.exec_driver_sql(f"SHOW CREATE TRIGGER {quote(t)}").one()[2] for t in triggers
+        ]
+        admin.exec_driver_sql(f"USE {quote(name)}")
         admin.exec_driver_sql("SET FOREIGN_KEY_CHECKS = 0")
         try:
-            for table, _rows in tables:
-                ddl = admin.exec_driver_sql(
-                    f"SHOW CREATE TABLE {quote(template)}.{quote(table)}"
-                ).one()[1]
-                admin.exec_driver_sql(f"USE {quote(name)}")
-                admin.exec_driver_sql(ddl)
-            for table, _rows in tables:
+            for statement in ddl:
+                admin.exec_driver_sql(statement)
+            for table in tables:
                 admin.exec_driver_sql(
                     f"INSERT INTO {quote(name)}.{quote(table)} "
                     f"SELECT * FROM {quote(template)}.{quote(table)}"
                 )
         finally:
             admin.exec_driver_sql("SET FOREIGN_KEY_CHECKS = 1")
+        _replay_in_dependency_order(admin, views)
+        for statement in trigger_ddl:
+            admin.exec_driver_sql(statement)
+
+    def spares_usable(self, admin: Connection, template: str) -> bool:
+        # RENAME TABLE cannot move a view, nor a table with triggers, to another database.
+        count = admin.execute(
+            text(
+                "SELECT (SELECT count(*) FROM information_schema.VIEWS WHERE TABLE_SCHEMA = :s)"
+                " + (SELECT count(*) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = :s)"
+            ),
+            {"s": template},
+        ).scalar()
+        return not count
 
     can_rename = True
 
     def rename_database(self, admin: Connection, name: str, new_name: str, comment: str) -> bool:
         """MariaDB cannot rename a database: make ``new_name`` and move every table of
         ``name`` into it with one ``RENAME TABLE`` (atomic, a metadata change: ~1 ms per
-        table, foreign keys follow), then drop the emptied ``name``. Only base tables move
-        (spares hold nothing else: :meth:`clone_database` copies base tables). A database
-        with no table is not taken: another run may have just emptied it."""
+        table, foreign keys follow), then drop the emptied ``name``. Spares are made only of
+        templates without views and triggers (see :meth:`spares_usable`), so every object
+        moves. A database with no table is not taken: another run may have just emptied
+        it."""
         quote = admin.dialect.identifier_preparer.quote_identifier
         tables = admin.execute(
             text(
                 "SELECT TABLE_NAME FROM information_schema.TABLES "
-                "WHERE TABLE_SCHEMA = :schema AND TABLE_TYPE = 'BASE TABLE'"
+                "WHERE TABLE_SCHEMA = :schema AND TABLE_TYPE <> 'VIEW'"
             ),
             {"schema": name},
         ).scalars()
@@ -166,3 +203,25 @@ class MySQLBackend(Backend):
     def drop_database(self, admin: Connection, name: str, *, force: bool = False) -> None:
         quoted = admin.dialect.identifier_preparer.quote_identifier(name)
         admin.exec_driver_sql(f"DROP DATABASE IF EXISTS {quoted}")
+
+
+def _replay_in_dependency_order(admin: Connection, statements: Sequence[str]) -> None:
+    """Run ``CREATE VIEW`` statements whose views may use each other, in any given order:
+    a view whose dependency is missing is retried after the others.
+
+    :raises sqlalchemy.exc.DBAPIError: a statement fails even after every other one ran.
+    """
+    pending = list(statements)
+    while pending:
+        failed: list[str] = []
+        error: DBAPIError | None = None
+        for statement in pending:
+            try:
+                admin.exec_driver_sql(statement)
+            except DBAPIError as exc:
+                failed.append(statement)
+                error = exc
+        if len(failed) == len(pending):
+            assert error is not None
+            raise error
+        pending = failed

@@ -351,7 +351,7 @@ class TestDatabase:
         # On this connection rather than one more (a MariaDB connection costs ~50 ms with
         # PyMySQL >= 1.2, which loads the system's CA certificates for each).
         self.nontransactional = backend.non_transactional_tables(admin, self.name)
-        if spares <= 0 or not backend.can_rename:
+        if spares <= 0 or not backend.spares_usable(admin, template):
             return 0
         ready = sum(1 for comment in owned.values() if self._is_spare(comment))
         missing = max(0, spares - ready)
