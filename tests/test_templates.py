@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
 from conftest import SELECTED_BACKENDS, SERVER_URLS, make_backend, server_problem
@@ -284,10 +285,14 @@ def databases(url: URL) -> dict[str, str | None]:
 
 
 def create_database(url: URL, name: str, comment: str | None = None) -> None:
-    """Create database ``name`` by hand, with ``comment`` if given."""
+    """Create database ``name`` by hand (PostgreSQL or MariaDB), with ``comment`` if given."""
     engine = admin_engine(url)
     try:
         with engine.connect() as conn:
+            if url.get_backend_name() != "postgresql":
+                commented = f" COMMENT '{comment}'" if comment is not None else ""
+                conn.exec_driver_sql(f"CREATE DATABASE `{name}`{commented}")
+                return
             conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
             if comment is not None:
                 conn.exec_driver_sql(f"COMMENT ON DATABASE \"{name}\" IS '{comment}'")
@@ -661,23 +666,32 @@ def test_xdist_workers_get_distinct_clones_all_dropped(
 
 
 def test_two_concurrent_xdist_runs_on_one_server(
-    postgresql: Backend, pytester: pytest.Pytester, base: str
+    server: Backend, pytester: pytest.Pytester, base: str
 ) -> None:
-    """Two -n 2 runs at once: four clones with two run ids, one template, no clone left."""
-    assert postgresql.url is not None
+    """Two -n 2 runs at once, twice: four clones with two run ids each time, one template, no
+    clone left; the second time the four workers take the spares the first pair left, and
+    the spares left at the end are complete and marked."""
+    assert server.url is not None
     # The URL's database ctxdb_<hex> makes the default base test_ctxdb_<hex>: no --db-test-name,
     # so each run's clones carry its run id.
     own = base.removeprefix("test_")
-    create_database(postgresql.url, own)
-    url = postgresql.url.set(database=own).render_as_string(hide_password=False)
-    runs = {}
+    create_database(server.url, own)
+    url = server.url.set(database=own).render_as_string(hide_password=False)
     for label in ("a", "b"):
         write_suite(pytester.path / label, count=6)
+    for _ in range(2):
+        check_two_concurrent_runs(server, pytester.path, url, base)
+
+
+def check_two_concurrent_runs(server: Backend, path: Path, url: str, base: str) -> None:
+    assert server.url is not None
+    runs = {}
     for label in ("a", "b"):
+        shutil.rmtree(path / label / "observed", ignore_errors=True)
         command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "xdist"]
         runs[label] = subprocess.Popen(
             [*command, "-n", "2", "--db-url", url],
-            cwd=pytester.path / label,
+            cwd=path / label,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -696,7 +710,7 @@ def test_two_concurrent_xdist_runs_on_one_server(
     names = {
         (label, worker): record["database"]
         for label in runs
-        for worker, record in observations(pytester.path / label).items()
+        for worker, record in observations(path / label).items()
     }
     assert sorted(names) == [(label, f"gw{i}") for label in "ab" for i in range(2)]
     assert len(set(names.values())) == 4, names
@@ -707,7 +721,7 @@ def test_two_concurrent_xdist_runs_on_one_server(
         assert match, names
         run_ids[label].add(match["run"])
     assert len(run_ids["a"]) == len(run_ids["b"]) == 1 and run_ids["a"] != run_ids["b"], names
-    left = {name: c for name, c in databases(postgresql.url).items() if name.startswith(base)}
+    left = {name: c for name, c in databases(server.url).items() if name.startswith(base)}
     [template] = [name for name in left if name.startswith(f"{base}_tpl_")]
     others = {name: c for name, c in left.items() if name != template}
     assert 1 <= len(others) <= 4, left  # each worker replaces at most what it found missing
@@ -715,14 +729,54 @@ def test_two_concurrent_xdist_runs_on_one_server(
         assert comment == spare_mark(template, comment), left
 
 
+def test_a_spare_is_taken_once(server: Backend, base: str) -> None:
+    """Runs on other machines share no file lock: when two reach for one spare, the second
+    rename fails or declines, leaving nothing behind, and the first has every table."""
+    from pytest_ctxdb.backends import MySQLBackend, PostgreSQLBackend
+
+    assert server.url is not None
+    mysql = server.url.get_backend_name() != "postgresql"
+    backend = MySQLBackend() if mysql else PostgreSQLBackend()
+    spare, first, second = f"{base}_sp_0123456789ab", f"{base}_one", f"{base}_two"
+    create_database(server.url, spare)
+    table = create_engine(server.url.set(database=spare), poolclass=NullPool)
+    try:
+        with table.begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE item (id INTEGER PRIMARY KEY)")
+    finally:
+        table.dispose()
+    wait_unused(server.url, spare)
+    mark = clone_mark("0123abcd", time.time())
+    engine = admin_engine(server.url)
+    try:
+        with engine.connect() as admin:
+            assert backend.rename_database(admin, spare, first, mark)
+            try:
+                taken = backend.rename_database(admin, spare, second, mark)
+            except DBAPIError:
+                taken = False
+            assert not taken
+    finally:
+        engine.dispose()
+    left = databases(server.url)
+    assert spare not in left and second not in left, sorted(n for n in left if base in n)
+    assert left[first] == mark
+    moved = create_engine(server.url.set(database=first), poolclass=NullPool)
+    try:
+        with moved.connect() as conn:
+            assert inspect(conn).get_table_names() == ["item"]
+    finally:
+        moved.dispose()
+
+
 # -- 4. sweeping what killed runs left -------------------------------------------------------------
 
 
 def test_sweep_drops_only_stale_unused_marked_clones(
-    postgresql: Backend, pytester: pytest.Pytester, base: str
+    server: Backend, pytester: pytest.Pytester, base: str
 ) -> None:
     """db_sweep_age=60 drops old idle marked clones; fresh, unmarked and in-use ones stay."""
-    assert postgresql.url is not None
+    assert server.url is not None
     now = time.time()
     stale = {f"{base}_deadbeef": now - TWO_DAYS, f"{base}_0000beef": now - 600}
     kept = {
@@ -731,36 +785,36 @@ def test_sweep_drops_only_stale_unused_marked_clones(
         f"{base}_1234abcd": clone_mark("1234abcd", now - TWO_DAYS),
     }
     for name, created in stale.items():
-        create_database(postgresql.url, name, clone_mark(name[-8:], created))
+        create_database(server.url, name, clone_mark(name[-8:], created))
     for name, comment in kept.items():
-        create_database(postgresql.url, name, comment)
-    holder = create_engine(postgresql.url.set(database=f"{base}_1234abcd"), poolclass=NullPool)
+        create_database(server.url, name, comment)
+    holder = create_engine(server.url.set(database=f"{base}_1234abcd"), poolclass=NullPool)
     try:
         with holder.connect():
             write_suite(pytester.path)
             result, _ = run_inner(
-                pytester, *postgresql.args, "--db-test-name", base, "-o", "db_sweep_age=60"
+                pytester, *server.args, "--db-test-name", base, "-o", "db_sweep_age=60"
             )
     finally:
         holder.dispose()
     result.assert_outcomes(passed=1)
-    left = databases(postgresql.url)
+    left = databases(server.url)
     assert sorted(set(stale) & set(left)) == [], "stale clones not swept"
     assert {name: left.get(name, "DROPPED") for name in kept} == kept
 
 
 def test_unmarked_database_named_like_the_template_is_refused_and_kept(
-    postgresql: Backend, pytester: pytest.Pytester, base: str
+    server: Backend, pytester: pytest.Pytester, base: str
 ) -> None:
     """An unmarked database named like the template: one clear error (even --db-create), kept."""
-    assert postgresql.url is not None
+    assert server.url is not None
     write_suite(pytester.path)
-    args = (*postgresql.args, "--db-test-name", base)
+    args = (*server.args, "--db-test-name", base)
     result, _ = run_inner(pytester, *args)
     result.assert_outcomes(passed=1)
-    [template] = [name for name in databases(postgresql.url) if name.startswith(f"{base}_tpl_")]
-    drop_databases(postgresql.url, [template])
-    create_database(postgresql.url, template)
+    [template] = [name for name in databases(server.url) if name.startswith(f"{base}_tpl_")]
+    drop_databases(server.url, [template])
+    create_database(server.url, template)
     for extra in ((), ("--db-create",)):
         result, seen = run_inner(pytester, *args, *extra)
         assert result.ret == USAGE_ERROR, result.stdout.str()
@@ -776,7 +830,7 @@ def test_unmarked_database_named_like_the_template_is_refused_and_kept(
             ]
         )
         assert "Traceback" not in "\n".join(result.outlines + result.errlines)
-        assert databases(postgresql.url).get(template, "DROPPED") is None
+        assert databases(server.url).get(template, "DROPPED") is None
 
 
 # -- 5. --db-reuse ---------------------------------------------------------------------------------
