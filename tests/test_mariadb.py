@@ -140,9 +140,15 @@ def test_c_every_table_emptied(db_connection):
 """
 
 #: the suite's ``conftest.py`` adding a MyISAM table, which cannot roll back.
-#: a schema hook making a view on a view, a trigger and a sequence (the README's example).
+#: a schema hook making a view on a view (as in the README's example), a trigger, a sequence
+#: and a seeded table with a generated and an invisible column.
 OBJECTS_CONFTEST = """
 def pytest_ctxdb_setup_schema(connection, alias):
+    connection.exec_driver_sql(
+        "CREATE TABLE seeded (id INTEGER PRIMARY KEY, n INTEGER,"
+        " doubled INTEGER AS (n * 2) STORED, secret INTEGER INVISIBLE DEFAULT 0)"
+    )
+    connection.exec_driver_sql("INSERT INTO seeded (id, n, secret) VALUES (1, 21, 7)")
     connection.exec_driver_sql("CREATE VIEW item_names AS SELECT name FROM item")
     connection.exec_driver_sql(
         "CREATE VIEW z_named AS SELECT name FROM item_names WHERE name IS NOT NULL"
@@ -162,6 +168,7 @@ def test_view_trigger_and_sequence(db_session):
     db_session.commit()
     assert db_session.execute(text("SELECT name FROM z_named")).scalars().all() == ["QUIET"]
     assert db_session.execute(text("SELECT NEXTVAL(ticket)")).scalar() == 100
+    assert db_session.execute(text("SELECT n, doubled, secret FROM seeded")).all() == [(21, 42, 7)]
     database = db_session.execute(text("SELECT DATABASE()")).scalar()
     definitions = db_session.execute(
         text("SELECT VIEW_DEFINITION FROM information_schema.VIEWS WHERE TABLE_SCHEMA = :s"),
@@ -301,7 +308,8 @@ def test_myisam_table_fails_rollback_mode_tests(mariadb: Backend, suite: pytest.
 
 def test_views_triggers_and_sequences_are_cloned(mariadb: Backend, suite: pytest.Pytester) -> None:
     """MariaDB has no CREATE DATABASE ... TEMPLATE: the clone replays the template's views (in
-    dependency order, on the clone's own tables), triggers and sequences too, in the first
+    dependency order, on the clone's own tables), triggers and sequences too, and copies seed
+    rows of tables with generated and invisible columns, in the first
     run (template built) and the next (template reused; no spare, since RENAME TABLE cannot
     move them)."""
     write_suite(suite, OBJECTS_CONFTEST, test_objects=OBJECTS)

@@ -108,7 +108,8 @@ class MySQLBackend(Backend):
 
     def clone_database(self, admin: Connection, template: str, name: str, comment: str) -> None:
         """MySQL has no CREATE DATABASE ... TEMPLATE: replay the template's ``SHOW CREATE
-        TABLE`` statements into the new database, copy any rows (seed data), then replay its
+        TABLE`` statements into the new database, copy any rows (seed data; generated columns
+        are computed again), then replay its
         views (``SHOW CREATE VIEW`` in the template names its objects without the database,
         so the copies use the clone's) and triggers. Stored routines and events are not
         copied."""
@@ -142,15 +143,28 @@ class MySQLBackend(Backend):
         trigger_ddl = [
             admin.exec_driver_sql(f"SHOW CREATE TRIGGER {quote(t)}").one()[2] for t in triggers
         ]
+        # Rows are copied column by column: generated columns cannot be written (and
+        # SELECT * would leave out invisible ones).
+        columns: dict[str, list[str]] = {}
+        for table, column in admin.execute(
+            text(
+                "SELECT TABLE_NAME, COLUMN_NAME FROM information_schema.COLUMNS "
+                "WHERE TABLE_SCHEMA = :s AND IS_GENERATED = 'NEVER' "
+                "ORDER BY TABLE_NAME, ORDINAL_POSITION"
+            ),
+            {"s": template},
+        ):
+            columns.setdefault(table, []).append(quote(column))
         admin.exec_driver_sql(f"USE {quote(name)}")
         admin.exec_driver_sql("SET FOREIGN_KEY_CHECKS = 0")
         try:
             for statement in ddl:
                 admin.exec_driver_sql(statement)
             for table in tables:
+                listed = ", ".join(columns[table])
                 admin.exec_driver_sql(
-                    f"INSERT INTO {quote(name)}.{quote(table)} "
-                    f"SELECT * FROM {quote(template)}.{quote(table)}"
+                    f"INSERT INTO {quote(name)}.{quote(table)} ({listed}) "
+                    f"SELECT {listed} FROM {quote(template)}.{quote(table)}"
                 )
         finally:
             admin.exec_driver_sql("SET FOREIGN_KEY_CHECKS = 1")
