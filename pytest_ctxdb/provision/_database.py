@@ -351,7 +351,7 @@ class TestDatabase:
         # On this connection rather than one more (a MariaDB connection costs ~50 ms with
         # PyMySQL >= 1.2, which loads the system's CA certificates for each).
         self.nontransactional = backend.non_transactional_tables(admin, self.name)
-        if spares <= 0 or not backend.spares_usable(admin, template):
+        if spares <= 0 or not backend.can_rename:
             return 0
         ready = sum(1 for comment in owned.values() if self._is_spare(comment))
         missing = max(0, spares - ready)
@@ -437,6 +437,9 @@ class TestDatabase:
         assert template is not None
 
         def make(admin: Connection) -> None:
+            # Checked here, at the end of the run, not on the start-up path.
+            if not backend.spares_usable(admin, template):
+                return
             backend.abort_on_disconnect(admin)  # a killed run leaves no half-made clone
             for _ in range(count):
                 name = f"{self.base[:30]}_sp_{uuid.uuid4().hex[:12]}"
