@@ -288,10 +288,10 @@ class TestDatabase:
         template: ``ALTER DATABASE ... RENAME`` (milliseconds) instead of ``CREATE DATABASE
         ... TEMPLATE`` on PostgreSQL; one ``RENAME TABLE`` moving the spare's tables into
         the run's database (~1 ms per table) instead of replaying the template's DDL and rows
-        on MariaDB (see ``Backend.rename_database``). :meth:`start_spares` then clones new ones at the end of this run, so that
-        ``spares`` of them are ready; each of the run's ``workers`` (xdist processes, each
-        calling this) makes its share of the missing ones. With ``spares=0`` no new spare is
-        made (one left by an earlier run is still used).
+        on MariaDB (see ``Backend.rename_database``). :meth:`start_spares` then clones new
+        ones at the end of this run, so that ``spares`` of them are ready; each of the run's
+        ``workers`` (xdist processes, each calling this) makes its share of the missing ones.
+        With ``spares=0`` no new spare is made (one left by an earlier run is still used).
 
         :raises ProvisioningError: the server is unreachable, a name is taken by a database
             the plugin did not create, or a statement failed.
@@ -393,7 +393,9 @@ class TestDatabase:
         backend.create_database(
             admin,
             template,
-            backend.mark(kind="template", fingerprint=fingerprint, ready=0, created=int(time.time())),
+            backend.mark(
+                kind="template", fingerprint=fingerprint, ready=0, created=int(time.time())
+            ),
         )
         template_url = self.backend.test_url(self.server_url, template)
         if not schema.empty:
