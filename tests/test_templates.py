@@ -300,6 +300,19 @@ def create_database(url: URL, name: str, comment: str | None = None) -> None:
         engine.dispose()
 
 
+def set_comment(url: URL, name: str, comment: str) -> None:
+    """Replace the comment of database ``name`` (PostgreSQL or MariaDB)."""
+    engine = admin_engine(url)
+    try:
+        with engine.connect() as conn:
+            if url.get_backend_name() == "postgresql":
+                conn.exec_driver_sql(f"COMMENT ON DATABASE \"{name}\" IS '{comment}'")
+            else:
+                conn.exec_driver_sql(f"ALTER DATABASE `{name}` COMMENT '{comment}'")
+    finally:
+        engine.dispose()
+
+
 def drop_databases(url: URL, names: list[str]) -> None:
     postgresql = url.get_backend_name() == "postgresql"
     engine = admin_engine(url)
@@ -786,11 +799,15 @@ def test_sweep_drops_only_stale_unused_marked_clones(
     }
     for name, created in stale.items():
         create_database(server.url, name, clone_mark(name[-8:], created))
+    held = f"{base}_1234abcd"
     for name, comment in kept.items():
-        create_database(server.url, name, comment)
-    holder = create_engine(server.url.set(database=f"{base}_1234abcd"), poolclass=NullPool)
+        # The held clone is made fresh and marked stale only once held: other runs on this
+        # server (this suite runs in parallel) sweep stale clones nobody is connected to.
+        create_database(server.url, name, clone_mark("1234abcd", now) if name == held else comment)
+    holder = create_engine(server.url.set(database=held), poolclass=NullPool)
     try:
         with holder.connect():
+            set_comment(server.url, held, str(kept[held]))
             write_suite(pytester.path)
             result, _ = run_inner(
                 pytester, *server.args, "--db-test-name", base, "-o", "db_sweep_age=60"
