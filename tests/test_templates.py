@@ -584,6 +584,37 @@ def server(request: pytest.FixtureRequest) -> Backend:
     return make_backend(request.param)
 
 
+TWO_ALIASES = """
+import pytest
+
+
+@pytest.mark.db(using=["default", "other"])
+def test_both(db_sessions):
+    names = {a: s.connection().engine.url.database for a, s in db_sessions.items()}
+    assert names["default"] != names["other"], names
+"""
+
+
+def test_two_aliases_on_one_database_each_keep_a_template(
+    server: Backend, pytester: pytest.Pytester, base: str
+) -> None:
+    """Two aliases whose URLs name one database (no --db-test-name) are kept apart as
+    test_<db> and test_<db>_other: each keeps its template, so the second run builds none."""
+    assert server.url is not None
+    own = base.removeprefix("test_")
+    create_database(server.url, own)
+    url = server.url.set(database=own).render_as_string(hide_password=False)
+    lines = ("db_metadata =", "    default=models:Base.metadata", "    other=models:Base.metadata")
+    write_suite(pytester.path, *lines, count=0, test_two=TWO_ALIASES)
+    args = ("--db-url", url, "--db-url", f"other={url}", "-o", "db_spare_clones=0")
+    run_inner(pytester, *args)[0].assert_outcomes(passed=1)
+    first = sorted(name for name in databases(server.url) if name.startswith(base))
+    assert {name.rpartition("_tpl_")[0] for name in first} == {base, f"{base}_other"}, first
+    run_inner(pytester, *args)[0].assert_outcomes(passed=1)
+    second = sorted(name for name in databases(server.url) if name.startswith(base))
+    assert second == first, "the second run built a template again"
+
+
 def test_spare_clone_is_renamed_for_the_next_run_and_replaced(
     server: Backend, pytester: pytest.Pytester, base: str, template_dir: Path
 ) -> None:

@@ -92,7 +92,7 @@ class RunState:
                 database.name,
             )
             if key in seen:  # two aliases on one server and database: keep them apart
-                database.rename(f"{database.name}_{alias}")
+                database.rename(f"{database.base}_{alias}", self.name_suffix)
             seen[key] = alias
 
     @functools.cached_property
