@@ -65,6 +65,13 @@ import pytest
 from sqlalchemy import inspect, text
 
 OUT = Path(__file__).parent / "observed"
+COMMENT = {
+    "postgresql": "SELECT shobj_description(oid, 'pg_database') FROM pg_database "
+    "WHERE datname = current_database()",
+    "mysql": "SELECT SCHEMA_COMMENT FROM information_schema.SCHEMATA "
+    "WHERE SCHEMA_NAME = DATABASE()",
+    "sqlite": "SELECT NULL",
+}
 
 
 @pytest.mark.parametrize("n", range(COUNT))
@@ -94,6 +101,7 @@ def test_observe(db_session, n):
             if connection.dialect.name == "postgresql"
             else None
         ),
+        "comment": connection.execute(text(COMMENT[connection.dialect.name])).scalar(),
     }
     OUT.mkdir(exist_ok=True)
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
@@ -712,8 +720,9 @@ def test_xdist_workers_get_distinct_clones_all_dropped(
 def test_two_concurrent_xdist_runs_on_one_server(
     server: Backend, pytester: pytest.Pytester, base: str
 ) -> None:
-    """Two -n 2 runs at once, twice: four clones with two run ids each time, one template, no
-    clone left; the second time the four workers take the spares the first pair left, and
+    """Two -n 2 runs at once, twice: four clones marked with two run ids each time, one
+    template, no clone left; the second time the four workers take the spares the first pair
+    left (PostgreSQL renames them to the run's names, MariaDB uses them under their own), and
     the spares left at the end are complete and marked."""
     assert server.url is not None
     # The URL's database ctxdb_<hex> makes the default base test_ctxdb_<hex>: no --db-test-name,
@@ -723,11 +732,15 @@ def test_two_concurrent_xdist_runs_on_one_server(
     url = server.url.set(database=own).render_as_string(hide_password=False)
     for label in ("a", "b"):
         write_suite(pytester.path / label, count=6)
-    for _ in range(2):
-        check_two_concurrent_runs(server, pytester.path, url, base)
+    left = check_two_concurrent_runs(server, pytester.path, url, base, spares=set())
+    check_two_concurrent_runs(server, pytester.path, url, base, spares=left)
 
 
-def check_two_concurrent_runs(server: Backend, path: Path, url: str, base: str) -> None:
+def check_two_concurrent_runs(
+    server: Backend, path: Path, url: str, base: str, spares: set[str]
+) -> set[str]:
+    """Run the two runs; on MariaDB some worker takes one of ``spares`` (the spares an
+    earlier pair left) if there are any. Returns the spares they leave."""
     assert server.url is not None
     runs = {}
     for label in ("a", "b"):
@@ -751,38 +764,50 @@ def check_two_concurrent_runs(server: Backend, path: Path, url: str, base: str) 
     for label, process in runs.items():
         assert process.returncode == 0, outputs[label]
         assert "6 passed" in outputs[label], outputs[label]
-    names = {
-        (label, worker): record["database"]
+    seen = {
+        (label, worker): record
         for label in runs
         for worker, record in observations(path / label).items()
     }
+    names = {key: record["database"] for key, record in seen.items()}
     assert sorted(names) == [(label, f"gw{i}") for label in "ab" for i in range(2)]
     assert len(set(names.values())) == 4, names
-    pattern = re.compile(rf"{base}_(?P<run>[0-9a-f]{{8}})_gw[01]")
+    own_names = re.compile(rf"{base}_(?P<run>[0-9a-f]{{8}})_gw[01]")
+    marks = re.compile(r"created by pytest-ctxdb; kind=clone; run=(?P<run>[0-9a-f]{8}); .*")
     run_ids: dict[str, set[str]] = {label: set() for label in runs}
-    for (label, _), name in names.items():
-        match = pattern.fullmatch(name)
-        assert match, names
-        run_ids[label].add(match["run"])
-    assert len(run_ids["a"]) == len(run_ids["b"]) == 1 and run_ids["a"] != run_ids["b"], names
+    for (label, worker), record in seen.items():
+        mark = marks.fullmatch(record["comment"] or "")
+        assert mark, seen
+        run_ids[label].add(mark["run"])
+        name = own_names.fullmatch(record["database"])
+        if server.name == "mariadb" and name is None:  # a spare (maybe the other run's)
+            assert re.fullmatch(rf"{base}_sp_[0-9a-f]{{12}}", record["database"]), seen
+        else:
+            assert name and name["run"] == mark["run"], seen
+    assert len(run_ids["a"]) == len(run_ids["b"]) == 1 and run_ids["a"] != run_ids["b"], seen
+    if server.name == "mariadb" and spares:
+        assert set(names.values()) & spares, "no worker took a spare"
     left = {name: c for name, c in databases(server.url).items() if name.startswith(base)}
     [template] = [name for name in left if name.startswith(f"{base}_tpl_")]
     others = {name: c for name, c in left.items() if name != template}
     assert 1 <= len(others) <= 4, left  # each worker replaces at most what it found missing
     for comment in others.values():
         assert comment == spare_mark(template, comment), left
+    return set(others)
 
 
-def test_a_spare_is_taken_once(server: Backend, base: str) -> None:
+@pytest.mark.parametrize("keep_name", [False, True], ids=["renamed", "name-kept"])
+def test_a_spare_is_taken_once(server: Backend, base: str, keep_name: bool) -> None:
     """Runs on other machines share no file lock: when two reach for one spare, the second
-    rename fails or declines, leaving nothing behind, and the first has every table."""
+    claim fails or declines, leaving nothing behind, and the first has every table. MariaDB
+    claims a spare in place when the run may keep its name; PostgreSQL always renames."""
     from pytest_ctxdb.backends import MySQLBackend, PostgreSQLBackend
 
     assert server.url is not None
     mysql = server.url.get_backend_name() != "postgresql"
     backend = MySQLBackend() if mysql else PostgreSQLBackend()
     spare, first, second = f"{base}_sp_0123456789ab", f"{base}_one", f"{base}_two"
-    create_database(server.url, spare)
+    create_database(server.url, spare, spare_mark(f"{base}_tpl_0", "created=1"))
     table = create_engine(server.url.set(database=spare), poolclass=NullPool)
     try:
         with table.begin() as conn:
@@ -794,23 +819,75 @@ def test_a_spare_is_taken_once(server: Backend, base: str) -> None:
     engine = admin_engine(server.url)
     try:
         with engine.connect() as admin:
-            assert backend.rename_database(admin, spare, first, mark)
+            taken = backend.take_spare(admin, spare, first, mark, keep_name=keep_name)
             try:
-                taken = backend.rename_database(admin, spare, second, mark)
+                again = backend.take_spare(admin, spare, second, mark, keep_name=keep_name)
             except DBAPIError:
-                taken = False
-            assert not taken
+                again = None
     finally:
         engine.dispose()
+    assert taken == (spare if mysql and keep_name else first)
+    assert again is None
     left = databases(server.url)
-    assert spare not in left and second not in left, sorted(n for n in left if base in n)
-    assert left[first] == mark
-    moved = create_engine(server.url.set(database=first), poolclass=NullPool)
+    assert second not in left, sorted(n for n in left if base in n)
+    assert (spare in left) == (taken == spare), sorted(n for n in left if base in n)
+    assert left[taken] == mark
+    moved = create_engine(server.url.set(database=taken), poolclass=NullPool)
     try:
         with moved.connect() as conn:
             assert inspect(conn).get_table_names() == ["item"]
     finally:
         moved.dispose()
+
+
+VIEW_AND_TRIGGER = """
+def pytest_ctxdb_setup_schema(connection, alias):
+    connection.exec_driver_sql("CREATE VIEW item_names AS SELECT name FROM item")
+    connection.exec_driver_sql(
+        "CREATE TRIGGER shout BEFORE INSERT ON item FOR EACH ROW SET NEW.name = UPPER(NEW.name)"
+    )
+"""
+USES_VIEW_AND_TRIGGER = """
+from sqlalchemy import text
+from models import Item
+
+
+def test_view_and_trigger(db_session):
+    db_session.add(Item(name="quiet"))
+    db_session.commit()
+    assert db_session.execute(text("SELECT name FROM item_names")).scalars().all() == ["QUIET"]
+"""
+
+
+def test_mariadb_spare_is_used_in_place_views_and_triggers_included(
+    pytester: pytest.Pytester, base: str, template_dir: Path
+) -> None:
+    """MariaDB cannot rename a database, and RENAME TABLE cannot move views and triggers; a
+    run that did not choose its database's name takes the spare clone in place: the next
+    run's database IS the spare (a marker put into it shows up), view and trigger included.
+    With --db-test-name (the tables would have to move) no spare of such a template is made."""
+    server = make_backend("mariadb")
+    assert server.url is not None
+    own = base.removeprefix("test_")
+    create_database(server.url, own)
+    url = server.url.set(database=own).render_as_string(hide_password=False)
+    write_suite(pytester.path, conftest=VIEW_AND_TRIGGER, test_objects=USES_VIEW_AND_TRIGGER)
+    run_inner(pytester, "--db-url", url)[0].assert_outcomes(passed=2)
+    [spare] = spares(server.url, base)
+    put_marker(server, spare, template_dir)
+
+    result, seen = run_inner(pytester, "--db-url", url)
+    result.assert_outcomes(passed=2)
+    assert seen["main"]["database"] == spare
+    assert seen["main"]["marker"] == MARKER_ROWS, "the run did not take the spare clone"
+    [second] = spares(server.url, base)
+    assert second != spare and spare not in databases(server.url)
+
+    exact = f"{base}_exact"
+    args = ("--db-url", url, "--db-test-name", exact)
+    run_inner(pytester, *args)[0].assert_outcomes(passed=2)
+    assert spares(server.url, exact) == []
+    assert [name for name in databases(server.url) if name.startswith(exact)] != []  # template
 
 
 # -- 4. sweeping what killed runs left -------------------------------------------------------------

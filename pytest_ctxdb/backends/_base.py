@@ -193,20 +193,26 @@ class Backend:
         Aria, ...): rollback-mode tests would leave their rows. None elsewhere."""
         return []
 
-    #: ``True`` if :meth:`rename_database` is fast and atomic (then spare clones are kept).
-    can_rename = False
+    #: ``True`` if :meth:`take_spare` is fast and atomic (then runs keep spare clones ready).
+    keeps_spares = False
 
-    def spares_usable(self, admin: Connection, template: str) -> bool:
-        """``True`` if spare clones of ``template`` can be taken with :meth:`rename_database`
-        (then the runs keep some ready)."""
-        return self.can_rename
+    def spares_usable(self, admin: Connection, template: str, *, keep_name: bool) -> bool:
+        """``True`` if spare clones of ``template`` can be taken with :meth:`take_spare`
+        (called with the same ``keep_name``)."""
+        return self.keeps_spares
 
-    def rename_database(self, admin: Connection, name: str, new_name: str, comment: str) -> bool:
-        """Rename database ``name`` to ``new_name``, marked with ``comment``; all or nothing.
+    def take_spare(
+        self, admin: Connection, spare: str, name: str, comment: str, *, keep_name: bool
+    ) -> str | None:
+        """Claim the spare clone ``spare`` for a run and mark it with ``comment``; all or
+        nothing, and at most one run (on any machine) gets it.
 
-        :returns: ``False`` if ``name`` could not be taken (another run took it first);
-            nothing is changed then (``new_name`` does not exist).
-        :raises sqlalchemy.exc.DBAPIError: ``name`` is missing or in use; nothing is changed.
+        :param name: the run's database name; the spare becomes ``name``.
+        :param keep_name: the run may use the spare under the spare's name instead, where
+            that is faster (MariaDB, which cannot rename a database).
+        :returns: the claimed database's name (``name`` or ``spare``), or ``None`` if
+            another run took it first; nothing is changed then.
+        :raises sqlalchemy.exc.DBAPIError: ``spare`` is missing or in use; nothing is changed.
         """
         raise NotImplementedError
 

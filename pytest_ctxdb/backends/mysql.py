@@ -172,7 +172,9 @@ class MySQLBackend(Backend):
         for statement in trigger_ddl:
             admin.exec_driver_sql(statement)
 
-    def spares_usable(self, admin: Connection, template: str) -> bool:
+    def spares_usable(self, admin: Connection, template: str, *, keep_name: bool) -> bool:
+        if keep_name:
+            return True
         # RENAME TABLE cannot move a view, nor a table with triggers, to another database.
         count = admin.execute(
             text(
@@ -183,36 +185,50 @@ class MySQLBackend(Backend):
         ).scalar()
         return not count
 
-    can_rename = True
+    keeps_spares = True
 
-    def rename_database(self, admin: Connection, name: str, new_name: str, comment: str) -> bool:
-        """MariaDB cannot rename a database: make ``new_name`` and move every table of
-        ``name`` into it with one ``RENAME TABLE`` (atomic, a metadata change: ~1 ms per
-        table, foreign keys follow), then drop the emptied ``name``. Spares are made only of
-        templates without views and triggers (see :meth:`spares_usable`), so every object
-        moves. A database with no table is not taken: another run may have just emptied
-        it."""
-        quote = admin.dialect.identifier_preparer.quote_identifier
-        tables = admin.execute(
-            text(
-                "SELECT TABLE_NAME FROM information_schema.TABLES "
-                "WHERE TABLE_SCHEMA = :schema AND TABLE_TYPE <> 'VIEW'"
-            ),
-            {"schema": name},
-        ).scalars()
-        moves = ", ".join(
-            f"{quote(name)}.{quote(t)} TO {quote(new_name)}.{quote(t)}" for t in tables
-        )
-        if not moves:
-            return False
-        self.create_database(admin, new_name, comment)
+    def take_spare(
+        self, admin: Connection, spare: str, name: str, comment: str, *, keep_name: bool
+    ) -> str | None:
+        """MariaDB cannot rename a database. The claim is made under the server-wide lock
+        ``GET_LOCK('pytest-ctxdb:<spare>')``, once the spare's comment still says it is a
+        spare, so two runs on any machines cannot both take it. With ``keep_name`` the run
+        uses the spare under its own name: the claim is a comment change, whatever the table
+        count. Otherwise (the user chose the test database's exact name) ``name`` is made and
+        every table of the spare moves into it with one ``RENAME TABLE`` (atomic, a metadata
+        change: ~1 ms per table, foreign keys follow); spares are made only of templates
+        without views and triggers then (see :meth:`spares_usable`), so every object moves."""
+        lock = {"lock": f"pytest-ctxdb:{spare}"}
+        if not admin.execute(text("SELECT GET_LOCK(:lock, 0)"), lock).scalar():
+            return None  # another run is taking it right now
         try:
-            admin.exec_driver_sql(f"RENAME TABLE {moves}")  # fails if another run was first
-        except Exception:
-            self.drop_database(admin, new_name)
-            raise
-        admin.exec_driver_sql(f"DROP DATABASE IF EXISTS {quote(name)}")
-        return True
+            if (self.parse_mark(self.comment(admin, spare)) or {}).get("kind") != "spare":
+                return None  # another run took it
+            if keep_name:
+                self.set_comment(admin, spare, comment)
+                return spare
+            quote = admin.dialect.identifier_preparer.quote_identifier
+            tables = admin.execute(
+                text(
+                    "SELECT TABLE_NAME FROM information_schema.TABLES "
+                    "WHERE TABLE_SCHEMA = :schema AND TABLE_TYPE <> 'VIEW'"
+                ),
+                {"schema": spare},
+            ).scalars()
+            moves = ", ".join(
+                f"{quote(spare)}.{quote(t)} TO {quote(name)}.{quote(t)}" for t in tables
+            )
+            self.create_database(admin, name, comment)
+            if moves:
+                try:
+                    admin.exec_driver_sql(f"RENAME TABLE {moves}")
+                except Exception:
+                    self.drop_database(admin, name)
+                    raise
+            admin.exec_driver_sql(f"DROP DATABASE IF EXISTS {quote(spare)}")
+            return name
+        finally:
+            admin.execute(text("SELECT RELEASE_LOCK(:lock)"), lock)
 
     def drop_database(self, admin: Connection, name: str, *, force: bool = False) -> None:
         quoted = admin.dialect.identifier_preparer.quote_identifier(name)

@@ -102,15 +102,18 @@ class PostgreSQLBackend(Backend):
                 time.sleep(0.1)
         self.set_comment(admin, name, comment)
 
-    can_rename = True
+    keeps_spares = True
 
-    def rename_database(self, admin: Connection, name: str, new_name: str, comment: str) -> bool:
-        # A catalog update: milliseconds, whatever the size (fails while anyone is connected).
+    def take_spare(
+        self, admin: Connection, spare: str, name: str, comment: str, *, keep_name: bool
+    ) -> str | None:
+        # Renamed even with keep_name: a catalog update, milliseconds whatever the size.
+        # Fails while anyone is connected, or when another run renamed it first.
         admin.exec_driver_sql(
-            f"ALTER DATABASE {_quote(admin, name)} RENAME TO {_quote(admin, new_name)}"
+            f"ALTER DATABASE {_quote(admin, spare)} RENAME TO {_quote(admin, name)}"
         )
-        self.set_comment(admin, new_name, comment)
-        return True
+        self.set_comment(admin, name, comment)
+        return name
 
     def abort_on_disconnect(self, admin: Connection) -> None:
         # PostgreSQL >= 14 checks the client socket every interval during long statements

@@ -116,6 +116,8 @@ class TestDatabase:
         #: this run's unique part (``None`` when the user chose the name).
         self.run_id = None if settings.test_database else run_id
         run_part = f"_{self.run_id}" if self.run_id else ""
+        #: the test database's name, ``<base>_<run id><suffix>``; on MariaDB the name of the
+        #: spare clone :meth:`create` took, unless the user chose the name.
         self.name = f"{self.base}{run_part}{suffix}"
         #: the template database this run cloned (set by :meth:`create`).
         self.template: str | None = None
@@ -144,6 +146,12 @@ class TestDatabase:
         self._missing_spares = 0
         #: why making a spare clone failed (shown at the end of the run), or ``None``.
         self.spare_error: str | None = None
+
+    @property
+    def _may_keep_name(self) -> bool:
+        """``True`` unless the user chose the test database's name: then a spare clone may
+        be used under its own name."""
+        return self.run_id is not None
 
     def use_server(self, server_url: URL) -> None:
         """Use the server at ``server_url`` (a container started after configuration)."""
@@ -284,11 +292,13 @@ class TestDatabase:
         when nobody uses them; nothing without the mark is ever touched.
 
         *Spare clones* (PostgreSQL, MariaDB): a clone made ahead of time, at the end of an
-        earlier run, is renamed to this run's name instead of waiting for a copy of the
-        template: ``ALTER DATABASE ... RENAME`` (milliseconds) instead of ``CREATE DATABASE
-        ... TEMPLATE`` on PostgreSQL; one ``RENAME TABLE`` moving the spare's tables into
-        the run's database (~1 ms per table) instead of replaying the template's DDL and rows
-        on MariaDB (see ``Backend.rename_database``). :meth:`start_spares` then clones new
+        earlier run, is claimed instead of waiting for a copy of the template (see
+        ``Backend.take_spare``): PostgreSQL renames it to this run's name (``ALTER DATABASE
+        ... RENAME``, milliseconds, instead of ``CREATE DATABASE ... TEMPLATE``); MariaDB,
+        which replays the template's DDL and rows to copy it, uses it under its own name
+        (:attr:`name` changes; a comment change under a server lock), or, when the user chose
+        the exact name, moves its tables into the run's database with one ``RENAME TABLE``
+        (~1 ms per table). :meth:`start_spares` then clones new
         ones at the end of this run, so that ``spares`` of them are ready; each of the run's
         ``workers`` (xdist processes, each calling this) makes its share of the missing ones.
         With ``spares=0`` no new spare is made (one left by an earlier run is still used).
@@ -345,13 +355,13 @@ class TestDatabase:
             self._drop_spares(admin, owned)
         self._clear_name(admin, owned)
         # A spare left by an earlier run is taken even with spares=0 (it is used up).
-        self.took_spare = backend.can_rename and self._take_spare(admin, owned)
+        self.took_spare = backend.keeps_spares and self._take_spare(admin, owned)
         if not self.took_spare:
             backend.clone_database(admin, template, self.name, self._clone_mark())
         # On this connection rather than one more (a MariaDB connection costs ~50 ms with
         # PyMySQL >= 1.2, which loads the system's CA certificates for each).
         self.nontransactional = backend.non_transactional_tables(admin, self.name)
-        if spares <= 0 or not backend.can_rename:
+        if spares <= 0 or not backend.keeps_spares:
             return 0
         ready = sum(1 for comment in owned.values() if self._is_spare(comment))
         missing = max(0, spares - ready)
@@ -409,18 +419,23 @@ class TestDatabase:
         return True
 
     def _take_spare(self, admin: Connection, owned: dict[str, str]) -> bool:
-        """Rename a ready spare clone of the template to this run's name; ``False`` if none
-        could be taken (none left, or each in use or taken by a run on another machine)."""
-        backend = self.backend
+        """Claim a ready spare clone of the template for this run (see
+        ``Backend.take_spare``); ``False`` if none could be taken (none left, or each in
+        use or taken by a run on another machine). Unless the user chose the exact name, the
+        run may keep the spare's name (MariaDB then claims it without moving its tables)."""
         for name, comment in list(owned.items()):
             if not self._is_spare(comment):
                 continue
             del owned[name]
             try:
-                if backend.rename_database(admin, name, self.name, self._clone_mark()):
-                    return True
+                taken = self.backend.take_spare(
+                    admin, name, self.name, self._clone_mark(), keep_name=self._may_keep_name
+                )
             except DBAPIError:
                 continue
+            if taken is not None:
+                self.name, self.url = taken, self.backend.test_url(self.server_url, taken)
+                return True
         return False
 
     def _drop_spares(self, admin: Connection, owned: dict[str, str]) -> None:
@@ -440,7 +455,7 @@ class TestDatabase:
 
         def make(admin: Connection) -> None:
             # Checked here, at the end of the run, not on the start-up path.
-            if not backend.spares_usable(admin, template):
+            if not backend.spares_usable(admin, template, keep_name=self._may_keep_name):
                 return
             backend.abort_on_disconnect(admin)  # a killed run leaves no half-made clone
             for _ in range(count):
