@@ -758,14 +758,50 @@ class StartupConfig:
         return f"{self.backend}/{self.schema}/{self.tables}/{self.mode}"
 
     def args(self, pg_url: str, variant: str) -> list[str]:
-        out = [f"test_{variant}.py", "--db-test-name", self.base]
-        if self.backend == "postgresql":
-            out += ["--db-url", pg_url]
-        elif self.backend == "mariadb":
-            out += ["--db-url", os.environ["BENCH_MY_URL"]]
+        out = [f"test_{variant}.py"]
+        if self.backend == "sqlite":
+            out += ["--db-test-name", self.base]
+        else:
+            # The URL names the (empty) database <base>, so the run names its databases as
+            # users' runs do: test_<base>_<run id>, template test_<base>_tpl_<fingerprint>.
+            out += ["--db-url", self.server_url(pg_url)]
         if self.mode == "cold":
             out.append("--db-create")
         return out
+
+
+    def server(self, pg_url: str) -> str:
+        """The server URL given to the benchmark (its database is only connected to)."""
+        return pg_url if self.backend == "postgresql" else os.environ["BENCH_MY_URL"]
+
+    def server_url(self, pg_url: str) -> str:
+        """The URL the runs get: the server's, naming the database ``<base>``."""
+        from sqlalchemy.engine import make_url
+
+        url = make_url(self.server(pg_url)).set(database=self.base)
+        return url.render_as_string(hide_password=False)
+
+    def create_url_database(self, pg_url: str) -> None:
+        """Create the empty database ``<base>`` the runs' URL names (servers), if missing."""
+        if self.backend == "sqlite":
+            return
+        from sqlalchemy import create_engine
+        from sqlalchemy.pool import NullPool
+
+        if self.backend == "postgresql":
+            query = "SELECT 1 FROM pg_database WHERE datname = %(n)s"
+        else:
+            query = "SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %(n)s"
+        engine = create_engine(
+            self.server(pg_url), poolclass=NullPool, isolation_level="AUTOCOMMIT"
+        )
+        try:
+            with engine.connect() as conn:
+                if conn.exec_driver_sql(query, {"n": self.base}).first() is None:
+                    quoted = conn.dialect.identifier_preparer.quote(self.base)
+                    conn.exec_driver_sql(f"CREATE DATABASE {quoted}")
+        finally:
+            engine.dispose()
 
 
 SPAN_COLUMNS = (
@@ -777,7 +813,7 @@ SPAN_COLUMNS = (
     ("_run:<lambda>", "admin connection (_run)"),
     ("sweep", "sweep"),
     ("schema_build", "build"),
-    ("take_spare", "take spare (RENAME)"),
+    ("take_spare", "take spare"),
     ("clone_database", "CREATE..TEMPLATE+COMMENT"),
     ("TestDatabase.create", "create total"),
     ("TestDatabase.drop", "drop"),
@@ -799,6 +835,7 @@ def run_startup(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 base = f"{PREFIX}{short}_{tag}{tables}"
                 for mode in args.modes:
                     configs.append(StartupConfig(backend, schema, tables, mode, project, base))
+                configs[-1].create_url_database(args.pg_url)
     print(f"start-up: {len(configs)} configurations x {args.repeat} pairs", flush=True)
     out_dir = work / "out"
     # Warm-up: fill bytecode / assertion-rewrite caches and build every template once.
@@ -951,7 +988,7 @@ def pg_templates(conn: Any) -> list[str]:
         "SELECT datname FROM pg_database WHERE shobj_description(oid, 'pg_database') "
         "LIKE 'created by pytest-ctxdb%%' ORDER BY datname"
     ).all()
-    return [r[0] for r in rows if r[0].startswith(PREFIX) and "_tpl_" in r[0]]
+    return [r[0] for r in rows if PREFIX in r[0] and "_tpl_" in r[0]]
 
 
 def psql_base(pg_url: str) -> list[str]:
@@ -981,6 +1018,7 @@ def ensure_templates(args: argparse.Namespace, work: Path) -> None:
             cfg = StartupConfig(
                 "postgresql", schema, tables, "warm", project, f"{PREFIX}pg_{tag}{tables}"
             )
+            cfg.create_url_database(args.pg_url)
             run_pytest(project, cfg.args(args.pg_url, "db"), work / "out", label=cfg.key)
 
 
@@ -1302,7 +1340,7 @@ def cleanup(args: argparse.Namespace, bases: Iterable[str]) -> list[str]:
             names = [
                 r[0]
                 for r in conn.exec_driver_sql("SELECT datname FROM pg_database").all()
-                if r[0].startswith(PREFIX)
+                if r[0].startswith((PREFIX, f"test_{PREFIX}"))
             ]
             for name in names:
                 conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -1318,7 +1356,7 @@ def cleanup(args: argparse.Namespace, bases: Iterable[str]) -> list[str]:
         try:
             with engine.connect() as conn:
                 for (name,) in conn.exec_driver_sql("SHOW DATABASES").all():
-                    if name.startswith(PREFIX):
+                    if name.startswith((PREFIX, f"test_{PREFIX}")):
                         conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{name}`")
                         removed.append(f"database {name}")
         finally:
@@ -1409,7 +1447,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-startup-"))
     work.mkdir(parents=True, exist_ok=True)
     bases = [
-        f"{PREFIX}{s}_{t}{n}" for s in ("pg", "sl") for t in ("ca", "al") for n in args.tables
+        f"{prefix}{s}_{t}{n}"
+        for prefix in (PREFIX, f"test_{PREFIX}")
+        for s in ("pg", "sl", "my")
+        for t in ("ca", "al")
+        for n in args.tables
     ] + [f"{PREFIX}pg_xd", f"{PREFIX}sl_xd", f"{PREFIX}pg_rc"]
     print(
         f"python {sys.version.split()[0]}; work dir {work}; PYTHONDONTWRITEBYTECODE unset in children"
