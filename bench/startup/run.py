@@ -68,7 +68,12 @@ numbers). Three parts, chosen with ``--parts``:
     kept across runs, ``CREATE DATABASE <base>_<worker_id> TEMPLATE`` per xdist worker, and
     SQLAlchemy's "join a Session into an external transaction" fixture
     (``join_transaction_mode="create_savepoint"``), so that the plugin's speed-up can be
-    compared with the recipe's under the same load. One warm-up run of each, then
+    compared with the recipe's under the same load. The plugin's ``-n 0`` and ``-n 2`` runs
+    have a base each (``bench_startup_pg_xd0``, ``..._xd2``): each finds the template and
+    spare clones the previous run of the same command left, as when a user repeats one
+    command (with one base, a ``-n 2`` run found the one spare a ``-n 0`` run leaves and
+    copied the template for its second worker, while a ``-n 0`` run found two and made
+    none). One warm-up run of each, then
     ``--xdist-repeat`` rounds (>= 3) interleaving the variants; medians of the wall time and ``speed-up = wall(-n 0)
     / wall(-n 2)``. Each xdist worker's ``TestDatabase.create`` (lock wait included) and clone
     are reported as well.
@@ -1176,13 +1181,16 @@ def run_xdist(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     results: dict[str, Any] = {}
     for backend in args.xdist_backends:
         short = {"postgresql": "pg", "sqlite": "sl"}[backend]
-        base = f"{PREFIX}{short}_xd"
-        db_args = ["--db-test-name", base]
-        if backend == "postgresql":
-            db_args += ["--db-url", args.pg_url]
+        url_args = ["--db-url", args.pg_url] if backend == "postgresql" else []
+
+        def db_args(workers: int) -> list[str]:
+            # One base (template and spare clones) per variant: each run finds what the
+            # previous run of the same command left, as when a user repeats one command.
+            return ["-n", str(workers), "--db-test-name", f"{PREFIX}{short}_xd{workers}"]
+
         variants = {
-            "db -n 0": ["db", "-n", "0", *db_args],
-            "db -n 2": ["db", "-n", "2", *db_args],
+            "db -n 0": ["db", *db_args(0), *url_args],
+            "db -n 2": ["db", *db_args(2), *url_args],
             "floor -n 0": ["floor", "-n", "0", "-p", "no:ctxdb"],
             "floor -n 2": ["floor", "-n", "2", "-p", "no:ctxdb"],
         }
@@ -1452,7 +1460,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for s in ("pg", "sl", "my")
         for t in ("ca", "al")
         for n in args.tables
-    ] + [f"{PREFIX}pg_xd", f"{PREFIX}sl_xd", f"{PREFIX}pg_rc"]
+    ] + [f"{PREFIX}{s}_xd{n}" for s in ("pg", "sl") for n in (0, 2)] + [f"{PREFIX}pg_rc"]
     print(
         f"python {sys.version.split()[0]}; work dir {work}; PYTHONDONTWRITEBYTECODE unset in children"
     )
