@@ -17,14 +17,7 @@ from .._errors import CtxdbError, ProvisioningError
 from .._settings import DEFAULT_ALIAS, DatabaseSettings
 from ..adapters import Adapter, load_adapters
 from ..binding import BindingPlan, EngineSessionSource, ReusedConnection
-from ..provision import (
-    ContainerServer,
-    SchemaBuilder,
-    SchemaHook,
-    TestDatabase,
-    clone_spares_early,
-    load_metadata,
-)
+from ..provision import ContainerServer, SchemaBuilder, SchemaHook, TestDatabase, load_metadata
 
 __all__ = ("STATE_KEY", "RunState", "activate", "active_state", "deactivate")
 
@@ -166,8 +159,6 @@ class RunState:
                 workers=self.workers,
             )
             self.provisioned.add(alias)
-            if clone_spares_early(self.workers):  # else at the end, see close()
-                database.start_spares()
             if database.nontransactional:
                 self.nontransactional[alias] = database.nontransactional
 
@@ -276,8 +267,8 @@ class RunState:
                 database.drop()
             except CtxdbError as exc:
                 report(str(exc))
-        # After the drops, unless started while the tests ran: a DROP DATABASE waits for the
-        # WAL a running clone writes (PostgreSQL 15: ~8 ms alone, 180-260 ms behind two clones).
+        # After the drops: a DROP DATABASE waits for the WAL a running clone writes (measured
+        # on PostgreSQL 15: ~8 ms alone, 180-260 ms behind two clones).
         for database in self.databases.values():
             database.start_spares()
         for database in self.databases.values():

@@ -3,13 +3,7 @@
 from __future__ import annotations
 
 from ._containers import CONTAINER_KINDS, ContainerServer
-from ._database import (
-    SchemaHook,
-    TestDatabase,
-    clone_spares_early,
-    default_template_directory,
-    make_sqlite_directory,
-)
+from ._database import SchemaHook, TestDatabase, default_template_directory, make_sqlite_directory
 from ._fingerprint import schema_fingerprint
 from ._schema import SchemaBuilder, create_schema, load_metadata
 
@@ -19,7 +13,6 @@ __all__ = (
     "SchemaBuilder",
     "SchemaHook",
     "TestDatabase",
-    "clone_spares_early",
     "create_schema",
     "default_template_directory",
     "load_metadata",

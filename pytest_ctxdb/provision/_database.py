@@ -38,37 +38,13 @@ from ._schema import SchemaBuilder
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
-__all__ = (
-    "SchemaHook",
-    "TestDatabase",
-    "clone_spares_early",
-    "default_template_directory",
-    "make_sqlite_directory",
-)
+__all__ = ("SchemaHook", "TestDatabase", "default_template_directory", "make_sqlite_directory")
 
 T = TypeVar("T")
 #: seconds after which any template is swept (one week); the next run that needs it rebuilds it.
 TEMPLATE_MAX_AGE = 7 * 24 * 3600.0
 #: called with (connection, alias) inside the schema transaction, after ``create_all``.
 SchemaHook = Callable[[Connection, str], None]
-
-
-def clone_spares_early(workers: int, cores: int | None = None) -> bool:
-    """Whether a run of ``workers`` pytest processes should clone its spare clones while its
-    tests run (``True``) or at its end, after its own ``DROP DATABASE`` (``False``).
-
-    A clone is CPU work for the server (a 20-table PostgreSQL ``CREATE DATABASE ... TEMPLATE``
-    took 170-400 ms of CPU on a 2-core machine with fsync on), so it is done early only when
-    the run leaves a core free: each pytest process keeps about one core busy and its server
-    backend part of another, hence ``2 * workers <= cores``. Measured on 2 cores (300 tests,
-    12 paired runs, ``bench/startup/README.md``): one process finished 153 ms sooner with the
-    early clone; ``-n 2`` finished 182 ms later.
-
-    :param cores: the CPUs this process may run on (default: its CPU affinity).
-    """
-    if cores is None:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return 2 * max(1, workers) <= (cores or 1)
 
 
 def _alive(pid: int) -> bool:
@@ -496,14 +472,12 @@ class TestDatabase:
             self.spare_error = f"alias {self.alias!r}: making a spare clone failed: {exc}"
 
     def start_spares(self) -> None:
-        """Start cloning the spares :meth:`create` found missing, in a background thread
-        (once; later calls do nothing).
+        """Start cloning the spares :meth:`create` found missing, in a background thread.
 
-        Called right after :meth:`create` when the run leaves a core free for the copy (see
-        :func:`clone_spares_early`), otherwise at the end of the run, after :meth:`drop`, so
-        that the copy (CPU work for the server) does not slow the tests down, nor the drop
-        (which would wait for the WAL the copy writes); the clones of several aliases run
-        side by side, and :meth:`wait_for_spares` waits for them.
+        Called at the end of the run, after :meth:`drop`, so that the copy (server I/O on the
+        machine's cores) does not slow the tests down, nor the drop (which would wait for the
+        WAL the copy writes); the clones of several aliases run side by side, and
+        :meth:`wait_for_spares` waits for them.
         """
         count, self._missing_spares = self._missing_spares, 0
         if count > 0 and self._spare_maker is None:
