@@ -124,6 +124,12 @@ def test_b_nothing_left(db_session):
     assert db_session.scalars(select(Item.name)).all() == []
 """
 
+#: a failing database test.
+FAILS = """
+def test_fails(db_session):
+    assert db_session.connection().exec_driver_sql("SELECT 1").scalar() == 2
+"""
+
 #: a test using no database (it records whether testcontainers was imported), and one using
 #: it: ``-k plain`` selects only the first.
 PLAIN_AND_DB = """
@@ -697,12 +703,13 @@ def test_spare_clones_of_an_old_schema_are_swept(
 def test_xdist_workers_get_distinct_clones_all_dropped(
     backend: Backend, pytester: pytest.Pytester, base: str
 ) -> None:
-    """-n 3: each worker runs on a clone of its own; no clone is left after the run."""
-    write_suite(pytester.path, count=12)
+    """-n 3: each worker runs on a clone of its own; no clone is left after the run, which
+    fails (a failed run drops its clones too)."""
+    write_suite(pytester.path, count=12, test_fails=FAILS)
     result, seen = run_inner(
         pytester, *backend.args, "--db-test-name", base, "-p", "xdist", "-n", "3"
     )
-    result.assert_outcomes(passed=12)
+    result.assert_outcomes(passed=12, failed=1)
     assert sorted(seen) == ["gw0", "gw1", "gw2"]
     names = {worker: record["database"] for worker, record in seen.items()}
     assert len(set(names.values())) == 3, names
