@@ -897,6 +897,34 @@ def test_mariadb_spare_is_used_in_place_views_and_triggers_included(
     assert [name for name in databases(server.url) if name.startswith(exact)] != []  # template
 
 
+def test_mariadb_spare_with_a_view_is_not_moved(base: str) -> None:
+    """A MariaDB spare with a view (made for runs that keep its name) is declined by a run
+    that must move its tables (RENAME TABLE would leave the view behind); it stays a spare."""
+    from pytest_ctxdb.backends import MySQLBackend
+
+    server = make_backend("mariadb")
+    assert server.url is not None
+    spare, name = f"{base}_sp_0123456789ab", f"{base}_one"
+    comment = spare_mark(f"{base}_tpl_0", "created=1")
+    create_database(server.url, spare, comment)
+    engine = create_engine(server.url.set(database=spare), poolclass=NullPool)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE item (id INTEGER PRIMARY KEY)")
+            conn.exec_driver_sql("CREATE VIEW item_ids AS SELECT id FROM item")
+    finally:
+        engine.dispose()
+    admin = admin_engine(server.url)
+    try:
+        with admin.connect() as conn:
+            mark = clone_mark("0123abcd", time.time())
+            assert MySQLBackend().take_spare(conn, spare, name, mark, keep_name=False) is None
+    finally:
+        admin.dispose()
+    left = databases(server.url)
+    assert name not in left and left[spare] == comment
+
+
 # -- 4. sweeping what killed runs left -------------------------------------------------------------
 
 

@@ -196,8 +196,9 @@ class MySQLBackend(Backend):
         uses the spare under its own name: the claim is a comment change, whatever the table
         count. Otherwise (the user chose the test database's exact name) ``name`` is made and
         every table of the spare moves into it with one ``RENAME TABLE`` (atomic, a metadata
-        change: ~1 ms per table, foreign keys follow); spares are made only of templates
-        without views and triggers then (see :meth:`spares_usable`), so every object moves."""
+        change: ~1 ms per table, foreign keys follow); such runs make spares only of
+        templates without views and triggers (see :meth:`spares_usable`), and decline a spare
+        that has some, so every object moves."""
         lock = {"lock": f"pytest-ctxdb:{spare}"}
         if not admin.execute(text("SELECT GET_LOCK(:lock, 0)"), lock).scalar():
             return None  # another run is taking it right now
@@ -207,6 +208,8 @@ class MySQLBackend(Backend):
             if keep_name:
                 self.set_comment(admin, spare, comment)
                 return spare
+            if not self.spares_usable(admin, spare, keep_name=False):
+                return None  # made for runs that keep its name: its views would stay behind
             quote = admin.dialect.identifier_preparer.quote_identifier
             tables = admin.execute(
                 text(
