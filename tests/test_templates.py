@@ -59,6 +59,7 @@ OBSERVE = """
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -102,6 +103,10 @@ def test_observe(db_session, n):
             else None
         ),
         "comment": connection.execute(text(COMMENT[connection.dialect.name])).scalar(),
+        "container_state_modes": sorted(
+            oct(path.stat().st_mode & 0o777)
+            for path in (Path(tempfile.gettempdir()) / "pytest-ctxdb").glob("container-*.json")
+        ),
     }
     OUT.mkdir(exist_ok=True)
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
@@ -1084,11 +1089,39 @@ def test_container_run_is_isolated_shared_and_removed(
     docker.ports |= {port for port in ports if port}
     assert len(ports) == 1 and None not in ports and not ports & {3306, 5432}, ports
     assert len({record["database"] for record in seen.values()}) == len(seen)
+    # The run's state file holds the container's password: readable by its owner only.
+    assert all(record["container_state_modes"] == ["0o600"] for record in seen.values()), seen
     # Only this run's container (the one publishing the recorded port): another test may run
     # a container of the same image at the same time when this suite runs under xdist.
     left = {c for c in container_ids(docker.image) - docker.before if container_ports(c) & ports}
     assert left == set(), "the run's container was left"
     assert list(template_dir.glob("container-*")) == []
+
+
+@pytest.mark.xdist_group("docker")
+def test_container_run_that_never_gets_ready_is_removed(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, base: str
+) -> None:
+    """A container that starts but never reports ready (a PostgreSQL image asked to be
+    MariaDB) fails the run with one usage error, and is not left running."""
+    image = IMAGES["postgresql"]
+    problem = docker_problem(image)
+    if problem is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true and {problem}")
+        pytest.skip(problem)
+    monkeypatch.setenv("TESTCONTAINERS_RYUK_DISABLED", "true")
+    monkeypatch.setenv("TC_MAX_TRIES", "3")  # testcontainers' readiness wait: ~3 s
+    before = container_ids(image)
+    write_suite(pytester.path, count=1)
+    container = ("--db-container", "mariadb", "--db-container-image", image)
+    result, _ = run_inner(pytester, *container, "--db-test-name", base)
+    assert result.ret == USAGE_ERROR, result.stdout.str()
+    result.stderr.fnmatch_lines([f"ERROR: pytest-ctxdb: --db-container mariadb: could not start*"])
+    left = container_ids(image) - before
+    for container_id in left:  # leave nothing even when the check fails
+        subprocess.run(["docker", "rm", "-f", container_id], capture_output=True, check=False)
+    assert left == set(), "the container that never got ready was left running"
 
 
 @pytest.mark.parametrize("missing", ["error", "skip"])

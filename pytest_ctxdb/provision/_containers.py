@@ -8,6 +8,7 @@ imported only here, only when a container is asked for.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
@@ -73,14 +74,14 @@ class ContainerServer:
                 self._url = make_url(json.loads(self._state.read_text())["url"])
                 return self._url
             self._url = self._start()
-            self._state.write_text(
-                json.dumps(
-                    {
-                        "url": self._url.render_as_string(hide_password=False),
-                        "container": self._container.get_wrapped_container().id,
-                    }
-                )
-            )
+            state = {
+                "url": self._url.render_as_string(hide_password=False),
+                "container": self._container.get_wrapped_container().id,
+            }
+            # It holds the password: readable by this user only (the directory is shared).
+            fd = os.open(self._state, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as file:
+                json.dump(state, file)
         return self._url
 
     def _start(self) -> URL:
@@ -109,11 +110,16 @@ class ContainerServer:
         # (error messages mask the password wherever it appears).
         password = secrets.token_hex(12)
         failure: str | None = None
+        container: Any = None
         try:
-            container: Any = factory(self.image, username=user, password=password, **options)
+            container = factory(self.image, username=user, password=password, **options)
             container.start()
         except Exception as exc:  # noqa: BLE001 - docker raises many kinds; report one line
             failure = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            # start() runs the container before waiting for it to be ready: remove it.
+            with contextlib.suppress(Exception):
+                if container is not None and container.get_wrapped_container() is not None:
+                    container.stop()
         if failure is not None:
             # The Docker client of the failed attempt leaves a socket behind: collect it now,
             # quietly (outside the except block, so its traceback no longer holds it), rather
