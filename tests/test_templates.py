@@ -614,6 +614,26 @@ def test_both(db_sessions):
 """
 
 
+#: four tests on the aliases default and other, recording their test databases' names.
+TWO_ALIASES_RECORDED = """
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+
+@pytest.mark.db(using=["default", "other"])
+@pytest.mark.parametrize("n", range(4))
+def test_both(db_sessions, n):
+    names = sorted(s.connection().engine.url.database for s in db_sessions.values())
+    out = Path(__file__).parent / "observed"
+    out.mkdir(exist_ok=True)
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    (out / f"{worker}.json").write_text(json.dumps({"databases": names}))
+"""
+
+
 def test_two_aliases_on_one_database_each_keep_a_template(
     server: Backend, pytester: pytest.Pytester, base: str
 ) -> None:
@@ -632,6 +652,34 @@ def test_two_aliases_on_one_database_each_keep_a_template(
     run_inner(pytester, *args)[0].assert_outcomes(passed=1)
     second = sorted(name for name in databases(server.url) if name.startswith(base))
     assert second == first, "the second run built a template again"
+
+
+def test_long_names_stay_distinct_per_worker_and_alias(
+    server: Backend, pytester: pytest.Pytester, base: str
+) -> None:
+    """A URL database name so long that test_<name>_<run id>_gw0 passes the server's limit
+    (PostgreSQL cuts names to 63 bytes without an error): each worker and each of two aliases
+    on that URL still get a database and a template of their own, all dropped after; a chosen
+    name that is too long is refused by name."""
+    assert server.url is not None
+    own = f"{base.removeprefix('test_')}_{'x' * 40}"  # 61 characters
+    create_database(server.url, own)
+    url = server.url.set(database=own).render_as_string(hide_password=False)
+    lines = ("db_metadata =", "    default=models:Base.metadata", "    other=models:Base.metadata")
+    write_suite(pytester.path, *lines, count=0, test_two=TWO_ALIASES_RECORDED)
+    args = ("--db-url", url, "--db-url", f"other={url}", "-o", "db_spare_clones=0")
+    result, seen = run_inner(pytester, *args, "-p", "xdist", "-n", "2")
+    result.assert_outcomes(passed=4)
+    names = [name for record in seen.values() for name in record["databases"]]
+    assert sorted(seen) == ["gw0", "gw1"] and len(set(names)) == 4, seen
+    limit = 63 if server.name == "postgresql" else 64
+    assert all(len(name) <= limit for name in names), names
+    left = [name for name in databases(server.url) if name.startswith(base)]
+    assert len([name for name in left if "_tpl_" in name]) == 2 and len(left) == 2, left
+
+    result, _ = run_inner(pytester, *args, "--db-test-name", f"{own}_{'y' * 10}")
+    assert result.ret == USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--db-test-name / db_test_name: the test database name*longer*"])
 
 
 def test_spare_clone_is_renamed_for_the_next_run_and_replaced(

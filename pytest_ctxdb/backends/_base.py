@@ -50,6 +50,9 @@ class Backend:
     drivers: ClassVar[DriverPair]
     #: text stored with every database the plugin creates, to recognise it later.
     OWNER_MARK: ClassVar[str] = "created by pytest-ctxdb"
+    #: the longest database name the server keeps whole, in bytes (PostgreSQL cuts longer
+    #: names to 63 bytes without an error).
+    max_name_length: ClassVar[int] = 63
 
     # -- URLs -----------------------------------------------------------------------------
 

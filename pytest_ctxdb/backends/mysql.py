@@ -24,6 +24,7 @@ __all__ = ("MySQLBackend",)
 
 class MySQLBackend(Backend):
     name = "mysql"
+    max_name_length = 64
     drivers = DriverPair(
         sync="pymysql",
         async_="asyncmy",

@@ -47,6 +47,7 @@ def _on_begin(connection: Connection) -> None:
 
 class SQLiteBackend(Backend):
     name = "sqlite"
+    max_name_length = 200  # a file name (most file systems allow 255 bytes)
     drivers = DriverPair(
         sync="pysqlite",
         async_="aiosqlite",

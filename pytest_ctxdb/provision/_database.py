@@ -47,6 +47,18 @@ TEMPLATE_MAX_AGE = 7 * 24 * 3600.0
 SchemaHook = Callable[[Connection, str], None]
 
 
+def fit_name(name: str, limit: int) -> str:
+    """``name`` if it has at most ``limit`` bytes (UTF-8), else its start and an 8-digit hash
+    of the whole, ``limit`` bytes at most: distinct long names stay distinct."""
+    if len(name.encode()) <= limit:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    start = name[: limit - 9]
+    while len(f"{start}_{digest}".encode()) > limit:
+        start = start[:-1]
+    return f"{start}_{digest}"
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -115,10 +127,9 @@ class TestDatabase:
         self.base = settings.test_database or self.backend.default_test_name(server_url)
         #: this run's unique part (``None`` when the user chose the name).
         self.run_id = None if settings.test_database else run_id
-        run_part = f"_{self.run_id}" if self.run_id else ""
         #: the test database's name, ``<base>_<run id><suffix>``; on MariaDB the name of the
         #: spare clone :meth:`create` took, unless the user chose the name.
-        self.name = f"{self.base}{run_part}{suffix}"
+        self.name = self._test_name(suffix)
         #: the template database this run cloned (set by :meth:`create`).
         self.template: str | None = None
         #: ``True`` when :meth:`create` built the template (``False``: it reused one).
@@ -160,10 +171,28 @@ class TestDatabase:
 
     def rename(self, base: str, suffix: str = "") -> None:
         """Use ``base`` for this alias's template and database names (before :meth:`create`)."""
-        run_part = f"_{self.run_id}" if self.run_id else ""
         self.base = base
-        self.name = f"{base}{run_part}{suffix}"
+        self.name = self._test_name(suffix)
         self.url = self.backend.test_url(self.server_url, self.name)
+
+    def _test_name(self, suffix: str) -> str:
+        """``<base>_<run id><suffix>``, or ``<base><suffix>`` when the user chose the name.
+
+        A generated name too long for the server keeps its start and gets a hash of the
+        whole (servers cut long names silently: two workers would share one database).
+
+        :raises ConfigurationError: the chosen name is too long.
+        """
+        if self.run_id:
+            return fit_name(f"{self.base}_{self.run_id}{suffix}", self.backend.max_name_length)
+        name = f"{self.base}{suffix}"
+        if len(name.encode()) > self.backend.max_name_length:
+            raise ConfigurationError(
+                f"--db-test-name / db_test_name: the test database name {name!r} of alias "
+                f"{self.alias!r} is longer than the {self.backend.max_name_length} bytes the "
+                "server keeps. Choose a shorter name."
+            )
+        return name
 
     # -- URLs and engines ---------------------------------------------------------------------
 
@@ -308,7 +337,7 @@ class TestDatabase:
         """
         dialect = self.backend.driver_url(self.server_url, is_async=False).get_dialect()()
         fingerprint = schema.fingerprint(dialect)
-        self.template = f"{self.base[:40]}_tpl_{fingerprint}"
+        self.template = f"{fit_name(self.base, 40)}_tpl_{fingerprint}"
         # One lock per server and base name: the template check, the sweep of stale
         # databases and the clone never interleave with another worker's or run's.
         lock = self.template_directory / f"{_lock_key(self.server_url, self.base)}.lock"
@@ -459,7 +488,7 @@ class TestDatabase:
                 return
             backend.abort_on_disconnect(admin)  # a killed run leaves no half-made clone
             for _ in range(count):
-                name = f"{self.base[:30]}_sp_{uuid.uuid4().hex[:12]}"
+                name = f"{fit_name(self.base, 30)}_sp_{uuid.uuid4().hex[:12]}"
                 # Marked a spare only once complete (MariaDB copies table by table): one
                 # left half-made by a killed run is a stale clone to the sweep.
                 backend.clone_database(admin, template, name, self._clone_mark())
@@ -517,7 +546,7 @@ class TestDatabase:
         :data:`TEMPLATE_MAX_AGE`, and run directories of killed runs older than ``age``."""
         now = time.time()
         directory = template.parent
-        for other in directory.glob(f"{self.base[:40]}_tpl_*.sqlite3"):
+        for other in directory.glob(f"{fit_name(self.base, 40)}_tpl_*.sqlite3"):
             if other != template:
                 other.unlink(missing_ok=True)
         for other in directory.glob("*_tpl_*.sqlite3"):
@@ -548,7 +577,10 @@ class TestDatabase:
             old_template = (
                 kind == "template"
                 and name != self.template
-                and (name.startswith(f"{self.base[:40]}_tpl_") or now - created > TEMPLATE_MAX_AGE)
+                and (
+                    name.startswith(f"{fit_name(self.base, 40)}_tpl_")
+                    or now - created > TEMPLATE_MAX_AGE
+                )
             )
             if (stale_clone or old_template) and not backend.in_use(admin, name):
                 with contextlib.suppress(DBAPIError):  # raced by another run: leave it
