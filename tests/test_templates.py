@@ -10,6 +10,7 @@ test never meet another's; every server database a test makes is dropped after i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -976,6 +977,118 @@ def test_mariadb_spare_with_a_view_is_not_moved(base: str) -> None:
         admin.dispose()
     left = databases(server.url)
     assert name not in left and left[spare] == comment
+
+
+def worker_databases(
+    server: Backend, own: str, run_id: str, template_dir: Path, workers: int = 2
+) -> list[Any]:
+    """One ``TestDatabase`` per xdist worker of one run, on the URL database ``own``."""
+    from pytest_ctxdb import DatabaseSettings
+    from pytest_ctxdb._settings import Source
+
+    assert server.url is not None
+    settings = DatabaseSettings("default", server.url.set(database=own), Source("test", "test"))
+    from pytest_ctxdb.provision import TestDatabase
+
+    return [
+        TestDatabase(
+            settings,
+            template_dir / "sqlite",
+            f"_gw{i}",
+            run_id=run_id,
+            template_directory=template_dir,
+        )
+        for i in range(workers)
+    ]
+
+
+def test_a_run_keeps_its_other_workers_databases_and_build(
+    server: Backend, base: str, template_dir: Path
+) -> None:
+    """Two xdist workers of one run: with db_sweep_age = 0 the second does not sweep the
+    first one's new database, and with --db-create it takes the first one's rebuild instead
+    of building the template again."""
+    from pytest_ctxdb.provision import SchemaBuilder
+
+    assert server.url is not None
+    own = base.removeprefix("test_")
+    create_database(server.url, own)
+    first, second = worker_databases(server, own, "0a1b2c3d", template_dir)
+    try:
+        for database in (first, second):
+            database.create(SchemaBuilder("default"), rebuild=True, sweep_age=0, spares=0)
+        assert (first.template_built, second.template_built) == (True, False)
+        assert {first.name, second.name} <= set(databases(server.url))
+    finally:
+        for database in (first, second):
+            database.drop()
+
+
+FUNCTION_VIEW = """
+def pytest_ctxdb_setup_schema(connection, alias):
+    connection.exec_driver_sql("CREATE FUNCTION seven() RETURNS INTEGER RETURN 7")
+    connection.exec_driver_sql("CREATE VIEW sevens AS SELECT seven() AS n")
+"""
+
+
+def test_mariadb_clone_failing_halfway_leaves_nothing(
+    pytester: pytest.Pytester, base: str
+) -> None:
+    """Stored functions are not copied, so a view using one cannot be replayed into a clone:
+    the run stops with the error, and the half-made clone is dropped."""
+    server = make_backend("mariadb")
+    assert server.url is not None
+    write_suite(pytester.path, conftest=FUNCTION_VIEW)
+    result, _ = run_inner(pytester, *server.args, "--db-test-name", base)
+    assert result.ret == USAGE_ERROR
+    result.stderr.fnmatch_lines(["*seven*does not exist*"])
+    left = [name for name in databases(server.url) if name.startswith(base)]
+    assert len(left) == 1 and "_tpl_" in left[0], left
+
+
+def test_mariadb_forced_drop_ends_sessions_left_open(base: str) -> None:
+    """A connection a test left open in a transaction on its database holds a metadata
+    lock: the run's forced drop ends it instead of waiting (up to lock_wait_timeout, a day)."""
+    from pytest_ctxdb.backends import MySQLBackend
+
+    server = make_backend("mariadb")
+    assert server.url is not None
+    create_database(server.url, base)
+    leaked = create_engine(server.url.set(database=base), poolclass=NullPool)
+    holder = leaked.connect()
+    holder.exec_driver_sql("CREATE TABLE item (id INTEGER PRIMARY KEY)")
+    holder.commit()
+    holder.exec_driver_sql("SELECT * FROM item").all()  # autobegun: a metadata lock on item
+    admin = admin_engine(server.url)
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql("SET SESSION lock_wait_timeout = 10")
+            started = time.monotonic()
+            MySQLBackend().drop_database(conn, base, force=True)
+            assert time.monotonic() - started < 5
+        assert base not in databases(server.url)
+    finally:
+        with contextlib.suppress(Exception):
+            holder.close()
+        leaked.dispose()
+        admin.dispose()
+
+
+def test_sqlite_failed_template_build_leaves_no_file(
+    pytester: pytest.Pytester, template_dir: Path
+) -> None:
+    """A schema hook that fails: the run stops with the error, and the half-built template
+    file is removed (the sweep does not look for it)."""
+    write_suite(
+        pytester.path,
+        conftest=(
+            "def pytest_ctxdb_setup_schema(connection, alias):\n"
+            "    connection.exec_driver_sql('CREATE TABLE broken (')\n"
+        ),
+    )
+    result, _ = run_inner(pytester)
+    assert result.ret == USAGE_ERROR
+    assert list(template_dir.glob("*.building")) == [], list(template_dir.iterdir())
 
 
 # -- 4. sweeping what killed runs left -------------------------------------------------------------

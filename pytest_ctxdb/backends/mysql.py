@@ -6,6 +6,7 @@ Test databases carry the ownership mark as their schema comment
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING
 
 from sqlalchemy import text
@@ -169,6 +170,15 @@ class MySQLBackend(Backend):
                 )
         finally:
             admin.exec_driver_sql("SET FOREIGN_KEY_CHECKS = 1")
+        # SHOW CREATE SEQUENCE gives the start, not the state: carry the next value over.
+        for sequence in sequences:
+            next_value = admin.exec_driver_sql(
+                f"SELECT next_not_cached_value FROM {quote(template)}.{quote(sequence)}"
+            ).scalar()
+            admin.execute(
+                text(f"SELECT SETVAL({quote(name)}.{quote(sequence)}, :value, 0)"),
+                {"value": next_value},
+            )
         _replay_in_dependency_order(admin, views)
         for statement in trigger_ddl:
             admin.exec_driver_sql(statement)
@@ -235,6 +245,17 @@ class MySQLBackend(Backend):
             admin.execute(text("SELECT RELEASE_LOCK(:lock)"), lock)
 
     def drop_database(self, admin: Connection, name: str, *, force: bool = False) -> None:
+        if force:  # a connection left open in a transaction would block the drop for hours
+            sessions = admin.execute(
+                text(
+                    "SELECT ID FROM information_schema.PROCESSLIST WHERE DB = :name "
+                    "AND ID <> CONNECTION_ID()"
+                ),
+                {"name": name},
+            ).scalars()
+            for session in list(sessions):
+                with contextlib.suppress(DBAPIError):  # it may have ended meanwhile
+                    admin.exec_driver_sql(f"KILL CONNECTION {int(session)}")
         quoted = admin.dialect.identifier_preparer.quote_identifier(name)
         admin.exec_driver_sql(f"DROP DATABASE IF EXISTS {quoted}")
 

@@ -127,6 +127,8 @@ class TestDatabase:
         self.base = settings.test_database or self.backend.default_test_name(server_url)
         #: this run's unique part (``None`` when the user chose the name).
         self.run_id = None if settings.test_database else run_id
+        #: the run's id, also when the user chose the name (for the ownership marks).
+        self.run_token = run_id or "-"
         #: the test database's name, ``<base>_<run id><suffix>``; on MariaDB the name of the
         #: spare clone :meth:`create` took, unless the user chose the name.
         self.name = self._test_name(suffix)
@@ -386,7 +388,15 @@ class TestDatabase:
         # A spare left by an earlier run is taken even with spares=0 (it is used up).
         self.took_spare = backend.keeps_spares and self._take_spare(admin, owned)
         if not self.took_spare:
-            backend.clone_database(admin, template, self.name, self._clone_mark())
+            try:
+                backend.clone_database(admin, template, self.name, self._clone_mark())
+            except Exception:
+                # MariaDB creates the (marked) database first and then copies into it:
+                # nothing half-made is left behind.
+                with contextlib.suppress(DBAPIError):
+                    if backend.is_owned(admin, self.name):
+                        backend.drop_database(admin, self.name, force=True)
+                raise
         # On this connection rather than one more (a MariaDB connection costs ~50 ms with
         # PyMySQL >= 1.2, which loads the system's CA certificates for each).
         self.nontransactional = backend.non_transactional_tables(admin, self.name)
@@ -397,7 +407,11 @@ class TestDatabase:
         return -(-missing // max(1, workers))  # this worker's share, rounded up
 
     def _clone_mark(self) -> str:
-        return self.backend.mark(kind="clone", run=self.run_id or "-", created=int(time.time()))
+        return self.backend.mark(kind="clone", run=self.run_token, created=int(time.time()))
+
+    def _this_run(self, fields: dict[str, str]) -> bool:
+        """``True`` if a mark's fields name this run (its xdist workers share the run id)."""
+        return self.run_token != "-" and fields.get("run") == self.run_token
 
     def _is_spare(self, comment: str | None) -> bool:
         fields = self.backend.parse_mark(comment) or {}
@@ -424,9 +438,11 @@ class TestDatabase:
                 "and was not created by pytest-ctxdb; it is never dropped or reused. Drop it "
                 f"yourself or choose another base name with --db-test-name {self.alias}=NAME."
             )
-        if fields is not None and fields.get("ready") == "1" and not rebuild:
-            self.template_built = False
-            return False
+        if fields is not None and fields.get("ready") == "1":
+            # --db-create rebuilds once per run: the run's other xdist workers take that build.
+            if not rebuild or self._this_run(fields):
+                self.template_built = False
+                return False
         if comment is not None:
             backend.drop_database(admin, template, force=True)
         backend.create_database(
@@ -440,7 +456,11 @@ class TestDatabase:
         if not schema.empty:
             self._run(template_url, lambda c: schema.build(c, template_url), autocommit=False)
         ready = backend.mark(
-            kind="template", fingerprint=fingerprint, ready=1, created=int(time.time())
+            kind="template",
+            fingerprint=fingerprint,
+            ready=1,
+            created=int(time.time()),
+            run=self.run_token,
         )
         backend.set_comment(admin, template, ready)
         owned[template] = ready
@@ -537,7 +557,11 @@ class TestDatabase:
         building = path.with_name(f"{path.name}.{os.getpid()}.building")
         building.unlink(missing_ok=True)
         url = self.server_url.set(database=os.fspath(building))
-        self._run(url, lambda c: schema.build(c, url), autocommit=False)
+        try:
+            self._run(url, lambda c: schema.build(c, url), autocommit=False)
+        except BaseException:
+            building.unlink(missing_ok=True)  # the sweep does not look for these
+            raise
         os.replace(building, path)  # a template file that exists is complete
         self.template_built = True
 
@@ -573,7 +597,12 @@ class TestDatabase:
                 created = float(fields.get("created", "0"))
             except ValueError:
                 created = 0.0
-            stale_clone = kind == "clone" and now - created > age and name != self.name
+            stale_clone = (
+                kind == "clone"
+                and now - created > age
+                and name != self.name
+                and not self._this_run(fields)  # another xdist worker's of this run
+            )
             old_template = (
                 kind == "template"
                 and name != self.template
