@@ -985,11 +985,10 @@ def worker_databases(
     """One ``TestDatabase`` per xdist worker of one run, on the URL database ``own``."""
     from pytest_ctxdb import DatabaseSettings
     from pytest_ctxdb._settings import Source
+    from pytest_ctxdb.provision import TestDatabase
 
     assert server.url is not None
     settings = DatabaseSettings("default", server.url.set(database=own), Source("test", "test"))
-    from pytest_ctxdb.provision import TestDatabase
-
     return [
         TestDatabase(
             settings,
@@ -1005,18 +1004,22 @@ def worker_databases(
 def test_a_run_keeps_its_other_workers_databases_and_build(
     server: Backend, base: str, template_dir: Path
 ) -> None:
-    """Two xdist workers of one run: with db_sweep_age = 0 the second does not sweep the
-    first one's new database, and with --db-create it takes the first one's rebuild instead
-    of building the template again."""
+    """Two xdist workers of one run: the second does not sweep the first one's database,
+    however old it looks (a long run, or a tiny db_sweep_age), and with --db-create it takes
+    the first one's rebuild instead of building the template again."""
     from pytest_ctxdb.provision import SchemaBuilder
 
     assert server.url is not None
     own = base.removeprefix("test_")
     create_database(server.url, own)
-    first, second = worker_databases(server, own, "0a1b2c3d", template_dir)
+    run = "0a1b2c3d"
+    first, second = worker_databases(server, own, run, template_dir)
     try:
-        for database in (first, second):
-            database.create(SchemaBuilder("default"), rebuild=True, sweep_age=0, spares=0)
+        first.create(SchemaBuilder("default"), rebuild=True, spares=0)
+        # Two days old: stale to any sweep (a sweep age of 0 here would also sweep the
+        # clones of the other tests' runs on this server).
+        set_comment(server.url, first.name, clone_mark(run, time.time() - TWO_DAYS))
+        second.create(SchemaBuilder("default"), rebuild=True, sweep_age=60, spares=0)
         assert (first.template_built, second.template_built) == (True, False)
         assert {first.name, second.name} <= set(databases(server.url))
     finally:

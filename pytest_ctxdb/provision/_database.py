@@ -278,15 +278,21 @@ class TestDatabase:
             await engine.dispose()
 
     def _statement_error(self, exc: DBAPIError) -> ProvisioningError:
-        reason = str(exc.orig).strip().splitlines()
+        # The server's message and its detail lines (PostgreSQL's DETAIL, HINT), in one line.
+        reason = [line.strip() for line in str(exc.orig).strip().splitlines() if line.strip()]
+        text = "; ".join(reason[:3]) or type(exc).__name__
         password = self.server_url.password
-        text = reason[0] if reason else type(exc).__name__
         if password:
             text = text.replace(str(password), "***")
-        return ProvisioningError(
-            f"alias {self.alias!r}: preparing the test database {self.name!r} failed: {text}. "
-            "If another pytest run uses the same server at the same time, give each run its "
+        hint = (
+            " If another pytest run uses the same server at the same time, give each run its "
             f"own name with --db-test-name {self.alias}=NAME."
+            if self.run_id is None  # a chosen name; generated ones carry the run id
+            else ""
+        )
+        return ProvisioningError(
+            f"alias {self.alias!r}: a statement on the server failed (test database "
+            f"{self.name!r}): {text}.{hint}"
         )
 
     def _server_error(self, exc: BaseException, url: URL) -> ProvisioningError:
