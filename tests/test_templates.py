@@ -368,6 +368,17 @@ def spares(url: URL, base: str) -> list[str]:
     )
 
 
+def planted_spare_mark(url: URL, base: str) -> str:
+    """Make an (empty) marked template ``<base>_tpl_0`` and return the mark of a spare clone
+    of it: a spare whose template is gone is swept by any run on the server (this suite's
+    other tests run in parallel)."""
+    template = f"{base}_tpl_0"
+    mark = "created by pytest-ctxdb; kind=template; fingerprint=0; ready=1; created="
+    mark += str(int(time.time()))
+    create_database(url, template, mark)
+    return spare_mark(template, f"created={int(time.time())}")
+
+
 def wait_unused(url: URL, name: str) -> None:
     """Wait (at most 10 s) until no session is connected to database ``name``: a closed
     PostgreSQL connection's server process ends a moment later, and a database someone is
@@ -868,7 +879,7 @@ def test_a_spare_is_taken_once(server: Backend, base: str, keep_name: bool) -> N
     mysql = server.url.get_backend_name() != "postgresql"
     backend = MySQLBackend() if mysql else PostgreSQLBackend()
     spare, first, second = f"{base}_sp_0123456789ab", f"{base}_one", f"{base}_two"
-    create_database(server.url, spare, spare_mark(f"{base}_tpl_0", "created=1"))
+    create_database(server.url, spare, planted_spare_mark(server.url, base))
     table = create_engine(server.url.set(database=spare), poolclass=NullPool)
     try:
         with table.begin() as conn:
@@ -959,7 +970,7 @@ def test_mariadb_spare_with_a_view_is_not_moved(base: str) -> None:
     server = make_backend("mariadb")
     assert server.url is not None
     spare, name = f"{base}_sp_0123456789ab", f"{base}_one"
-    comment = spare_mark(f"{base}_tpl_0", "created=1")
+    comment = planted_spare_mark(server.url, base)
     create_database(server.url, spare, comment)
     engine = create_engine(server.url.set(database=spare), poolclass=NullPool)
     try:
