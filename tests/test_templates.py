@@ -517,12 +517,9 @@ class Docker:
     ports: set[int]
 
 
-@pytest.fixture(params=list(IMAGES))
-def docker(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Docker]:
-    """One ``--db-container`` kind with its local image. Skip (fail under CI=true) without
-    Docker and the image. Afterwards, containers of the image that appeared during the test
-    and publish a port its runs recorded are removed."""
-    kind: str = request.param
+def require_image(kind: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The local image of ``kind``, with testcontainers set up for it (no Ryuk, the local
+    engine). Skips (fails under CI=true) without Docker or the image."""
     image = IMAGES[kind]
     problem = docker_problem(image)
     if problem is not None:
@@ -531,6 +528,16 @@ def docker(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> I
         pytest.skip(problem)
     monkeypatch.setenv("TESTCONTAINERS_RYUK_DISABLED", "true")
     monkeypatch.delenv("DOCKER_HOST", raising=False)
+    return image
+
+
+@pytest.fixture(params=list(IMAGES))
+def docker(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Docker]:
+    """One ``--db-container`` kind with its local image. Skip (fail under CI=true) without
+    Docker and the image. Afterwards, containers of the image that appeared during the test
+    and publish a port its runs recorded are removed."""
+    kind: str = request.param
+    image = require_image(kind, monkeypatch)
     state = Docker(kind, image, container_ids(image), set())
     yield state
     for container in container_ids(image) - state.before:
@@ -1279,13 +1286,7 @@ def test_container_run_that_never_gets_ready_is_removed(
 ) -> None:
     """A container that starts but never reports ready (a PostgreSQL image asked to be
     MariaDB) fails the run with one usage error, and is not left running."""
-    image = IMAGES["postgresql"]
-    problem = docker_problem(image)
-    if problem is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true and {problem}")
-        pytest.skip(problem)
-    monkeypatch.setenv("TESTCONTAINERS_RYUK_DISABLED", "true")
+    image = require_image("postgresql", monkeypatch)
     monkeypatch.setenv("TC_MAX_TRIES", "3")  # testcontainers' readiness wait: ~3 s
     before = container_ids(image)
     write_suite(pytester.path, count=1)
