@@ -1095,6 +1095,29 @@ def test_mariadb_forced_drop_ends_sessions_left_open(base: str) -> None:
         admin.dispose()
 
 
+@pytest.mark.parametrize("workers", [0, 2], ids=["one-process", "xdist-2"])
+def test_schema_hook_raising_is_one_error_naming_it(
+    backend: Backend, pytester: pytest.Pytester, base: str, workers: int
+) -> None:
+    """A schema hook that raises (not a database error): one error naming the hook, the
+    exception and its line, no INTERNALERROR (or crashed xdist worker); nothing is left, not
+    even the half-built template."""
+    hook = "def pytest_ctxdb_setup_schema(connection, alias):\n    raise RuntimeError('boom')\n"
+    write_suite(pytester.path, conftest=hook)
+    xdist = ("-p", "xdist", "-n", str(workers)) if workers else ()
+    result, _ = run_inner(pytester, *backend.args, "--db-test-name", base, *xdist)
+    output = "\n".join(result.outlines + result.errlines)
+    assert "Traceback" not in output, output
+    message = (
+        "*pytest-ctxdb: alias 'default': building the template's schema failed in "
+        "pytest_ctxdb_setup_schema: RuntimeError: boom (*conftest.py:2 in *)*"
+    )
+    assert result.ret != 0
+    (result.stdout if workers else result.stderr).fnmatch_lines([message])
+    if backend.url is not None:
+        assert [name for name in databases(backend.url) if name.startswith(base)] == []
+
+
 def test_sqlite_failed_template_build_leaves_no_file(
     pytester: pytest.Pytester, template_dir: Path
 ) -> None:

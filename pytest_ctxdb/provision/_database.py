@@ -460,7 +460,12 @@ class TestDatabase:
         )
         template_url = self.backend.test_url(self.server_url, template)
         if not schema.empty:
-            self._run(template_url, lambda c: schema.build(c, template_url), autocommit=False)
+            try:
+                self._run(template_url, lambda c: schema.build(c, template_url), autocommit=False)
+            except BaseException:
+                with contextlib.suppress(DBAPIError):  # this run's half-built template
+                    backend.drop_database(admin, template, force=True)
+                raise
         ready = backend.mark(
             kind="template",
             fingerprint=fingerprint,

@@ -2,18 +2,33 @@
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import MetaData
 from sqlalchemy.engine import URL, Connection, Dialect
+from sqlalchemy.exc import DBAPIError
 
-from .._errors import ConfigurationError
+from .._errors import ConfigurationError, CtxdbError, ProvisioningError
 from .._importing import import_object
 from ._fingerprint import schema_fingerprint
 
 __all__ = ("SchemaBuilder", "create_schema", "load_metadata")
+
+
+def _where(exc: BaseException) -> str:
+    """``file:line in function`` of the innermost frame of ``exc`` outside installed packages
+    and this plugin (the user's migration or hook), else of its innermost frame."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    own = [
+        frame
+        for frame in frames
+        if "site-packages" not in frame.filename and "pytest_ctxdb" not in frame.filename
+    ]
+    frame = (own or frames)[-1] if frames else None
+    return f"{frame.filename}:{frame.lineno} in {frame.name}" if frame else "no traceback"
 
 
 def _import_one(spec: str, setting: str) -> MetaData:
@@ -167,16 +182,30 @@ class SchemaBuilder:
         return not (self.metadata or self.hook or self.alembic_ini)
 
     def build(self, connection: Connection, url: URL) -> None:
-        """Build the schema on ``connection`` (to the template database at ``url``) and commit."""
-        with connection.begin():
-            if self.alembic_ini:
-                from alembic import command
+        """Build the schema on ``connection`` (to the template database at ``url``) and commit.
 
-                config = self._alembic_config(url)
-                # env.py files that follow Alembic's cookbook use this connection; others
-                # connect to sqlalchemy.url, which names the same database.
-                config.attributes["connection"] = connection
-                command.upgrade(config, "head")
-            create_schema(connection, self.metadata)
-            if self.hook is not None:
-                self.hook(connection, self.alias)
+        :raises ProvisioningError: a migration or the schema hook raised something other than
+            a database error (those propagate as they are); the message names the exception
+            and where it was raised.
+        """
+        try:
+            with connection.begin():
+                if self.alembic_ini:
+                    from alembic import command
+
+                    config = self._alembic_config(url)
+                    # env.py files that follow Alembic's cookbook use this connection;
+                    # others connect to sqlalchemy.url, which names the same database.
+                    config.attributes["connection"] = connection
+                    command.upgrade(config, "head")
+                create_schema(connection, self.metadata)
+                if self.hook is not None:
+                    self.hook(connection, self.alias)
+        except (DBAPIError, CtxdbError):
+            raise
+        except Exception as exc:
+            what = "alembic upgrade head" if self.alembic_ini else "pytest_ctxdb_setup_schema"
+            raise ProvisioningError(
+                f"alias {self.alias!r}: building the template's schema failed in {what}: "
+                f"{type(exc).__name__}: {exc} ({_where(exc)})"
+            ) from exc
