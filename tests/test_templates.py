@@ -1228,6 +1228,28 @@ def test_db_reuse_keeps_the_clone_and_says_so(
 # -- 6. Alembic ------------------------------------------------------------------------------------
 
 
+def test_alembic_migration_raising_is_one_error_naming_it(
+    pytester: pytest.Pytester, base: str
+) -> None:
+    """A migration that raises: one error naming `alembic upgrade head`, the exception and
+    the migration's line (no INTERNALERROR)."""
+    write_suite(pytester.path, "db_alembic_ini = alembic.ini")
+    write_alembic_project(pytester.path, "0001")
+    [revision] = (pytester.path / "migrations" / "versions").glob("0001_*.py")
+    source = revision.read_text().replace(
+        "def upgrade():\n", "def upgrade():\n    raise ValueError('bad migration')\n"
+    )
+    revision.write_text(source)
+    result, _ = run_inner(pytester, "--db-test-name", base)
+    assert result.ret == USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "*building the template's schema failed in alembic upgrade head: ValueError: "
+            "bad migration (*0001_widget.py:* in upgrade)*"
+        ]
+    )
+
+
 def test_alembic_builds_the_template_and_a_new_revision_rebuilds_it(
     backend: Backend, pytester: pytest.Pytester, base: str, template_dir: Path
 ) -> None:

@@ -188,6 +188,7 @@ class SchemaBuilder:
             a database error (those propagate as they are); the message names the exception
             and where it was raised.
         """
+        stage = "alembic upgrade head"
         try:
             with connection.begin():
                 if self.alembic_ini:
@@ -198,14 +199,18 @@ class SchemaBuilder:
                     # others connect to sqlalchemy.url, which names the same database.
                     config.attributes["connection"] = connection
                     command.upgrade(config, "head")
+                stage = "create_all of db_metadata"
                 create_schema(connection, self.metadata)
+                stage = "pytest_ctxdb_setup_schema"
                 if self.hook is not None:
                     self.hook(connection, self.alias)
         except (DBAPIError, CtxdbError):
             raise
         except Exception as exc:
-            what = "alembic upgrade head" if self.alembic_ini else "pytest_ctxdb_setup_schema"
+            text = f"{type(exc).__name__}: {exc}"
+            if url.password:  # e.g. an Alembic error quoting sqlalchemy.url
+                text = text.replace(str(url.password), "***")
             raise ProvisioningError(
-                f"alias {self.alias!r}: building the template's schema failed in {what}: "
-                f"{type(exc).__name__}: {exc} ({_where(exc)})"
+                f"alias {self.alias!r}: building the template's schema failed in {stage}: "
+                f"{text} ({_where(exc)})"
             ) from exc
