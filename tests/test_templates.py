@@ -701,6 +701,40 @@ def test_long_names_stay_distinct_per_worker_and_alias(
     result.stderr.fnmatch_lines(["*--db-test-name / db_test_name: the test database name*longer*"])
 
 
+def test_a_template_being_built_elsewhere_is_waited_for(
+    server: Backend, pytester: pytest.Pytester, base: str, template_dir: Path
+) -> None:
+    """Runs on other machines share no file lock: a half-built template that someone is
+    connected to (its builder) is waited for, not dropped under it; once marked ready, it
+    is cloned (a marker put into it shows up) rather than built again."""
+    assert server.url is not None
+    write_suite(pytester.path)
+    args = (*server.args, "--db-test-name", base, "-o", "db_spare_clones=0")
+    run_inner(pytester, *args)[0].assert_outcomes(passed=1)
+    [template] = template_names(server, base, template_dir)
+    ready = databases(server.url)[template]
+    assert ready is not None and "ready=1" in ready
+    put_marker(server, template, template_dir)
+    set_comment(server.url, template, ready.replace("ready=1", "ready=0"))
+    builder = create_engine(server.url.set(database=template), poolclass=NullPool)
+    connection = builder.connect()
+    command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args]
+    shutil.rmtree(pytester.path / "observed", ignore_errors=True)
+    run = subprocess.Popen(
+        command, cwd=pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        time.sleep(2)  # the run meets the half-built template and waits
+        assert run.poll() is None, run.communicate()[0]
+        set_comment(server.url, template, ready)
+    finally:
+        connection.close()
+        builder.dispose()
+    output = run.communicate(timeout=120)[0]
+    assert run.returncode == 0, output
+    assert observations(pytester.path)["main"]["marker"] == MARKER_ROWS, "built again"
+
+
 def test_spare_clone_is_renamed_for_the_next_run_and_replaced(
     server: Backend, pytester: pytest.Pytester, base: str, template_dir: Path
 ) -> None:

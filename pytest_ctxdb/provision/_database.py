@@ -43,6 +43,8 @@ __all__ = ("SchemaHook", "TestDatabase", "default_template_directory", "make_sql
 T = TypeVar("T")
 #: seconds after which any template is swept (one week); the next run that needs it rebuilds it.
 TEMPLATE_MAX_AGE = 7 * 24 * 3600.0
+#: seconds a run waits for another machine's run to finish building a template.
+BUILD_WAIT = 600.0
 #: called with (connection, alias) inside the schema transaction, after ``create_all``.
 SchemaHook = Callable[[Connection, str], None]
 
@@ -323,7 +325,9 @@ class TestDatabase:
         The template is named after the schema fingerprint (``<base>_tpl_<fingerprint>``) and
         kept across runs: built when missing, half-built or when ``rebuild`` is set; cloned
         otherwise. All of it runs under a file lock per server and base name, shared by xdist
-        workers and concurrent runs on this machine. Before
+        workers and concurrent runs on this machine; a half-built template that someone is
+        connected to (a run on another machine building it) is waited for, up to
+        :data:`BUILD_WAIT` seconds. Before
         cloning, databases of killed runs older than ``sweep_age`` seconds that carry the
         plugin's mark, and templates of the same base with another fingerprint, are dropped
         when nobody uses them; nothing without the mark is ever touched.
@@ -438,6 +442,11 @@ class TestDatabase:
         if comment is None:  # not ours, or missing: look (a foreign one is an error)
             comment = backend.comment(admin, template)
         fields = backend.parse_mark(comment)
+        if fields is not None and fields.get("ready") != "1" and backend.in_use(admin, template):
+            # Half-built and connected to: a run on another machine (the file lock covers
+            # this one) is building it. Wait for that build rather than drop it under it.
+            comment = self._wait_for_build(admin, template)
+            fields = backend.parse_mark(comment)
         if comment is not None and fields is None:
             raise ProvisioningError(
                 f"alias {self.alias!r}: database {template!r} exists on {self.server_url.host} "
@@ -477,6 +486,19 @@ class TestDatabase:
         owned[template] = ready
         self.template_built = True
         return True
+
+    def _wait_for_build(self, admin: Connection, template: str) -> str | None:
+        """Wait (at most :data:`BUILD_WAIT` seconds) while someone is connected to the
+        half-built ``template``; return its comment then (``None`` if it is gone)."""
+        deadline = time.monotonic() + BUILD_WAIT
+        while True:
+            comment = self.backend.comment(admin, template)
+            fields = self.backend.parse_mark(comment) or {}
+            if comment is None or fields.get("ready") == "1" or time.monotonic() > deadline:
+                return comment
+            if not self.backend.in_use(admin, template):
+                return self.backend.comment(admin, template)  # finished, or its builder died
+            time.sleep(0.2)
 
     def _take_spare(self, admin: Connection, owned: dict[str, str]) -> bool:
         """Claim a ready spare clone of the template for this run (see
