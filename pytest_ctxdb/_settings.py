@@ -22,6 +22,7 @@ __all__ = (
     "DEFAULT_ALIAS",
     "DatabaseSettings",
     "Source",
+    "hide_password",
     "mask_url",
     "parse_alias_values",
     "resolve_settings",
@@ -78,6 +79,12 @@ class DatabaseSettings:
     def embedded(self) -> bool:
         """``True`` when no server URL was given and an embedded SQLite database is used."""
         return self.url is None and self.mirror_of is None
+
+
+def hide_password(text: str, url: URL) -> str:
+    """``text`` (e.g. a server's or a library's error message) with the password of ``url``
+    replaced by ``***`` wherever it occurs."""
+    return text.replace(str(url.password), "***") if url.password else text
 
 
 def mask_url(url: URL | str) -> str:

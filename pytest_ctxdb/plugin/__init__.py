@@ -84,16 +84,14 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
     pluginmanager.add_hookspecs(_hookspecs)
 
 
-def _spare_clones(config: pytest.Config, workerinput: dict[str, Any] | None) -> int:
-    """ini ``db_spare_clones``: ``auto`` is one per xdist worker of the run (1 without xdist).
+def _spare_clones(config: pytest.Config, workers: int) -> int:
+    """ini ``db_spare_clones``: ``auto`` is one per xdist worker of the run (``workers``).
 
     :raises pytest.UsageError: neither ``auto`` nor a number >= 0.
     """
     value = str(config.getini("db_spare_clones")).strip().lower()
     if value == "auto":
-        if workerinput:
-            return int(workerinput.get("workercount", 1))
-        return 1
+        return workers
     try:
         count = int(value)
     except ValueError:
@@ -129,7 +127,8 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(
             f"db_sweep_age: {config.getini('db_sweep_age')!r} is not a number of seconds"
         ) from None
-    spares = _spare_clones(config, workerinput)
+    workers = int((workerinput or {}).get("workercount", 1))
+    spares = _spare_clones(config, workers)
     alembic = {}
     for entry in config.getini("db_alembic_ini"):
         alias, value = split_alias(entry)
@@ -154,7 +153,7 @@ def pytest_configure(config: pytest.Config) -> None:
             reuse=bool(config.option.db_reuse),
             sweep_age=sweep_age,
             spares=0 if container is not None else spares,
-            workers=int((workerinput or {}).get("workercount", 1)),
+            workers=workers,
             alembic=alembic,
             hook_sources=hook_sources,
             container=container,

@@ -61,7 +61,8 @@ HELP_SWEEP = (
 )
 HELP_SPARES = (
     "PostgreSQL and MariaDB: spare clones of the template kept ready for the next run "
-    "(renamed to the run's database at start-up instead of copying the template), cloned in "
+    "(taken at start-up instead of copying the template: renamed on PostgreSQL, used under "
+    "its own name on MariaDB), cloned in "
     "the background at the end of a run, after its test database is dropped: 'auto' "
     "(default) keeps one per pytest-xdist worker, a number keeps that many, 0 none."
 )

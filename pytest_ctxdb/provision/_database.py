@@ -31,7 +31,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
 from .._errors import ConfigurationError, ProvisioningError
-from .._settings import DatabaseSettings, mask_url
+from .._settings import DatabaseSettings, hide_password, mask_url
 from ..backends import Backend, SQLiteBackend, backend_for
 from ._schema import SchemaBuilder
 
@@ -163,6 +163,11 @@ class TestDatabase:
         self.spare_error: str | None = None
 
     @property
+    def _template_prefix(self) -> str:
+        """``<base>_tpl_``: the template's name without its fingerprint."""
+        return f"{fit_name(self.base, 40)}_tpl_"
+
+    @property
     def _may_keep_name(self) -> bool:
         """``True`` unless the user chose the test database's name: then a spare clone may
         be used under its own name."""
@@ -282,10 +287,7 @@ class TestDatabase:
     def _statement_error(self, exc: DBAPIError) -> ProvisioningError:
         # The server's message and its detail lines (PostgreSQL's DETAIL, HINT), in one line.
         reason = [line.strip() for line in str(exc.orig).strip().splitlines() if line.strip()]
-        text = "; ".join(reason[:3]) or type(exc).__name__
-        password = self.server_url.password
-        if password:
-            text = text.replace(str(password), "***")
+        text = hide_password("; ".join(reason[:3]) or type(exc).__name__, self.server_url)
         hint = (
             " If another pytest run uses the same server at the same time, give each run its "
             f"own name with --db-test-name {self.alias}=NAME."
@@ -299,9 +301,7 @@ class TestDatabase:
 
     def _server_error(self, exc: BaseException, url: URL) -> ProvisioningError:
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-        text = reason[0] if reason else type(exc).__name__
-        if url.password:
-            text = text.replace(str(url.password), "***")
+        text = hide_password(reason[0] if reason else type(exc).__name__, url)
         host = url.host or "localhost"
         port = url.port or {"postgresql": 5432, "mysql": 3306, "mariadb": 3306}.get(
             url.get_backend_name()
@@ -349,7 +349,7 @@ class TestDatabase:
         """
         dialect = self.backend.driver_url(self.server_url, is_async=False).get_dialect()()
         fingerprint = schema.fingerprint(dialect)
-        self.template = f"{fit_name(self.base, 40)}_tpl_{fingerprint}"
+        self.template = f"{self._template_prefix}{fingerprint}"
         # One lock per server and base name: the template check, the sweep of stale
         # databases and the clone never interleave with another worker's or run's.
         lock = self.template_directory / f"{_lock_key(self.server_url, self.base)}.lock"
@@ -603,7 +603,7 @@ class TestDatabase:
         :data:`TEMPLATE_MAX_AGE`, and run directories of killed runs older than ``age``."""
         now = time.time()
         directory = template.parent
-        for other in directory.glob(f"{fit_name(self.base, 40)}_tpl_*.sqlite3"):
+        for other in directory.glob(f"{self._template_prefix}*.sqlite3"):
             if other != template:
                 other.unlink(missing_ok=True)
         for other in directory.glob("*_tpl_*.sqlite3"):
@@ -639,10 +639,7 @@ class TestDatabase:
             old_template = (
                 kind == "template"
                 and name != self.template
-                and (
-                    name.startswith(f"{fit_name(self.base, 40)}_tpl_")
-                    or now - created > TEMPLATE_MAX_AGE
-                )
+                and (name.startswith(self._template_prefix) or now - created > TEMPLATE_MAX_AGE)
             )
             if (stale_clone or old_template) and not backend.in_use(admin, name):
                 with contextlib.suppress(DBAPIError):  # raced by another run: leave it

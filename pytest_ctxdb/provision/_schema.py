@@ -13,6 +13,7 @@ from sqlalchemy.exc import DBAPIError
 
 from .._errors import ConfigurationError, CtxdbError, ProvisioningError
 from .._importing import import_object
+from .._settings import hide_password
 from ._fingerprint import schema_fingerprint
 
 __all__ = ("SchemaBuilder", "create_schema", "load_metadata")
@@ -207,9 +208,8 @@ class SchemaBuilder:
         except (DBAPIError, CtxdbError):
             raise
         except Exception as exc:
-            text = f"{type(exc).__name__}: {exc}"
-            if url.password:  # e.g. an Alembic error quoting sqlalchemy.url
-                text = text.replace(str(url.password), "***")
+            # e.g. an Alembic error quoting sqlalchemy.url
+            text = hide_password(f"{type(exc).__name__}: {exc}", url)
             raise ProvisioningError(
                 f"alias {self.alias!r}: building the template's schema failed in {stage}: "
                 f"{text} ({_where(exc)})"
