@@ -16,8 +16,10 @@ def import_object(spec: str, setting: str) -> tuple[object, object, str]:
     :param setting: the ini key or option that gave it, for error messages.
     :returns: ``(value, owner, attribute)``: the object, the object holding it (module or
         class) and the last attribute name, so that callers can replace it.
-    :raises ConfigurationError: the string is malformed, the module does not import, or an
-        attribute is missing; the message names ``setting``.
+    :raises ConfigurationError: the string is malformed; importing the module raises anything;
+        an attribute is missing or raises when read (a value made lazily: Flask-SQLAlchemy's
+        ``db.engine`` outside an app context); or the value is ``None`` (a value made at app
+        start-up, not at import). The message names ``setting`` and the cause.
     """
     module_name, sep, attr_path = spec.strip().partition(":")
     if not sep or not module_name or not attr_path:
@@ -27,11 +29,13 @@ def import_object(spec: str, setting: str) -> tuple[object, object, str]:
         )
     try:
         obj: object = importlib.import_module(module_name)
-    except Exception as exc:  # noqa: BLE001 - any import-time error is the user's to see
+    except BaseException as exc:  # noqa: BLE001 - SystemExit from an app's settings included
+        if isinstance(exc, KeyboardInterrupt):
+            raise
         raise ConfigurationError(
             f"{setting}: cannot import module {module_name!r} of {spec!r}: "
             f"{type(exc).__name__}: {exc}. Check the name and that it is importable "
-            "(installed, or on pythonpath)."
+            "(installed, or on pythonpath), with the settings (environment) it needs."
         ) from None
     owner, name = obj, ""
     for part in attr_path.split("."):
@@ -43,4 +47,16 @@ def import_object(spec: str, setting: str) -> tuple[object, object, str]:
                 f"{setting}: {spec!r}: {type(owner).__name__} "
                 f"{getattr(owner, '__name__', owner)!r} has no attribute {part!r}."
             ) from None
+        except Exception as exc:  # noqa: BLE001 - a property that needs a running app
+            raise ConfigurationError(
+                f"{setting}: {spec!r}: reading {part!r} raised {type(exc).__name__}: {exc}. "
+                "The value is made lazily (inside an app context or at start-up), so an "
+                "import string cannot name it; name the object it is made from instead."
+            ) from None
+    if obj is None:
+        raise ConfigurationError(
+            f"{setting}: {spec!r} is None at import: the value is made lazily (at app "
+            "start-up or on first use), so an import string cannot name it; name the object "
+            "it is made from, or make it at import."
+        )
     return obj, owner, name

@@ -325,6 +325,7 @@ from models import Item
 from settings import ASYNC_URL, SYNC_URL
 
 engine = create_engine(SYNC_URL)
+ENGINE_AT_IMPORT = engine
 SessionLocal = sessionmaker(bind=engine)
 async_engine = create_async_engine(ASYNC_URL)
 AsyncSessionLocal = async_sessionmaker(async_engine)
@@ -382,7 +383,9 @@ import reports
 @pytest.mark.parametrize("prefix", ["A", "B", "A"])
 def test_legacy_code_runs_on_the_test_connection(db_session, prefix):
     assert db_session.scalars(NAMES).all() == []
-    assert not isinstance(legacy.engine, Engine) and reports.engine is legacy.engine
+    # The engine object stays in place (isinstance checks pass); its connections are bound.
+    assert isinstance(legacy.engine, Engine) and reports.engine is legacy.engine
+    assert legacy.ENGINE_AT_IMPORT is legacy.engine
     legacy.add_with_session(f"{prefix} session")
     legacy.add_with_engine(f"{prefix} engine")
     reports.add_report(f"{prefix} report")
@@ -412,7 +415,9 @@ def test_engine_with_execution_options(db_session):
 
 #: runs after the legacy tests, with no database fixture: the originals are back.
 LEGACY_RESTORED = """
+import pytest
 from sqlalchemy.engine import Engine
+from pytest_ctxdb import ContextError
 from sqlalchemy.ext.asyncio import AsyncEngine
 import legacy
 import reports
@@ -423,6 +428,10 @@ def test_originals_restored():
     assert isinstance(legacy.async_engine, AsyncEngine)
     assert (legacy.SessionLocal.kw, legacy.AsyncSessionLocal.kw) == legacy.ORIGINAL_KW
     assert legacy.SessionLocal.kw["bind"] is legacy.engine
+    # By effect: the engines reach their own pools again (blocked: this test has no database).
+    for engine in (legacy.engine, legacy.async_engine.sync_engine):
+        with pytest.raises(ContextError, match="Database access not allowed"):
+            engine.connect()
 """
 
 #: an app on context-async-sqlalchemy: its own DBConnect, helpers and ASGI middleware.

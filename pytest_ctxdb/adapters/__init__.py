@@ -1,14 +1,15 @@
 """Adapters: bind other session-keeping styles to the test connection.
 
 * ``db_sessionmakers`` (ini): ``sessionmaker`` / ``async_sessionmaker`` objects, rebound per test;
-* ``db_engines`` (ini): ``Engine`` / ``AsyncEngine`` objects, replaced per test by stand-ins
-  whose transactions are savepoints on the test connection;
+* ``db_engines`` (ini): ``Engine`` / ``AsyncEngine`` objects, left where the app keeps them;
+  per test their ``connect()`` returns a :class:`BranchConnection` on the test connection,
+  whose transactions are savepoints there;
 * context-async-sqlalchemy: ``DBConnect.session_maker`` patched, when the app imports it.
 """
 
 from __future__ import annotations
 
-from ._engines import AsyncSavepointConnection, AsyncTestEngine, SavepointConnection, TestEngine
+from ._engines import BranchConnection, EngineBinding
 from ._patches import (
     Adapter,
     ContextAsyncSQLAlchemyAdapter,
@@ -19,12 +20,10 @@ from ._patches import (
 
 __all__ = (
     "Adapter",
-    "AsyncSavepointConnection",
-    "AsyncTestEngine",
+    "BranchConnection",
     "ContextAsyncSQLAlchemyAdapter",
     "EngineAdapter",
-    "SavepointConnection",
+    "EngineBinding",
     "SessionmakerAdapter",
-    "TestEngine",
     "load_adapters",
 )

@@ -1,238 +1,237 @@
-"""Stand-ins for an application's own ``Engine`` / ``AsyncEngine`` during a test.
+"""An application's own ``Engine`` / ``AsyncEngine`` bound to the test connection.
 
-App code that does ``with engine.begin() as conn:`` or ``async with engine.connect() as conn:``
-gets a connection object that runs on the test connection, where a transaction is a
-SAVEPOINT: ``commit()`` releases it, ``rollback()`` and ``close()`` roll back to it. ORM
-sessions should come from a sessionmaker (ini ``db_sessionmakers``) instead of
-``Session(engine)``.
+During a test, ``engine.connect()`` of an engine listed in ini ``db_engines`` returns a
+:class:`BranchConnection`: a real :class:`sqlalchemy.engine.Connection` (so ``isinstance``
+checks, ``Session(engine)``, ``sessionmaker(engine)`` made at import, ``engine.begin()``,
+``AsyncSession(async_engine)`` and ``AsyncEngine.connect()`` all work unchanged) that runs on the
+test's DBAPI connection, and whose transactions are savepoints of the test connection:
+
+* ``begin()`` (or autobegin) opens a SAVEPOINT on the test connection;
+* ``commit()`` releases it, ``rollback()`` rolls back to it;
+* ``begin_nested()`` opens a further SAVEPOINT, also on the test connection;
+* ``close()`` rolls back what is still open and leaves the test connection open.
+
+Every savepoint is a ``NestedTransaction`` of the test connection itself, so the savepoint
+arbiter (:mod:`pytest_ctxdb.binding._arbiter`) orders them with the test's own sessions' ones.
+The engine object is never replaced: the adapter shadows its ``connect`` (and
+``execution_options``) for the test only, so every reference the app holds, however it was
+taken, reaches the test connection. ``AsyncEngine`` follows: its ``connect()`` and sessions call
+``sync_engine.connect()``.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
-from types import TracebackType
+import weakref
 from typing import Any
 
-from sqlalchemy.engine import Connection, NestedTransaction
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncTransaction
+from sqlalchemy.engine import Connection, Engine, NestedTransaction, RootTransaction
+from sqlalchemy.util import immutabledict
 
-__all__ = ("AsyncSavepointConnection", "AsyncTestEngine", "SavepointConnection", "TestEngine")
+from .._errors import ContextError
+from ..binding import guard_branch
 
+__all__ = ("BranchConnection", "EngineBinding")
 
-class SavepointConnection:
-    """A ``Connection`` look-alike on the test connection whose transactions are savepoints."""
-
-    def __init__(self, connection: Connection) -> None:
-        self._connection = connection
-        self._nested: NestedTransaction | None = None
-
-    def _begin(self) -> None:
-        if self._nested is None or not self._nested.is_active:
-            self._nested = self._connection.begin_nested()
-
-    def execute(self, *args: Any, **kwargs: Any) -> Any:
-        self._begin()
-        return self._connection.execute(*args, **kwargs)
-
-    def exec_driver_sql(self, *args: Any, **kwargs: Any) -> Any:
-        self._begin()
-        return self._connection.exec_driver_sql(*args, **kwargs)
-
-    def scalar(self, *args: Any, **kwargs: Any) -> Any:
-        self._begin()
-        return self._connection.scalar(*args, **kwargs)
-
-    def scalars(self, *args: Any, **kwargs: Any) -> Any:
-        self._begin()
-        return self._connection.scalars(*args, **kwargs)
-
-    @contextmanager
-    def begin(self) -> Iterator[SavepointConnection]:
-        """A block that commits (releases its savepoint) on success, rolls back on error."""
-        self._begin()
-        try:
-            yield self
-        except BaseException:
-            self.rollback()
-            raise
-        self.commit()
-
-    def in_transaction(self) -> bool:
-        return self._nested is not None and self._nested.is_active
-
-    def commit(self) -> None:
-        nested, self._nested = self._nested, None
-        if nested is not None and nested.is_active:
-            nested.commit()
-
-    def rollback(self) -> None:
-        nested, self._nested = self._nested, None
-        if nested is not None and nested.is_active:
-            nested.rollback()
-
-    def close(self) -> None:
-        """Roll back what was not committed; the test connection itself stays open."""
-        self.rollback()
-
-    def __enter__(self) -> SavepointConnection:  # noqa: PYI034
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._connection, name)
+#: execution options a branch ignores: they would change the shared test connection itself
+#: (``isolation_level="AUTOCOMMIT"`` would end the test's outer transaction).
+_CONNECTION_WIDE = frozenset({"isolation_level", "postgresql_readonly", "postgresql_deferrable"})
 
 
-#: engine attributes a stand-in exposes (from the test database's engine); anything else
-#: (``raw_connection``, ``pool``, ...) would reach past the test's transaction.
-_SAFE_ATTRIBUTES = frozenset({"url", "dialect", "name", "driver", "echo", "logging_name"})
+class BranchConnection(Connection):
+    """A ``Connection`` sharing the test connection's DBAPI connection; its transactions are
+    savepoints of the test connection (see the module docstring).
 
+    :param trunk: the test connection (inside the test's outer transaction).
+    :param engine: the app engine it stands for: ``connection.engine`` (so that a ``Session``
+        bound to that engine finds its connection again), its logging and its connection events.
+    :param label: how errors name the app engine, e.g. ``"db_engines myapp.db:engine"``.
 
-def _safe_attribute(stand_in: object, engine: Any, name: str) -> Any:
-    if name in _SAFE_ATTRIBUTES:
-        return getattr(engine, name)
-    raise AttributeError(
-        f"{type(stand_in).__name__} (pytest-ctxdb's stand-in for an app engine during a test) "
-        f"has no {name!r}: it would reach past the test's transaction. Use connect() or begin()."
-    )
-
-
-class TestEngine:
-    """Replaces an app ``Engine`` for one test; see the module docstring.
-
-    :param original: the app's engine (for ``repr`` and attributes such as ``url``).
-    :param connection: the test connection of the alias.
+    The ``dialect`` is the test database's (it drives the test's DBAPI connection); the app
+    engine's own pool is never touched. Made by the patched ``engine.connect()``; not meant to be
+    made directly.
     """
 
-    __test__ = False
+    def __init__(self, trunk: Connection, engine: Engine, label: str) -> None:
+        # Shares the trunk's pooled DBAPI connection. The trunk's guards (outer COMMIT refused,
+        # the savepoint arbiter) wrap the trunk's own methods, which every transaction step
+        # below goes through; statement-level guards are added by guard_branch.
+        super().__init__(engine, connection=trunk.connection, _allow_revalidate=False)
+        self.dialect = trunk.dialect
+        if not _CONNECTION_WIDE.isdisjoint(self._execution_options):
+            self._execution_options = immutabledict(
+                {k: v for k, v in self._execution_options.items() if k not in _CONNECTION_WIDE}
+            )
+        self._trunk = trunk
+        self._label = label
+        self._outer_savepoint: NestedTransaction | None = None
+        self._savepoints: dict[str, NestedTransaction] = {}
+        self._ended_by_test = False
+        guard_branch(self)
 
-    def __init__(self, original: Any, connection: Connection) -> None:
-        self.original = original
-        self._connection = connection
+    # -- transaction steps, mapped onto savepoints of the test connection --------------------
 
-    def connect(self) -> SavepointConnection:
-        return SavepointConnection(self._connection)
+    def _begin_impl(self, transaction: RootTransaction) -> None:
+        self._outer_savepoint = self._trunk.begin_nested()
 
-    @contextmanager
-    def begin(self) -> Iterator[SavepointConnection]:
-        with self.connect() as connection, connection.begin():
-            yield connection
+    def _end_savepoints(self, commit: bool) -> None:
+        # Newest first: the arbiter ends savepoints in stack order.
+        savepoints, self._savepoints = self._savepoints, {}
+        for savepoint in reversed(list(savepoints.values())):
+            if savepoint.is_active:
+                savepoint.commit() if commit else savepoint.rollback()
 
-    def dispose(self, close: bool = True) -> None:
-        """Nothing to dispose: the test connection belongs to pytest-ctxdb."""
+    def _commit_impl(self) -> None:
+        outer, self._outer_savepoint = self._outer_savepoint, None
+        self._end_savepoints(commit=True)
+        if outer is not None and outer.is_active:
+            outer.commit()
 
-    def execution_options(self, **options: Any) -> TestEngine:
-        """Return the stand-in itself: options are not applied to the shared test connection."""
-        return self
+    def _rollback_impl(self) -> None:
+        outer, self._outer_savepoint = self._outer_savepoint, None
+        self._end_savepoints(commit=False)
+        if outer is not None and outer.is_active:
+            outer.rollback()
 
-    def __getattr__(self, name: str) -> Any:
-        return _safe_attribute(self, self._connection.engine, name)
+    def _savepoint_impl(self, name: str | None = None) -> str:
+        savepoint = self._trunk.begin_nested()
+        self._savepoints[savepoint._savepoint] = savepoint
+        return savepoint._savepoint
 
-    def __repr__(self) -> str:
-        return f"<TestEngine standing in for {self.original!r}>"
+    def _release_savepoint_impl(self, name: str) -> None:
+        savepoint = self._savepoints.pop(name, None)
+        if savepoint is not None and savepoint.is_active:
+            savepoint.commit()
 
+    def _rollback_to_savepoint_impl(self, name: str) -> None:
+        savepoint = self._savepoints.pop(name, None)
+        if savepoint is not None and savepoint.is_active:
+            savepoint.rollback()
 
-class AsyncSavepointConnection:
-    """The async twin of :class:`SavepointConnection`, on an ``AsyncConnection``."""
+    # -- the connection's life -----------------------------------------------------------------
 
-    def __init__(self, connection: AsyncConnection) -> None:
-        self._connection = connection
-        self._nested: AsyncTransaction | None = None
+    def execution_options(self, **opt: Any) -> Connection:
+        """Apply ``opt`` except those that would change the shared test connection itself
+        (``isolation_level``, ...): those are ignored in tests."""
+        kept = {key: value for key, value in opt.items() if key not in _CONNECTION_WIDE}
+        return super().execution_options(**kept) if kept else self
 
-    async def _begin(self) -> None:
-        if self._nested is None or not self._nested.is_active:
-            self._nested = await self._connection.begin_nested()
-
-    async def execute(self, *args: Any, **kwargs: Any) -> Any:
-        await self._begin()
-        return await self._connection.execute(*args, **kwargs)
-
-    async def exec_driver_sql(self, *args: Any, **kwargs: Any) -> Any:
-        await self._begin()
-        return await self._connection.exec_driver_sql(*args, **kwargs)
-
-    async def scalar(self, *args: Any, **kwargs: Any) -> Any:
-        await self._begin()
-        return await self._connection.scalar(*args, **kwargs)
-
-    async def scalars(self, *args: Any, **kwargs: Any) -> Any:
-        await self._begin()
-        return await self._connection.scalars(*args, **kwargs)
-
-    @asynccontextmanager
-    async def begin(self) -> AsyncIterator[AsyncSavepointConnection]:
-        await self._begin()
+    def close(self) -> None:
+        """Roll back what this connection left open; the test connection stays open."""
         try:
-            yield self
-        except BaseException:
-            await self.rollback()
-            raise
-        await self.commit()
+            if self._transaction is not None:
+                self._transaction.close()
+        finally:
+            self._dbapi_connection = None
+            self._Connection__can_reconnect = False  # type: ignore[attr-defined]
 
-    def in_transaction(self) -> bool:
-        return self._nested is not None and self._nested.is_active
+    def invalidate(self, exception: BaseException | None = None) -> None:
+        """Close this connection only: the test connection is pytest-ctxdb's to invalidate."""
+        self.close()
 
-    async def commit(self) -> None:
-        nested, self._nested = self._nested, None
-        if nested is not None and nested.is_active:
-            await nested.commit()
+    def begin_twophase(self, xid: Any = None) -> Any:
+        raise ContextError(
+            f"{self._label}: two-phase transactions cannot run inside the test's transaction; "
+            "mark the test @pytest.mark.db(transaction=True)."
+        )
 
-    async def rollback(self) -> None:
-        nested, self._nested = self._nested, None
-        if nested is not None and nested.is_active:
-            await nested.rollback()
+    def detach(self) -> None:
+        raise ContextError(
+            f"{self._label}: a connection detached from its pool would leave the test's "
+            "transaction; detach() is not available in tests."
+        )
 
-    async def close(self) -> None:
-        await self.rollback()
+    def _revalidate_connection(self) -> Any:
+        if self._ended_by_test:
+            raise ContextError(
+                f"{self._label}: a connection taken during a test was used after the test "
+                "ended (a Session or Connection kept open at module level?). Close sessions "
+                "at the end of each request or job, e.g. `with Session(engine) as session:`."
+            )
+        return super()._revalidate_connection()
 
-    async def __aenter__(self) -> AsyncSavepointConnection:  # noqa: PYI034
-        return self
+    def end_with_test(self) -> None:
+        """Close this connection at the end of the test it was made in (the outer transaction
+        is already rolled back: nothing is sent); a later use raises :class:`ContextError`."""
+        self._ended_by_test = True
+        savepoints = [self._outer_savepoint, *self._savepoints.values()]
+        self._outer_savepoint, self._savepoints = None, {}
+        for savepoint in savepoints:
+            if savepoint is not None and savepoint.is_active and self._trunk.in_transaction():
+                savepoint.rollback()
+        if self._transaction is not None:
+            self._transaction._deactivate_from_connection()
+            self._transaction = None
+        self._nested_transaction = None
+        self._dbapi_connection = None
+        self._Connection__can_reconnect = False  # type: ignore[attr-defined]
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._connection, name)
+class EngineBinding:
+    """Binds one app ``Engine`` (an ``AsyncEngine``'s ``sync_engine``) to a test connection.
 
+    :param engine: the app's engine object, left in place.
+    :param trunk: the test connection (the ``sync_connection`` of an ``AsyncConnection``).
+    :param label: how errors name the engine.
 
-class AsyncTestEngine:
-    """Replaces an app ``AsyncEngine`` for one test."""
+    :meth:`install` shadows ``engine.connect`` and ``engine.execution_options`` with instance
+    attributes; :meth:`remove` deletes them and closes every connection handed out.
+    """
 
-    __test__ = False
+    __slots__ = ("_branches", "engine", "label", "trunk")
 
-    def __init__(self, original: Any, connection: AsyncConnection) -> None:
-        self.original = original
-        self._connection = connection
+    def __init__(self, engine: Engine, trunk: Connection, label: str) -> None:
+        self.engine = engine
+        self.trunk = trunk
+        self.label = label
+        self._branches: weakref.WeakSet[BranchConnection] = weakref.WeakSet()
 
-    def connect(self) -> AsyncSavepointConnection:
-        return AsyncSavepointConnection(self._connection)
+    def connect(self, options: dict[str, Any] | None = None) -> BranchConnection:
+        """A new :class:`BranchConnection` on the test connection (no I/O until used)."""
+        branch = BranchConnection(self.trunk, self.engine, self.label)
+        self._branches.add(branch)
+        if options:
+            branch.execution_options(**options)
+        return branch
 
-    @asynccontextmanager
-    async def begin(self) -> AsyncIterator[AsyncSavepointConnection]:
-        async with self.connect() as connection, connection.begin():
-            yield connection
+    def install(self) -> None:
+        engine = self.engine
+        original_options = type(engine).execution_options
 
-    async def dispose(self, close: bool = True) -> None:
-        """Nothing to dispose: the test connection belongs to pytest-ctxdb."""
+        def execution_options(**opt: Any) -> Engine:
+            # A copy made during the test (engine.execution_options(...).connect()) shares
+            # the binding; its options apply to the branch, connection-wide ones excepted.
+            copy = original_options(engine, **opt)
+            copy.connect = lambda: self.connect(opt)  # type: ignore[method-assign]
+            return copy
 
-    def execution_options(self, **options: Any) -> AsyncTestEngine:
-        """Return the stand-in itself: options are not applied to the shared test connection."""
-        return self
+        engine.connect = self.connect  # type: ignore[method-assign]
+        engine.execution_options = execution_options  # type: ignore[method-assign]
 
-    def __getattr__(self, name: str) -> Any:
-        return _safe_attribute(self, self._connection.engine, name)
+    def verify(self) -> None:
+        """Check by its effect that ``engine.connect()`` now runs on the test connection.
 
-    def __repr__(self) -> str:
-        return f"<AsyncTestEngine standing in for {self.original!r}>"
+        :raises ContextError: it does not (the engine's class defines ``__slots__`` or
+            ``connect`` is resolved elsewhere).
+        """
+        probe = self.engine.connect()
+        try:
+            effective = probe.connection.dbapi_connection is self.trunk.connection.dbapi_connection
+        finally:
+            probe.close()
+        if not effective:
+            self.remove()
+            raise ContextError(
+                f"{self.label}: binding the engine had no effect: engine.connect() still "
+                "returns its own connections. Report this with the engine's class "
+                f"({type(self.engine).__module__}.{type(self.engine).__qualname__})."
+            )
+
+    def remove(self) -> None:
+        namespace = vars(self.engine)
+        namespace.pop("connect", None)
+        namespace.pop("execution_options", None)
+        branches = list(self._branches)
+        self._branches = weakref.WeakSet()
+        for branch in branches:
+            if not branch._ended_by_test:
+                branch.end_with_test()

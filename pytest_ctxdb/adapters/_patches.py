@@ -18,8 +18,9 @@ from sqlalchemy.orm import sessionmaker
 
 from .._errors import ConfigurationError, ContextError
 from .._importing import import_object
+from .._settings import mask_url
 from ..binding import JOIN_MODE
-from ._engines import AsyncTestEngine, TestEngine
+from ._engines import EngineBinding
 
 __all__ = (
     "Adapter",
@@ -80,12 +81,20 @@ class SessionmakerAdapter(Adapter):
         expected = (
             connection.sync_connection if isinstance(connection, AsyncConnection) else connection
         )
-        bound = sync_session.bind
-        sync_session.close()  # no connection was taken: closing does no I/O
-        if bound is not expected:
+        try:
+            # What the session will really run on: get_bind(), which a Session subclass may
+            # override (Flask-SQLAlchemy's ignores session.bind), not the bind attribute.
+            problem = _runs_on(sync_session.get_bind(), expected)
+        except Exception as exc:  # noqa: BLE001 - any failure means "not verified"
+            problem = f"its get_bind() raised {type(exc).__name__}: {exc}"
+        finally:
+            sync_session.close()  # no connection was taken: closing does no I/O
+        if problem is not None:
             self.restore()
             raise ContextError(
-                f"{self.label}: rebinding had no effect (sessions bind to {bound!r})"
+                f"{self.label}: rebinding the sessionmaker had no effect: {problem}. Its "
+                f"sessions ({type(sync_session).__qualname__}) would commit for real. List the "
+                "engine they use in ini db_engines instead of the sessionmaker."
             )
 
     def restore(self) -> None:
@@ -95,53 +104,57 @@ class SessionmakerAdapter(Adapter):
             self._saved = None
 
 
+def _runs_on(bind: Any, expected: Connection) -> str | None:
+    """``None`` if a session whose ``get_bind()`` returned ``bind`` runs on the test connection
+    ``expected`` (directly, or through an engine bound by an :class:`EngineAdapter`), else
+    what it runs on."""
+    if bind is expected:
+        return None
+    if isinstance(bind, Engine):
+        if "connect" in vars(bind):  # bound by db_engines: check the connection it hands out
+            probe = bind.connect()
+            try:
+                if probe.connection.dbapi_connection is expected.connection.dbapi_connection:
+                    return None
+            finally:
+                probe.close()
+        return f"its get_bind() returns {mask_url(bind.url)!r}, the app's own engine"
+    return f"its get_bind() returns {bind!r}"
+
+
 class EngineAdapter(Adapter):
-    """Replaces an app ``Engine`` / ``AsyncEngine`` (ini ``db_engines``) by a stand-in whose
-    connections run on the test connection (see :mod:`._engines`), wherever a module holds it."""
+    """Binds an app ``Engine`` / ``AsyncEngine`` (ini ``db_engines``) to the test connection.
+
+    The engine object stays where the app keeps it (module globals, sessionmakers made at
+    import, FastAPI dependencies, class attributes): for the test, its ``connect()`` returns a
+    :class:`~pytest_ctxdb.adapters.BranchConnection` on the test connection, whose
+    transactions are savepoints there (see :mod:`._engines`). Sessions the app makes on it keep
+    their own class and options. No per-test search through modules: binding costs two
+    attribute assignments.
+    """
 
     def __init__(self, spec: str, engine: Any) -> None:
         self.spec = spec
         self.label = f"db_engines {spec}"
         self.engine = engine
         self.is_async = isinstance(engine, AsyncEngine)
-        self._replaced: list[tuple[dict[str, Any], str, Any]] = []
+        self.sync_engine: Engine = engine.sync_engine if self.is_async else engine
+        self._binding: EngineBinding | None = None
 
     def engines(self) -> Iterable[Engine]:
-        return (self.engine.sync_engine if self.is_async else self.engine,)
-
-    def _references(self, value: Any) -> list[tuple[dict[str, Any], str]]:
-        found = []
-        for module in list(sys.modules.values()):
-            namespace = getattr(module, "__dict__", None)
-            if not isinstance(namespace, dict):
-                continue
-            for key, held in list(namespace.items()):
-                if held is value:
-                    found.append((namespace, key))
-        return found
+        return (self.sync_engine,)
 
     def apply(self, connection: Any, make_session: MakeSession) -> None:
-        stand_in = (AsyncTestEngine if self.is_async else TestEngine)(self.engine, connection)
-        _value, owner, name = import_object(self.spec, self.label)
-        places = self._references(self.engine)
-        owner_dict = getattr(owner, "__dict__", None)
-        if not any(namespace is owner_dict and key == name for namespace, key in places):
-            setattr(owner, name, stand_in)
-            self._replaced.append((vars(owner), name, self.engine))
-        for namespace, key in places:
-            namespace[key] = stand_in
-            self._replaced.append((namespace, key, self.engine))
-        if import_object(self.spec, self.label)[0] is not stand_in:
-            self.restore()
-            raise ContextError(f"{self.label}: replacing the engine had no effect")
+        trunk = connection.sync_connection if isinstance(connection, AsyncConnection) else connection
+        self.restore()
+        binding = self._binding = EngineBinding(self.sync_engine, trunk, self.label)
+        binding.install()
+        binding.verify()
 
     def restore(self) -> None:
-        replaced, self._replaced = self._replaced, []
-        for namespace, key, original in reversed(replaced):
-            try:
-                namespace[key] = original
-            except TypeError:  # a class's mappingproxy
-                pass
+        binding, self._binding = self._binding, None
+        if binding is not None:
+            binding.remove()
 
 
 class ContextAsyncSQLAlchemyAdapter(Adapter):
@@ -227,20 +240,16 @@ class ContextAsyncSQLAlchemyAdapter(Adapter):
 
 
 def load_adapters(sessionmakers: Iterable[str], engines: Iterable[str]) -> list[Adapter]:
-    """Import the objects named by ini ``db_sessionmakers`` and ``db_engines``.
+    """Import the objects named by ini ``db_engines`` and ``db_sessionmakers``.
 
-    :returns: one adapter per import string, then the context-async-sqlalchemy adapter.
-    :raises ConfigurationError: a string does not import or names the wrong kind of object.
+    :returns: one adapter per engine (an engine named twice is bound once), then one per
+        sessionmaker, then the context-async-sqlalchemy adapter: engines are bound first, so
+        that a sessionmaker's check can see a session reach a bound engine.
+    :raises ConfigurationError: a string does not import, names ``None`` or names the wrong
+        kind of object; the message names the ini key.
     """
     adapters: list[Adapter] = []
-    for spec in sessionmakers:
-        maker = import_object(spec, "db_sessionmakers")[0]
-        if not isinstance(maker, (sessionmaker, async_sessionmaker)):
-            raise ConfigurationError(
-                f"db_sessionmakers: {spec!r} is a {type(maker).__name__}, not a "
-                "sqlalchemy.orm.sessionmaker or async_sessionmaker."
-            )
-        adapters.append(SessionmakerAdapter(spec, maker))
+    seen: set[int] = set()
     for spec in engines:
         engine = import_object(spec, "db_engines")[0]
         if not isinstance(engine, (Engine, AsyncEngine)):
@@ -248,9 +257,21 @@ def load_adapters(sessionmakers: Iterable[str], engines: Iterable[str]) -> list[
                 f"db_engines: {spec!r} is a {type(engine).__name__}, not a sqlalchemy Engine "
                 "or AsyncEngine."
             )
-        adapters.append(EngineAdapter(spec, engine))
+        if id(engine) not in seen:
+            seen.add(id(engine))
+            adapters.append(EngineAdapter(spec, engine))
+    for spec in sessionmakers:
+        maker = import_object(spec, "db_sessionmakers")[0]
+        if not isinstance(maker, (sessionmaker, async_sessionmaker)):
+            hint = (
+                " List it in db_engines instead."
+                if isinstance(maker, (Engine, AsyncEngine))
+                else ""
+            )
+            raise ConfigurationError(
+                f"db_sessionmakers: {spec!r} is a {type(maker).__name__}, not a "
+                f"sqlalchemy.orm.sessionmaker or async_sessionmaker.{hint}"
+            )
+        adapters.append(SessionmakerAdapter(spec, maker))
     adapters.append(ContextAsyncSQLAlchemyAdapter())
     return adapters
-
-
-del Connection

@@ -7,7 +7,7 @@ from __future__ import annotations
 from ._async import AsyncOuterTransaction, AsyncReusedConnection
 from ._binding import AsyncTestBinding, BindingPlan, TestBinding
 from ._commit import CommitTransaction
-from ._outer import JOIN_MODE, OuterTransaction, ReusedConnection
+from ._outer import JOIN_MODE, OuterTransaction, ReusedConnection, guard_branch
 from ._source import EngineSessionSource, TestSessionSource
 
 __all__ = (
@@ -22,4 +22,5 @@ __all__ = (
     "ReusedConnection",
     "TestBinding",
     "TestSessionSource",
+    "guard_branch",
 )

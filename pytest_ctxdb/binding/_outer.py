@@ -29,7 +29,13 @@ from sqlalchemy.orm import Session
 from .._errors import TransactionError
 from ._arbiter import SavepointArbiter
 
-__all__ = ("JOIN_MODE", "OuterTransaction", "ReusedConnection", "prepare_connection")
+__all__ = (
+    "JOIN_MODE",
+    "OuterTransaction",
+    "ReusedConnection",
+    "guard_branch",
+    "prepare_connection",
+)
 
 #: the ``join_transaction_mode`` of every session bound to a test connection.
 JOIN_MODE: Final = "create_savepoint"
@@ -86,6 +92,14 @@ def prepare_connection(connection: Connection) -> None:
     if connection.dialect.name in ("mysql", "mariadb"):
         event.listen(connection, "before_cursor_execute", _refuse_implicit_commit)
     connection.info[_ARBITER] = SavepointArbiter(connection)
+
+
+def guard_branch(connection: Connection) -> None:
+    """Install the statement guards of :func:`prepare_connection` on a connection that shares
+    a test connection's DBAPI connection (an app engine's ``BranchConnection``): on
+    MySQL/MariaDB, implicitly committing statements are refused there too."""
+    if connection.dialect.name in ("mysql", "mariadb"):
+        event.listen(connection, "before_cursor_execute", _refuse_implicit_commit)
 
 
 def _reset_arbiter(connection: Connection) -> None:
