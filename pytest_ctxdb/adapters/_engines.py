@@ -122,7 +122,7 @@ class BranchConnection(Connection):
                 self._transaction.close()
         finally:
             self._dbapi_connection = None
-            self._Connection__can_reconnect = False  # type: ignore[attr-defined]
+            self._Connection__can_reconnect = False
 
     def invalidate(self, exception: BaseException | None = None) -> None:
         """Close this connection only: the test connection is pytest-ctxdb's to invalidate."""
@@ -163,7 +163,7 @@ class BranchConnection(Connection):
             self._transaction = None
         self._nested_transaction = None
         self._dbapi_connection = None
-        self._Connection__can_reconnect = False  # type: ignore[attr-defined]
+        self._Connection__can_reconnect = False
 
 
 class EngineBinding:
@@ -205,7 +205,7 @@ class EngineBinding:
             return copy
 
         engine.connect = self.connect  # type: ignore[method-assign]
-        engine.execution_options = execution_options  # type: ignore[method-assign]
+        engine.execution_options = execution_options  # type: ignore[method-assign,assignment]
 
     def verify(self) -> None:
         """Check by its effect that ``engine.connect()`` now runs on the test connection.

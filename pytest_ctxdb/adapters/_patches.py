@@ -78,9 +78,7 @@ class SessionmakerAdapter(Adapter):
         self.maker.configure(bind=connection, join_transaction_mode=JOIN_MODE)
         session = self.maker()
         sync_session = getattr(session, "sync_session", session)
-        expected = (
-            connection.sync_connection if isinstance(connection, AsyncConnection) else connection
-        )
+        expected: Connection = _sync_connection(connection)
         try:
             # What the session will really run on: get_bind(), which a Session subclass may
             # override (Flask-SQLAlchemy's ignores session.bind), not the bind attribute.
@@ -102,6 +100,15 @@ class SessionmakerAdapter(Adapter):
             self.maker.kw.clear()
             self.maker.kw.update(self._saved)
             self._saved = None
+
+
+def _sync_connection(connection: Connection | AsyncConnection) -> Connection:
+    """The sync ``Connection`` of a test connection (an ``AsyncConnection``'s, once started)."""
+    if isinstance(connection, AsyncConnection):
+        sync = connection.sync_connection
+        assert sync is not None, "the async test connection is started before adapters apply"
+        return sync
+    return connection
 
 
 def _runs_on(bind: Any, expected: Connection) -> str | None:
@@ -145,7 +152,7 @@ class EngineAdapter(Adapter):
         return (self.sync_engine,)
 
     def apply(self, connection: Any, make_session: MakeSession) -> None:
-        trunk = connection.sync_connection if isinstance(connection, AsyncConnection) else connection
+        trunk = _sync_connection(connection)
         self.restore()
         binding = self._binding = EngineBinding(self.sync_engine, trunk, self.label)
         binding.install()

@@ -8,7 +8,7 @@ from ._async import AsyncOuterTransaction, AsyncReusedConnection
 from ._binding import AsyncTestBinding, BindingPlan, TestBinding
 from ._commit import CommitTransaction
 from ._outer import JOIN_MODE, OuterTransaction, ReusedConnection, guard_branch
-from ._source import EngineSessionSource, TestSessionSource
+from ._source import EngineSessionSource, TestSessionSource, load_session_classes
 
 __all__ = (
     "JOIN_MODE",
@@ -23,4 +23,5 @@ __all__ = (
     "TestBinding",
     "TestSessionSource",
     "guard_branch",
+    "load_session_classes",
 )

@@ -43,9 +43,9 @@ class CommitTransaction:
             with connection.begin():
                 prepare(connection)
 
-    def session(self, **options: Any) -> Session:
-        """Return a plain ``Session`` on the engine: its commits are real."""
-        session = Session(bind=self.connection.engine, **options)
+    def session(self, class_: type[Session] = Session, **options: Any) -> Session:
+        """Return a plain ``class_`` session on the engine: its commits are real."""
+        session = class_(bind=self.connection.engine, **options)
         self._sessions.append(session)
         return session
 

@@ -160,15 +160,17 @@ class OuterTransaction:
         self._transaction: RootTransaction = connection.begin()
         self._sessions: list[Session] = []
 
-    def session(self, **options: Any) -> Session:
+    def session(self, class_: type[Session] = Session, **options: Any) -> Session:
         """Return a new ``Session`` joined to the outer transaction.
 
+        :param class_: the session class (ini ``db_session_class``, e.g. SQLModel's, or an
+            app's ``sessionmaker(class_=...)``); a subclass of ``sqlalchemy.orm.Session``.
         :param options: further ``Session`` arguments (``expire_on_commit``, ``autoflush``,
             ...); ``bind`` and ``join_transaction_mode`` are fixed.
-        :returns: a ``Session`` with ``join_transaction_mode="create_savepoint"``, closed
-            by :meth:`rollback`.
+        :returns: a ``class_`` instance with ``join_transaction_mode="create_savepoint"``,
+            closed by :meth:`rollback`.
         """
-        session = Session(bind=self.connection, join_transaction_mode=JOIN_MODE, **options)
+        session = class_(bind=self.connection, join_transaction_mode=JOIN_MODE, **options)
         self._sessions.append(session)
         return session
 

@@ -14,18 +14,64 @@ The rule a user can rely on (documented in the README):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import re
+
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from .._errors import ContextError
-from .._settings import DEFAULT_ALIAS
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
+
+from .._errors import ConfigurationError, ContextError
+from .._importing import import_object
+from .._settings import DEFAULT_ALIAS, split_alias
 from ._binding import AsyncTestBinding, TestBinding
 
-__all__ = ("EngineSessionSource", "TestSessionSource")
+__all__ = ("EngineSessionSource", "TestSessionSource", "load_session_classes")
 
+#: ``ALIAS=`` at the start of an ini line (an import string has no ``=``).
+_ALIAS_PREFIX = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 _FIXED = frozenset({"bind", "binds", "join_transaction_mode"})
 #: session options that can be set on an existing Session.
 _SETTABLE = frozenset({"expire_on_commit", "autoflush"})
+
+
+def load_session_classes(specs: Iterable[str]) -> dict[tuple[str | None, bool], type]:
+    """Import ini ``db_session_class`` lines (``[ALIAS=]module:Class``).
+
+    :returns: ``(alias, is_async)`` -> class; alias ``None`` for a line without ``ALIAS=``,
+        which applies to every alias without a line of its own. A ``Session`` subclass is for
+        ``db_session`` (sync), an ``AsyncSession`` subclass for ``async_db_session``.
+    :raises ConfigurationError: a line does not import (see :func:`import_object`), names no
+        ``Session`` / ``AsyncSession`` subclass, or gives one alias two classes of one kind.
+    """
+    classes: dict[tuple[str | None, bool], type] = {}
+    for entry in specs:
+        if not entry.strip():
+            continue
+        alias: str | None = None
+        if _ALIAS_PREFIX.match(entry.strip()):
+            alias, entry = split_alias(entry)
+        cls = import_object(entry, "db_session_class")[0]
+        if isinstance(cls, type) and issubclass(cls, AsyncSession):
+            is_async = True
+        elif isinstance(cls, type) and issubclass(cls, Session):
+            is_async = False
+        else:
+            raise ConfigurationError(
+                f"db_session_class: {entry!r} is not a subclass of sqlalchemy.orm.Session or "
+                "sqlalchemy.ext.asyncio.AsyncSession (e.g. sqlmodel:Session, "
+                "sqlmodel.ext.asyncio.session:AsyncSession)."
+            )
+        key = (alias, is_async)
+        if key in classes:
+            raise ConfigurationError(
+                f"db_session_class: two {'async' if is_async else 'sync'} session classes for "
+                f"{'alias ' + repr(alias) if alias else 'every alias'}; give one per alias and "
+                "kind (write ALIAS=module:Class for one alias)."
+            )
+        classes[key] = cls
+    return classes
 
 
 class TestSessionSource:
@@ -37,7 +83,14 @@ class TestSessionSource:
 
     __test__ = False
 
-    def __init__(self, adapters: Sequence[Any] = ()) -> None:
+    def __init__(
+        self,
+        adapters: Sequence[Any] = (),
+        session_class: Callable[[str, bool], type | None] | None = None,
+    ) -> None:
+        #: ``session_class(alias, is_async)``: the class of the test's own session of ``alias``
+        #: (ini ``db_session_class``), or ``None`` for SQLAlchemy's.
+        self.session_class = session_class or (lambda alias, is_async: None)
         self.sync_binding: TestBinding | None = None
         self.async_binding: AsyncTestBinding | None = None
         self.root_scope: Any = None
@@ -50,13 +103,17 @@ class TestSessionSource:
             if refuse is not None:
                 refuse()
 
-    def root_session(self, alias: str, is_async: bool, make: Callable[[], Any]) -> Any:
+    def root_session(self, alias: str, is_async: bool, make: Callable[..., Any]) -> Any:
         """The test's own session of ``alias`` (what the fixtures return, and the app's context
-        session in the test's context), made with ``make`` on first request, by either side."""
+        session in the test's context), made on first request, by either side, with
+        ``make(class_=...)`` when ini ``db_session_class`` names a class for it, else
+        ``make()``."""
         key = (alias, is_async)
         session = self.root_sessions.get(key)
         if session is None:
-            session = self.root_sessions[key] = make()
+            class_ = self.session_class(alias, is_async)
+            session = make() if class_ is None else make(class_=class_)
+            self.root_sessions[key] = session
         return session
 
     def attach_sync(self, binding: TestBinding, alias: str = DEFAULT_ALIAS) -> None:
@@ -97,7 +154,7 @@ class TestSessionSource:
         # that alias, whoever asks first (db_session / db_sessions[alias] return it too). It
         # takes the alias's options that a live Session can take.
         session = self.root_session(
-            alias, is_async, lambda: self._new_session(alias, is_async, options)
+            alias, is_async, lambda **kw: self._new_session(alias, is_async, {**options, **kw})
         )
         sync_session = getattr(session, "sync_session", session)
         for key in _SETTABLE.intersection(options):
@@ -157,11 +214,7 @@ class EngineSessionSource:
     def make_session(self, database: Any, scope: Any) -> Any:
         options = {k: v for k, v in database.session_options.items() if k not in _FIXED}
         if database.is_async:
-            from sqlalchemy.ext.asyncio import AsyncSession
-
             return AsyncSession(bind=self._engine(database.alias, True), **options)
-        from sqlalchemy.orm import Session
-
         return Session(bind=self._engine(database.alias, False), **options)
 
     def escaped(self, label: str, url: str) -> ContextError:

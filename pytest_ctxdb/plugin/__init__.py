@@ -147,6 +147,7 @@ def pytest_configure(config: pytest.Config) -> None:
             name_suffix=suffix,
             sessionmaker_specs=tuple(config.getini("db_sessionmakers")),
             engine_specs=tuple(config.getini("db_engines")),
+            session_class_specs=tuple(config.getini("db_session_class")),
             block_access=bool(config.getini("db_block_access")),
             run_id=run_id,
             rebuild=bool(config.option.db_create),
@@ -298,6 +299,7 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
     try:
         state.provision(list(aliases), sync=needs_sync, async_=needs_async)
         state.adapters()
+        state.session_classes()
     except CtxdbError as exc:
         if getattr(session.config, "workerinput", None) is not None:
             session.shouldstop = f"pytest-ctxdb: {exc}"

@@ -122,7 +122,7 @@ class TestHandles:
             adapters = state.adapters()
         except CtxdbError as exc:
             fail_on_error(exc)
-        self.source = source = TestSessionSource(adapters)
+        self.source = source = TestSessionSource(adapters, state.session_class)
         source.root_scope = root = _scope.SessionScope()
         self._token = _scope._current.set(root)
         _seam.install_source(source)

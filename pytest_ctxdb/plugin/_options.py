@@ -36,9 +36,16 @@ HELP_SESSIONMAKERS = (
     "and restores them afterwards, e.g. myapp.db:SessionLocal."
 )
 HELP_ENGINES = (
-    "module:attribute of the app's own Engine / AsyncEngine objects, one per line; during "
-    "each test every module-level reference is replaced by a stand-in whose transactions are "
-    "savepoints on the test connection, e.g. myapp.db:engine."
+    "module:attribute of the app's own Engine / AsyncEngine objects, one per line, e.g. "
+    "myapp.db:engine. The object stays where the app keeps it; during each test its connect() "
+    "(so Session(engine), sessionmakers made from it at import, engine.begin(), "
+    "AsyncSession(engine)) runs on the test connection, where commits release savepoints."
+)
+HELP_SESSION_CLASS = (
+    "[ALIAS=]module:Class of the test's own sessions (db_session, async_db_session, "
+    "db_sessions[...]): a Session or AsyncSession subclass, e.g. sqlmodel:Session and "
+    "sqlmodel.ext.asyncio.session:AsyncSession; one line per class; a line without ALIAS= "
+    "applies to every alias without a line of its own. Default: SQLAlchemy's."
 )
 
 
@@ -139,6 +146,7 @@ def add_options(parser: pytest.Parser) -> None:
     parser.addini("db_container_missing", default="error", help=HELP_CONTAINER_MISSING)
     parser.addini("db_sessionmakers", type="linelist", default=[], help=HELP_SESSIONMAKERS)
     parser.addini("db_engines", type="linelist", default=[], help=HELP_ENGINES)
+    parser.addini("db_session_class", type="linelist", default=[], help=HELP_SESSION_CLASS)
 
 
 def read_settings(config: pytest.Config) -> dict[str, DatabaseSettings]:

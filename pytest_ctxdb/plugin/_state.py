@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection, Engine
 from .._errors import CtxdbError, ProvisioningError
 from .._settings import DEFAULT_ALIAS, DatabaseSettings
 from ..adapters import Adapter, load_adapters
-from ..binding import BindingPlan, EngineSessionSource, ReusedConnection
+from ..binding import BindingPlan, EngineSessionSource, ReusedConnection, load_session_classes
 from ..provision import ContainerServer, SchemaBuilder, SchemaHook, TestDatabase, load_metadata
 
 __all__ = ("STATE_KEY", "RunState", "activate", "active_state", "deactivate")
@@ -40,6 +40,8 @@ class RunState:
     #: ini ``db_sessionmakers`` / ``db_engines`` import strings, loaded by :meth:`adapters`.
     sessionmaker_specs: tuple[str, ...] = ()
     engine_specs: tuple[str, ...] = ()
+    #: ini ``db_session_class`` lines (``[ALIAS=]module:Class``), loaded by :meth:`session_class`.
+    session_class_specs: tuple[str, ...] = ()
     #: ``False`` when ini ``db_block_access`` turns access blocking off.
     block_access: bool = True
     #: unique per run (shared by its xdist workers): part of every clone's name.
@@ -69,6 +71,7 @@ class RunState:
     #: alias -> tables that cannot roll back (MySQL MyISAM/Aria), found at provisioning.
     nontransactional: dict[str, list[str]] = field(default_factory=dict)
     _adapters: list[Adapter] | None = None
+    _session_classes: dict[tuple[str | None, bool], type] | None = None
     _engines: dict[str, Engine] = field(default_factory=dict)
     _connections: dict[str, ReusedConnection] = field(default_factory=dict)
     _tables: dict[str, list[Table]] = field(default_factory=dict)
@@ -170,6 +173,26 @@ class RunState:
         if self._adapters is None:
             self._adapters = load_adapters(self.sessionmaker_specs, self.engine_specs)
         return self._adapters
+
+    def session_classes(self) -> dict[tuple[str | None, bool], type]:
+        """ini ``db_session_class``, imported on first use: ``(alias, is_async)`` -> class;
+        alias ``None`` for a line without ``ALIAS=`` (every alias without a line of its own).
+
+        :raises CtxdbError: a line does not import, or names no ``Session`` / ``AsyncSession``
+            subclass, or gives one alias two sync (or two async) classes.
+        """
+        if self._session_classes is None:
+            self._session_classes = load_session_classes(self.session_class_specs)
+        return self._session_classes
+
+    def session_class(self, alias: str, is_async: bool) -> type | None:
+        """The class of the test's own ``alias`` session (``db_session`` and its kin), or
+        ``None`` for SQLAlchemy's ``Session`` / ``AsyncSession``."""
+        classes = self.session_classes()
+        if not classes:
+            return None
+        found = classes.get((alias, is_async))
+        return classes.get((None, is_async)) if found is None else found
 
     def engine(self, alias: str) -> Engine:
         """The run's sync ``Engine`` on the test database of ``alias`` (created on first use)."""

@@ -1,0 +1,397 @@
+"""Apps as people write them: a module-level engine used every way SQLAlchemy allows, bound
+with one ini line (``db_engines``), and nothing reaching the app's own database.
+
+Each test writes an inner suite with ``pytester``: an app whose ``engine`` / ``async_engine``
+point at a *real* database of its own (a SQLite file, or a database on the server, holding the
+same tables), code using them the way SQLAlchemy's, FastAPI's and SQLModel's docs do, and tests
+calling it. After the run a separate connection counts the rows in the app's own database
+(there must be none), and the inner suite's last test counts the rows in the test database
+outside every test's transaction (none either).
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import URL
+from sqlalchemy.pool import NullPool
+from test_context_patching import NOTHING_LEFT
+from test_context_runtime import MODELS
+
+from conftest import Backend, make_backend
+
+#: the app: a module-level engine (and async engine), a sessionmaker made at import from each,
+#: an app Session subclass, and one function per way of using them.
+APP = '''
+from sqlalchemy import create_engine, insert, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from models import NAMES, Item
+from settings import ASYNC_URL, SYNC_URL
+
+engine = create_engine(SYNC_URL)
+SessionLocal = sessionmaker(engine)  # made at import, not listed in any ini key
+async_engine = create_async_engine(ASYNC_URL)
+AsyncSessionLocal = async_sessionmaker(async_engine, expire_on_commit=False)
+
+
+class AppSession(Session):
+    def names(self):
+        return self.scalars(NAMES).all()
+
+
+AppSessionLocal = sessionmaker(engine, class_=AppSession)
+
+
+def with_session(name):
+    with Session(engine) as session:
+        session.add(Item(name=name))
+        session.commit()
+
+
+def with_bind_and_begin(name):
+    with Session(bind=engine) as session, session.begin():
+        session.add(Item(name=name))
+
+
+def with_sessionmaker(name):
+    with SessionLocal() as session:
+        session.add(Item(name=name))
+        session.commit()
+
+
+def with_connect(name):
+    with engine.connect() as connection:
+        connection.execute(insert(Item).values(name=f"{name} committed"))
+        connection.commit()
+        connection.execute(insert(Item).values(name=f"{name} rolled back"))
+        connection.rollback()
+        with connection.begin_nested():
+            connection.execute(insert(Item).values(name=f"{name} nested"))
+        savepoint = connection.begin_nested()
+        connection.execute(insert(Item).values(name=f"{name} nested rolled back"))
+        savepoint.rollback()
+        connection.commit()
+        connection.execute(insert(Item).values(name=f"{name} never committed"))
+
+
+def with_begin(name):
+    with engine.begin() as connection:
+        connection.execute(insert(Item).values(name=name))
+
+
+def with_begin_then_error(name):
+    with engine.begin() as connection:
+        connection.execute(insert(Item).values(name=name))
+        raise ValueError("the app's own error")
+
+
+def with_app_session(name):
+    with AppSessionLocal() as session:
+        session.add(Item(name=name))
+        session.commit()
+        return type(session), session.names()
+
+
+async def with_async_everything(name):
+    async with AsyncSession(async_engine) as session:
+        session.add(Item(name=f"{name} AsyncSession"))
+        await session.commit()
+    async with AsyncSessionLocal() as session, session.begin():
+        session.add(Item(name=f"{name} async_sessionmaker"))
+    async with async_engine.begin() as connection:
+        await connection.execute(insert(Item).values(name=f"{name} begin"))
+    async with async_engine.connect() as connection:
+        await connection.execute(insert(Item).values(name=f"{name} connect"))
+        await connection.commit()
+        await connection.execute(insert(Item).values(name=f"{name} rolled back"))
+'''
+
+APP_INI = ("db_engines =\n    app:engine\n    app:async_engine",)
+
+APP_TESTS = '''
+import pytest
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+import app
+from models import NAMES
+
+
+@pytest.mark.parametrize("prefix", ["A", "B"])
+def test_every_sync_shape_runs_in_the_test_transaction(db_session, prefix):
+    assert db_session.scalars(NAMES).all() == []
+    assert isinstance(app.engine, Engine) and isinstance(app.async_engine, AsyncEngine)
+    app.with_session(f"{prefix} session")
+    app.with_bind_and_begin(f"{prefix} bind")
+    app.with_sessionmaker(f"{prefix} sessionmaker")
+    app.with_connect(f"{prefix} connect")
+    app.with_begin(f"{prefix} begin")
+    with pytest.raises(ValueError, match="the app's own error"):
+        app.with_begin_then_error(f"{prefix} failed")
+    cls, names = app.with_app_session(f"{prefix} subclass")
+    assert issubclass(cls, app.AppSession)  # sessionmaker subclasses class_
+    expected = sorted(
+        f"{prefix} {suffix}"
+        for suffix in (
+            "session", "bind", "sessionmaker", "connect committed", "connect nested",
+            "begin", "subclass",
+        )
+    )
+    assert names == expected
+    assert db_session.scalars(NAMES).all() == expected
+
+
+def test_connections_are_real_connections_on_the_test_connection(db_session, db_connection):
+    with app.engine.connect() as connection:
+        assert isinstance(connection, Connection)
+        assert connection.connection.dbapi_connection is db_connection.connection.dbapi_connection
+
+
+def test_a_connection_kept_past_its_test_fails_clearly(db_session):
+    app.KEPT = app.engine.connect()
+
+
+def test_then_used_in_the_next_test(db_session):
+    from sqlalchemy import text
+    from sqlalchemy.exc import StatementError
+
+    with pytest.raises(StatementError, match="was used after the test ended"):
+        app.KEPT.execute(text("SELECT 1"))
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("prefix", ["A", "B"])
+async def test_every_async_shape_runs_in_the_test_transaction(async_db_session, prefix):
+    assert (await async_db_session.scalars(NAMES)).all() == []
+    await app.with_async_everything(prefix)
+    names = (await async_db_session.scalars(NAMES)).all()
+    assert names == sorted(
+        f"{prefix} {suffix}" for suffix in ("AsyncSession", "async_sessionmaker", "begin", "connect")
+    )
+'''
+
+#: a FastAPI + SQLModel app written as SQLModel's tutorial writes it.
+SQLMODEL_APP = '''
+from fastapi import Depends, FastAPI
+from sqlmodel import Field, Session, SQLModel, create_engine, select
+
+from settings import SYNC_URL
+
+
+class Hero(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(index=True)
+
+
+engine = create_engine(SYNC_URL)
+
+
+def get_session():
+    with Session(engine) as session:
+        yield session
+
+
+app = FastAPI()
+
+
+@app.post("/heroes/")
+def create_hero(hero: Hero, session: Session = Depends(get_session)) -> Hero:
+    session.add(hero)
+    session.commit()
+    session.refresh(hero)
+    return hero
+
+
+@app.get("/heroes/")
+def read_heroes(session: Session = Depends(get_session)) -> list[Hero]:
+    return list(session.exec(select(Hero).order_by(Hero.name)).all())
+'''
+
+SQLMODEL_INI = (
+    "db_metadata = heroes:SQLModel.metadata",
+    "db_engines = heroes:engine",
+    "db_session_class = sqlmodel:Session",
+)
+
+SQLMODEL_TESTS = '''
+import pytest
+from fastapi.testclient import TestClient
+from sqlmodel import Session, select
+
+from heroes import Hero, app
+
+
+@pytest.mark.parametrize("name", ["Deadpond", "Rusty-Man"])
+def test_route_commits_inside_the_test(db_session, name):
+    assert type(db_session) is Session
+    assert db_session.exec(select(Hero)).all() == []
+    with TestClient(app) as client:
+        assert client.post("/heroes/", json={"name": name}).status_code == 200
+        assert [h["name"] for h in client.get("/heroes/").json()] == [name]
+    assert [hero.name for hero in db_session.exec(select(Hero)).all()] == [name]
+
+
+def test_zz_nothing_left(db_engine):
+    from sqlalchemy import create_engine, func
+    from sqlalchemy.pool import NullPool
+
+    engine = create_engine(db_engine.url, poolclass=NullPool)
+    try:
+        with Session(engine) as session:
+            assert session.exec(select(func.count()).select_from(Hero)).one() == 0
+    finally:
+        engine.dispose()
+'''
+
+
+@dataclass
+class AppDatabase:
+    """The app's own database: real, holding the app's tables, never to be written."""
+
+    sync_url: str
+    async_url: str
+    check_url: URL | str
+
+    def count(self, table: str) -> int:
+        engine = create_engine(self.check_url, poolclass=NullPool)
+        try:
+            with engine.connect() as connection:
+                return int(connection.scalar(text(f"SELECT count(*) FROM {table}")))
+        finally:
+            engine.dispose()
+
+
+#: (backend, the --db-url driver): every driver the plugin supports for app engines.
+DRIVERS = [
+    ("sqlite", None),
+    ("postgresql", "postgresql+psycopg"),
+    ("postgresql", "postgresql+psycopg2"),
+    ("mariadb", "mysql+pymysql"),
+]
+
+
+@pytest.fixture(params=DRIVERS, ids=["sqlite", "psycopg", "psycopg2", "mariadb"])
+def driver(request: pytest.FixtureRequest) -> Backend:
+    name, drivername = request.param
+    backend = make_backend(name)
+    if drivername is None or backend.url is None:
+        return backend
+    url = backend.url.set(drivername=drivername)
+    return Backend(name, url, ("--db-url", url.render_as_string(hide_password=False)))
+
+
+@pytest.fixture
+def app_database(
+    driver: Backend, pytester: pytest.Pytester, request: pytest.FixtureRequest
+) -> Iterator[AppDatabase]:
+    """A real database for the app, with an ``item`` and a ``hero`` table; dropped afterwards."""
+    ddl = (
+        "CREATE TABLE item (id INTEGER PRIMARY KEY, name VARCHAR(50))",
+        "CREATE TABLE hero (id INTEGER PRIMARY KEY, name VARCHAR(50))",
+    )
+    if driver.url is None:
+        path = pytester.path / "app_own.db"
+        url = f"sqlite:///{path}"
+        database = AppDatabase(url, f"sqlite+aiosqlite:///{path}", url)
+        engine = create_engine(url, poolclass=NullPool)
+        with engine.begin() as connection:
+            for statement in ddl:
+                connection.exec_driver_sql(statement)
+        engine.dispose()
+        yield database
+        return
+    name = f"t_ctxdb_app_{zlib.crc32(request.node.nodeid.encode()):08x}"
+    admin = create_engine(driver.url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    quoted = name if driver.name == "postgresql" else f"`{name}`"
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f"DROP DATABASE IF EXISTS {quoted}")
+        connection.exec_driver_sql(f"CREATE DATABASE {quoted}")
+    own = driver.url.set(database=name)
+    engine = create_engine(own, poolclass=NullPool)
+    with engine.begin() as connection:
+        for statement in ddl:
+            connection.exec_driver_sql(statement)
+    engine.dispose()
+    if driver.name == "postgresql":
+        sync, async_ = own.set(drivername="postgresql+psycopg"), own.set(drivername="postgresql+asyncpg")
+    else:
+        sync, async_ = own.set(drivername="mysql+pymysql"), own.set(drivername="mysql+asyncmy")
+    try:
+        yield AppDatabase(
+            sync.render_as_string(hide_password=False),
+            async_.render_as_string(hide_password=False),
+            own,
+        )
+    finally:
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f"DROP DATABASE IF EXISTS {quoted}")
+        admin.dispose()
+
+
+def write_suite(
+    pytester: pytest.Pytester, ini: object, app_database: AppDatabase, *ini_lines: str, **files: str
+) -> None:
+    settings = f"SYNC_URL = {app_database.sync_url!r}\nASYNC_URL = {app_database.async_url!r}\n"
+    ini(*ini_lines, "filterwarnings = error")  # type: ignore[operator]
+    pytester.makepyfile(settings=settings, **files)
+
+
+def run(driver: Backend, pytester: pytest.Pytester, name: str) -> pytest.RunResult:
+    result = driver.runpytest(pytester, "-ra", "-p", "no:cacheprovider", "--db-test-name", name)
+    assert name not in driver.leftover_test_databases()
+    return result
+
+
+def test_every_engine_shape_runs_in_the_test_transaction(
+    driver: Backend,
+    app_database: AppDatabase,
+    pytester: pytest.Pytester,
+    ini: object,
+    request: pytest.FixtureRequest,
+) -> None:
+    """Session(engine), sessionmakers made at import, connect()/begin(), async twins, an app
+    Session subclass: all commit inside the test; neither database keeps a row."""
+    write_suite(
+        pytester,
+        ini,
+        app_database,
+        "db_metadata = models:Base.metadata",
+        *APP_INI,
+        models=MODELS,
+        app=APP,
+        test_app=APP_TESTS,
+        test_zz_nothing_left=NOTHING_LEFT,
+    )
+    name = f"test_ctxdb_engines_{zlib.crc32(request.node.nodeid.encode()):08x}"
+    result = run(driver, pytester, name)
+    result.assert_outcomes(passed=8)
+    assert app_database.count("item") == 0, "the app's own database got rows"
+
+
+def test_sqlmodel_fastapi_app_from_ini_lines_only(
+    driver: Backend,
+    app_database: AppDatabase,
+    pytester: pytest.Pytester,
+    ini: object,
+    request: pytest.FixtureRequest,
+) -> None:
+    """SQLModel's tutorial app (module-level engine, Session(engine) in a dependency) driven by
+    FastAPI's TestClient; db_session is SQLModel's Session (it has .exec())."""
+    write_suite(
+        pytester,
+        ini,
+        app_database,
+        *SQLMODEL_INI,
+        heroes=SQLMODEL_APP,
+        test_heroes=SQLMODEL_TESTS,
+    )
+    name = f"test_ctxdb_sqlmodel_{zlib.crc32(request.node.nodeid.encode()):08x}"
+    result = run(driver, pytester, name)
+    result.assert_outcomes(passed=3)
+    assert app_database.count("hero") == 0, "the app's own database got rows"
