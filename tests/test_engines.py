@@ -11,6 +11,7 @@ outside every test's transaction (none either).
 
 from __future__ import annotations
 
+import time
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -395,3 +396,202 @@ def test_sqlmodel_fastapi_app_from_ini_lines_only(
     result = run(driver, pytester, name)
     result.assert_outcomes(passed=3)
     assert app_database.count("hero") == 0, "the app's own database got rows"
+
+
+#: paths db_engines cannot bind: the error says so, and does not advise listing the engine.
+UNBOUND_APP = '''
+from sqlalchemy import create_engine, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from settings import SYNC_URL
+
+engine = create_engine(SYNC_URL)
+reporting = engine.execution_options(logging_token="reports")  # a copy made at import
+
+
+class RoutingSession(Session):
+    """Picks its engine itself, ignoring session.bind (as Flask-SQLAlchemy's does)."""
+
+    def get_bind(self, mapper=None, **kwargs):
+        return engine
+
+
+RoutedLocal = sessionmaker(class_=RoutingSession)
+'''
+
+UNBOUND_TESTS = '''
+import pytest
+from sqlalchemy import text
+
+import app
+
+
+def test_copy_made_at_import(db_session):
+    with app.reporting.connect() as connection:
+        connection.execute(text("SELECT 1"))
+
+
+@pytest.mark.asyncio
+async def test_sync_engine_in_an_async_only_test(async_db_session):
+    with app.engine.connect() as connection:
+        connection.execute(text("SELECT 1"))
+'''
+
+
+def test_unbound_paths_fail_naming_the_cause(
+    driver: Backend,
+    app_database: AppDatabase,
+    pytester: pytest.Pytester,
+    ini: object,
+    request: pytest.FixtureRequest,
+) -> None:
+    """An engine listed in db_engines used by a path it cannot bind fails the test with a
+    message saying what is bound, never advising to list it; the app's database gets nothing."""
+    write_suite(
+        pytester, ini, app_database, "db_engines = app:engine", app=UNBOUND_APP,
+        test_unbound=UNBOUND_TESTS,
+    )
+    name = f"test_ctxdb_unbound_{zlib.crc32(request.node.nodeid.encode()):08x}"
+    result = run(driver, pytester, name)
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*ContextError: the engine behind db_engines app:engine (*) was asked for a "
+            "connection during the test*is listed in db_engines*with a sync database binding*"
+            "execution_options(...) copies made before the test*",
+        ]
+    )
+    assert "list the engine in ini db_engines" not in result.stdout.str()
+    assert app_database.count("item") == 0
+
+
+def test_sessionmaker_whose_sessions_ignore_the_bind_is_refused(
+    driver: Backend,
+    app_database: AppDatabase,
+    pytester: pytest.Pytester,
+    ini: object,
+    request: pytest.FixtureRequest,
+) -> None:
+    """db_sessionmakers is checked by what its sessions' get_bind() returns: a Session class
+    that picks the app engine itself is refused before anything runs, not committed for real."""
+    write_suite(
+        pytester, ini, app_database, "db_sessionmakers = app:RoutedLocal", app=UNBOUND_APP,
+        test_routed=(
+            "import app\n\n\ndef test_one(db_session):\n"
+            "    with app.RoutedLocal() as session:\n"
+            "        session.execute(__import__('sqlalchemy').text('SELECT 1'))\n"
+        ),
+    )
+    name = f"test_ctxdb_routed_{zlib.crc32(request.node.nodeid.encode()):08x}"
+    result = run(driver, pytester, name)
+    result.assert_outcomes(errors=1)  # at db_session's set-up, before the test body
+    result.stdout.fnmatch_lines(
+        [
+            "*db_sessionmakers app:RoutedLocal: rebinding the sessionmaker had no effect: its "
+            "get_bind() returns *, the app's own engine. Its sessions (RoutingSession) would "
+            "commit for real. List the engine they use in ini db_engines*",
+        ]
+    )
+    assert app_database.count("item") == 0
+
+
+LAZY_APP = '''
+engine = None  # made at start-up, as Litestar's and many apps' plugins do
+
+
+class Extension:
+    @property
+    def engine(self):
+        raise RuntimeError("Working outside of application context.")
+
+
+db = Extension()
+'''
+
+
+@pytest.mark.parametrize(
+    ("line", "pattern"),
+    [
+        ("db_engines = lazy:engine", "*db_engines: 'lazy:engine' is None at import: the value "
+         "is made lazily*"),
+        ("db_engines = lazy:db.engine", "*db_engines: 'lazy:db.engine': reading 'engine' raised "
+         "RuntimeError: Working outside of application context.*made lazily*"),
+        ("db_engines = lazy_broken:engine", "*db_engines: cannot import module 'lazy_broken'*"
+         "KeyError: 'APP_SECRET_KEY'*"),
+        ("db_session_class = lazy:Extension", "*db_session_class: 'lazy:Extension' is not a "
+         "subclass of sqlalchemy.orm.Session*sqlmodel:Session*"),
+    ],
+    ids=["none", "raising-property", "raising-import", "not-a-session-class"],
+)
+def test_bad_import_strings_are_usage_errors(
+    pytester: pytest.Pytester, ini: object, line: str, pattern: str
+) -> None:
+    """An import string that names None, raises on import or on reading, or names the wrong
+    kind of class stops the run with one usage error naming the ini key: no INTERNALERROR."""
+    ini(line)  # type: ignore[operator]
+    pytester.makepyfile(
+        lazy=LAZY_APP,
+        lazy_broken="import os\n\nengine = os.environ['APP_SECRET_KEY']\n",
+        test_one="def test_one(db_session):\n    pass\n",
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: {pattern}"])
+    result.stderr.no_fnmatch_line("*INTERNALERROR*")
+
+
+ORPHAN_TESTS = '''
+import asyncio
+
+import pytest
+import pytest_asyncio
+from sqlalchemy.ext.asyncio import AsyncSession
+
+import app
+from models import Item
+
+
+@pytest_asyncio.fixture
+async def committed_at_teardown(async_db_session):
+    yield async_db_session
+    await async_db_session.commit()
+
+
+@pytest.mark.asyncio
+async def test_a_task_leaves_its_session_open(committed_at_teardown):
+    committed_at_teardown.add(Item(name="test's own"))
+    await committed_at_teardown.flush()
+
+    async def job():
+        session = AsyncSession(app.async_engine)  # never closed: its savepoint stays open
+        session.add(Item(name="job's"))
+        await session.flush()
+        app.LEFT_OPEN = session
+
+    await asyncio.create_task(job())
+'''
+
+
+@pytest.mark.parametrize("driver", [("sqlite", None)], indirect=True, ids=["sqlite"])
+def test_a_savepoint_left_by_a_finished_task_fails_at_once(
+    pytester: pytest.Pytester, ini: object, app_database: AppDatabase, driver: Backend,
+    request: pytest.FixtureRequest,
+) -> None:
+    """Ending a savepoint under one that a finished task left open fails within about a
+    second, naming the cause, instead of waiting 30 s; nothing reaches either database. (The
+    savepoint arbiter is backend-independent: SQLite only.)"""
+    write_suite(
+        pytester, ini, app_database, "db_metadata = models:Base.metadata",
+        "db_engines = app:async_engine", models=MODELS, app=APP, test_orphan=ORPHAN_TESTS,
+        test_zz_nothing_left=NOTHING_LEFT,
+    )
+    started = time.monotonic()
+    result = run(driver, pytester, "unused")
+    elapsed = time.monotonic() - started
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(
+        ["*ContextError: cannot end savepoint sa_savepoint_1 on the test connection: savepoint "
+         "sa_savepoint_2 was opened by a task or thread that has finished without ending it*"]
+    )
+    assert elapsed < 15, f"the run took {elapsed:.1f} s: it waited instead of failing"
+    assert app_database.count("item") == 0

@@ -44,6 +44,16 @@ class Adapter:
         """The app's own engines to guard with escape detection."""
         return ()
 
+    def guard_engines(self) -> None:
+        """Guard :meth:`engines` with escape detection (idempotent, cheap once done)."""
+        from ..context import _seam
+
+        for engine in self.engines():
+            _seam.watch_engine(engine, f"the engine behind {self.label}", hint=self.escape_hint)
+
+    #: what an escape through one of :meth:`engines` advises (``None``: the general advice).
+    escape_hint: str | None = None
+
     def apply(self, connection: Any, make_session: MakeSession) -> None:
         """Bind to ``connection`` (a ``Connection`` or ``AsyncConnection``) for one test.
 
@@ -58,6 +68,11 @@ class Adapter:
 
 class SessionmakerAdapter(Adapter):
     """Rebinds a ``sessionmaker`` / ``async_sessionmaker`` (ini ``db_sessionmakers``)."""
+
+    escape_hint = (
+        "The sessionmaker is bound, but the engine was used without it: list the engine in "
+        "ini db_engines to bind every use of it."
+    )
 
     def __init__(self, spec: str, maker: Any) -> None:
         self.label = f"db_sessionmakers {spec}"
@@ -143,6 +158,15 @@ class EngineAdapter(Adapter):
     def __init__(self, spec: str, engine: Any) -> None:
         self.spec = spec
         self.label = f"db_engines {spec}"
+        is_async = isinstance(engine, AsyncEngine)
+        kind, fixture = ("async", "async_db_session") if is_async else ("sync", "db_session")
+        self.escape_hint = (
+            f"The engine is listed in db_engines, which binds what its connect() hands out in "
+            f"tests with a {kind} database binding (request {fixture}, or use "
+            "@pytest.mark.db on the default alias). Not bound: engine.raw_connection(), "
+            "engine.pool, and engine.execution_options(...) copies made before the test "
+            "(make them where they are used)."
+        )
         self.engine = engine
         self.is_async = isinstance(engine, AsyncEngine)
         self.sync_engine: Engine = engine.sync_engine if self.is_async else engine

@@ -41,6 +41,9 @@ from .._errors import ContextError
 
 __all__ = ("SavepointArbiter",)
 
+#: seconds a task waits for a savepoint whose opener (and its ancestors) have all finished.
+_ORPHAN_GRACE = 1.0
+
 #: the tasks/threads that opened savepoints in the contexts this one descends from.
 _lineage: ContextVar[tuple[Any, ...]] = ContextVar("pytest_ctxdb_lineage", default=())
 
@@ -283,7 +286,20 @@ class SavepointArbiter:
                 time.sleep(0.001)
                 continue
             holder = self._stack[-1]
-            if holder.holder() is actor:
+            owner = holder.holder()
+            if owner is None and deadline - time.monotonic() > _ORPHAN_GRACE:
+                # Opened by a task/thread that has finished, as have all its ancestors: only
+                # someone closing that session could end it. Give them a moment, not 30 s.
+                deadline = time.monotonic() + _ORPHAN_GRACE
+            if owner is None and time.monotonic() >= deadline:
+                raise ContextError(
+                    f"cannot {what} on the test connection: savepoint {holder.name} was opened "
+                    "by a task or thread that has finished without ending it (a session or "
+                    "connection it used was never closed or committed), so waiting would never "
+                    "end. Close sessions where they are made: `with Session(engine) as "
+                    "session:` / `async with AsyncSession(engine) as session:`."
+                )
+            if owner is actor:
                 raise ContextError(
                     f"cannot {what} on the test connection: savepoint {holder.name} of another "
                     "context, opened by this same task/thread, is still open, so waiting would "

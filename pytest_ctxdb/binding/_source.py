@@ -183,12 +183,14 @@ class TestSessionSource:
             )
         return self.sync_binding.outer(alias).session(**options)
 
-    def escaped(self, label: str, url: str) -> ContextError:
+    def escaped(self, label: str, url: str, hint: str | None = None) -> ContextError:
+        advice = hint or (
+            "Make sessions through pytest_ctxdb.context (db_session(), new_session(), atomic) "
+            "or list the engine in ini db_engines."
+        )
         message = (
             f"{label} ({url}) was asked for a connection during the test: it would bypass "
-            "the test's outer transaction and commit for real. "
-            "Make sessions through pytest_ctxdb.context (db_session(), new_session(), atomic) "
-            "or list the engine / sessionmaker in ini db_engines / db_sessionmakers."
+            f"the test's outer transaction and commit for real. {advice}"
         )
         self.escapes.append(message)
         return ContextError(message)
@@ -217,9 +219,11 @@ class EngineSessionSource:
             return AsyncSession(bind=self._engine(database.alias, True), **options)
         return Session(bind=self._engine(database.alias, False), **options)
 
-    def escaped(self, label: str, url: str) -> ContextError:
+    def escaped(self, label: str, url: str, hint: str | None = None) -> ContextError:
         return ContextError(
             f"{label} ({url}) was asked for a connection while a fixture ran: it would bypass "
-            "the test database. Make sessions through pytest_ctxdb.context or list the engine / "
-            "sessionmaker in ini db_engines / db_sessionmakers."
+            "the test database. A fixture that runs before the test's binding opens must "
+            "request db_session (or async_db_session) to bind app engines; module- and "
+            "session-scoped fixtures cannot write through them (use pytest_ctxdb.context "
+            "sessions there)."
         )

@@ -41,9 +41,10 @@ class SessionSource(Protocol):
         :param scope: the context the session is for (``None`` for :func:`new_session`).
         """
 
-    def escaped(self, label: str, url: str) -> ContextError:
+    def escaped(self, label: str, url: str, hint: str | None = None) -> ContextError:
         """Record, and return the error for, a connection checked out of an app engine
-        (described by ``label`` and its password-masked ``url``) during the test."""
+        (described by ``label`` and its password-masked ``url``) during the test; ``hint``
+        replaces the general advice (for an engine the user already listed)."""
 
 
 _lock = threading.Lock()
@@ -127,7 +128,7 @@ def watch_database(database: Database) -> None:
     watch_engine(database.sync_engine, f"the engine of alias {database.alias!r}")
 
 
-def watch_engine(engine: Any, label: str, *, own: bool = False) -> None:
+def watch_engine(engine: Any, label: str, *, own: bool = False, hint: str | None = None) -> None:
     """While a source is installed, fail any connection taken from ``engine``.
 
     Escape detection: such a connection would bypass the test's outer transaction and
@@ -139,6 +140,7 @@ def watch_engine(engine: Any, label: str, *, own: bool = False) -> None:
     :param label: how the error names it, e.g. ``"the engine of alias 'default'"``.
     :param own: the engine is the plugin's own (a test database engine): only blocking
         applies to it, never escape detection.
+    :param hint: what the escape error advises instead of the general advice.
     """
     if _source is None and _ambient is None and _blocked is None and not own:
         return
@@ -150,7 +152,7 @@ def watch_engine(engine: Any, label: str, *, own: bool = False) -> None:
         installed = _source if _source is not None else (None if _blocked else _ambient)
         if installed is not None:
             if not own:
-                raise installed.escaped(label, url)
+                raise installed.escaped(label, url, hint)
         elif _blocked is not None:
             raise ContextError(_blocked)
 

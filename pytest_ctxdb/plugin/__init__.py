@@ -262,8 +262,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         state._adapters_guarded = True
         with contextlib.suppress(CtxdbError):  # a bad import string fails elsewhere, once
             for adapter in state.adapters():
-                for engine in adapter.engines():
-                    _seam.watch_engine(engine, f"the engine behind {adapter.label}")
+                adapter.guard_engines()
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -127,8 +127,7 @@ class TestHandles:
         self._token = _scope._current.set(root)
         _seam.install_source(source)
         for adapter in adapters:
-            for engine in adapter.engines():
-                _seam.watch_engine(engine, f"the engine behind {adapter.label}")
+            adapter.guard_engines()
         self._failed_before = item.session.testsfailed
 
     def close(self) -> None:
