@@ -595,3 +595,73 @@ def test_a_savepoint_left_by_a_finished_task_fails_at_once(
     )
     assert elapsed < 15, f"the run took {elapsed:.1f} s: it waited instead of failing"
     assert app_database.count("item") == 0
+
+
+#: two sessions of the app apart in production: a read-only transaction left open by one
+#: must not undo the other's commit when it ends (FastAPI: commit, refresh, then a
+#: background task's own session commits, then the request's session closes).
+INTERLEAVED_TESTS = '''
+import pytest
+from sqlalchemy import select, text
+
+import app
+from models import NAMES, Item
+
+
+def test_a_read_only_transaction_does_not_undo_a_commit_made_meanwhile(db_session):
+    with app.SessionLocal() as request_session:
+        item = Item(name="created")
+        request_session.add(item)
+        request_session.commit()
+        request_session.refresh(item)  # autobegins: a transaction that only reads
+        with app.SessionLocal() as task_session:
+            task_session.add(Item(name="audited"))
+            task_session.commit()
+    assert db_session.scalars(NAMES).all() == ["audited", "created"]
+
+
+def test_a_writing_transaction_still_rolls_back_its_own_writes(db_session):
+    with app.SessionLocal() as request_session:
+        request_session.add(Item(name="kept"))
+        request_session.commit()
+        request_session.scalars(NAMES).all()
+        request_session.add(Item(name="rolled back"))
+        request_session.flush()
+        with app.engine.begin() as connection:
+            connection.execute(text("SELECT 1"))
+        request_session.rollback()
+    assert db_session.scalars(NAMES).all() == ["kept"]
+
+
+def test_reads_after_giving_way_run_in_a_new_savepoint(db_session):
+    with app.SessionLocal() as first:
+        assert first.scalars(NAMES).all() == []
+        with app.SessionLocal() as second:
+            second.add(Item(name="second's"))
+            second.commit()
+        assert first.scalars(NAMES).all() == ["second's"]
+        first.add(Item(name="first's, rolled back"))
+        first.flush()
+        first.rollback()
+    assert db_session.scalars(NAMES).all() == ["second's"]
+'''
+
+
+def test_sessions_apart_in_production_stay_apart(
+    driver: Backend,
+    app_database: AppDatabase,
+    pytester: pytest.Pytester,
+    ini: object,
+    request: pytest.FixtureRequest,
+) -> None:
+    """A session that only read since its last commit gives its savepoint way to another
+    session's, so its rollback cannot undo that session's commit (as in production)."""
+    write_suite(
+        pytester, ini, app_database, "db_metadata = models:Base.metadata", *APP_INI,
+        models=MODELS, app=APP, test_interleaved=INTERLEAVED_TESTS,
+        test_zz_nothing_left=NOTHING_LEFT,
+    )
+    name = f"test_ctxdb_apart_{zlib.crc32(request.node.nodeid.encode()):08x}"
+    result = run(driver, pytester, name)
+    result.assert_outcomes(passed=4)
+    assert app_database.count("item") == 0

@@ -28,13 +28,27 @@ from sqlalchemy.engine import Connection, Engine, NestedTransaction, RootTransac
 from sqlalchemy.util import immutabledict
 
 from .._errors import ContextError
-from ..binding import guard_branch
+from ..binding import guard_branch, yield_when_covered
 
 __all__ = ("BranchConnection", "EngineBinding")
 
 #: execution options a branch ignores: they would change the shared test connection itself
 #: (``isolation_level="AUTOCOMMIT"`` would end the test's outer transaction).
 _CONNECTION_WIDE = frozenset({"isolation_level", "postgresql_readonly", "postgresql_deferrable"})
+
+
+#: statements that only read, by their first word (for textual SQL).
+_READS = frozenset({"select", "show", "explain", "values"})
+
+
+def _writes(context: Any) -> bool:
+    """``False`` when the statement run in ``context`` (an ``ExecutionContext``) only read."""
+    if context.isinsert or context.isupdate or context.isdelete or context.isddl:
+        return True
+    if context.is_text:
+        words = str(context.statement).lstrip(" \t\r\n(").split(None, 1)
+        return not words or words[0].lower() not in _READS
+    return False
 
 
 class BranchConnection(Connection):
@@ -66,12 +80,46 @@ class BranchConnection(Connection):
         self._outer_savepoint: NestedTransaction | None = None
         self._savepoints: dict[str, NestedTransaction] = {}
         self._ended_by_test = False
+        #: the outer savepoint was released while it held no writes (see _release_if_idle);
+        #: a new one is opened before the next statement.
+        self._reopen = False
+        #: the outer savepoint holds writes (or a statement is running, or one failed).
+        self._writes = False
         guard_branch(self)
 
     # -- transaction steps, mapped onto savepoints of the test connection --------------------
 
     def _begin_impl(self, transaction: RootTransaction) -> None:
-        self._outer_savepoint = self._trunk.begin_nested()
+        self._open_outer()
+
+    def _open_outer(self) -> None:
+        self._reopen = False
+        self._writes = False
+        savepoint = self._outer_savepoint = self._trunk.begin_nested()
+        yield_when_covered(self._trunk, savepoint._savepoint, self._release_if_idle)
+
+    def _release_if_idle(self) -> bool:
+        """Release the outer savepoint if it holds no writes and none of this connection's
+        own savepoints is open (called by the arbiter just before another savepoint would be
+        opened on top of it); the next statement opens a new one. In production this
+        connection's transaction and the other one are apart: a rollback here must not undo
+        what the other commits."""
+        outer = self._outer_savepoint
+        if self._writes or self._savepoints or outer is None or not outer.is_active:
+            return False
+        self._outer_savepoint = None
+        self._reopen = True
+        outer.commit()
+        return True
+
+    def _execute_context(self, *args: Any, **kw: Any) -> Any:
+        if self._reopen and self._transaction is not None and self._transaction.is_active:
+            self._open_outer()
+        idle, self._writes = not self._writes, True  # not idle while it runs, nor if it fails
+        result = super()._execute_context(*args, **kw)
+        if idle and not _writes(result.context):
+            self._writes = False
+        return result
 
     def _end_savepoints(self, commit: bool) -> None:
         # Newest first: the arbiter ends savepoints in stack order.
@@ -81,18 +129,21 @@ class BranchConnection(Connection):
                 savepoint.commit() if commit else savepoint.rollback()
 
     def _commit_impl(self) -> None:
+        self._reopen = False
         outer, self._outer_savepoint = self._outer_savepoint, None
         self._end_savepoints(commit=True)
         if outer is not None and outer.is_active:
             outer.commit()
 
     def _rollback_impl(self) -> None:
+        self._reopen = False
         outer, self._outer_savepoint = self._outer_savepoint, None
         self._end_savepoints(commit=False)
         if outer is not None and outer.is_active:
             outer.rollback()
 
     def _savepoint_impl(self, name: str | None = None) -> str:
+        self._writes = True  # its own savepoint goes inside the outer one: never give way to it
         savepoint = self._trunk.begin_nested()
         self._savepoints[savepoint._savepoint] = savepoint
         return savepoint._savepoint

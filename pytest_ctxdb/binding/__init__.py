@@ -7,7 +7,13 @@ from __future__ import annotations
 from ._async import AsyncOuterTransaction, AsyncReusedConnection
 from ._binding import AsyncTestBinding, BindingPlan, TestBinding
 from ._commit import CommitTransaction
-from ._outer import JOIN_MODE, OuterTransaction, ReusedConnection, guard_branch
+from ._outer import (
+    JOIN_MODE,
+    OuterTransaction,
+    ReusedConnection,
+    guard_branch,
+    yield_when_covered,
+)
 from ._source import EngineSessionSource, TestSessionSource, load_session_classes
 
 __all__ = (
@@ -24,4 +30,5 @@ __all__ = (
     "TestSessionSource",
     "guard_branch",
     "load_session_classes",
+    "yield_when_covered",
 )

@@ -110,6 +110,9 @@ class _Entry:
     name: str
     actor: Any
     lineage: tuple[Any, ...]
+    #: set while the savepoint holds no writes of its owner: releasing it loses nothing (see
+    #: :meth:`SavepointArbiter.yield_when_covered`); returns ``True`` if it released it.
+    release_if_idle: Callable[[], bool] | None = None
 
     def holder(self) -> Any:
         """Who holds the savepoint now: its opener, or, once that task or thread has
@@ -236,6 +239,12 @@ class SavepointArbiter:
                 )
 
             self._wait(may_open, actor, "open a savepoint", consistent=True)
+        while self._stack:
+            # The top savepoint holds no writes: release it rather than nest this one inside
+            # it, so that its owner's later rollback cannot undo what this one commits.
+            release = self._stack[-1].release_if_idle
+            if release is None or not release():
+                break
         if name is None:  # SQLAlchemy names it right after this event
             name = f"sa_savepoint_{getattr(connection, '_Connection__savepoint_seq', 0) + 1}"
         entry = _Entry(name, actor, lineage)
@@ -245,6 +254,23 @@ class SavepointArbiter:
             # Tasks and threads this one starts from now on descend from it.
             _lineage.set((*lineage, actor))
         return entry
+
+    def yield_when_covered(self, name: str, release_if_idle: Callable[[], bool] | None) -> None:
+        """Let savepoint ``name`` give way when a savepoint is about to be opened on top of it.
+
+        In production every session has a connection of its own: a session that only read
+        and then rolls back cannot undo another session's commit. On the one test connection
+        a savepoint opened on top of it would end up inside it, and its ``ROLLBACK TO`` would
+        undo that commit. So an app connection's savepoint that holds no writes registers
+        ``release_if_idle``: called, in the opener's task or thread, just before a savepoint is
+        opened on top of it (by someone allowed to, see the module doc), it releases its
+        savepoint (and re-opens one before its owner's next statement) and returns ``True``;
+        ``False`` if it had written meanwhile. ``None`` withdraws the offer.
+        """
+        for entry in reversed(self._stack):
+            if entry.name == name:
+                entry.release_if_idle = release_if_idle
+                return
 
     def _discard(self, entry: _Entry) -> None:
         """Remove ``entry`` (its ``SAVEPOINT`` failed) and wake the waiters."""

@@ -20,6 +20,7 @@ with :class:`~pytest_ctxdb.TransactionError` (it would make the test's data perm
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any, Final
 
 from sqlalchemy import event
@@ -35,6 +36,7 @@ __all__ = (
     "ReusedConnection",
     "guard_branch",
     "prepare_connection",
+    "yield_when_covered",
 )
 
 #: the ``join_transaction_mode`` of every session bound to a test connection.
@@ -100,6 +102,15 @@ def guard_branch(connection: Connection) -> None:
     MySQL/MariaDB, implicitly committing statements are refused there too."""
     if connection.dialect.name in ("mysql", "mariadb"):
         event.listen(connection, "before_cursor_execute", _refuse_implicit_commit)
+
+
+def yield_when_covered(
+    connection: Connection, name: str, release_if_idle: Callable[[], bool] | None
+) -> None:
+    """See :meth:`SavepointArbiter.yield_when_covered` (no-op on a connection without one)."""
+    arbiter = connection.info.get(_ARBITER)
+    if arbiter is not None:
+        arbiter.yield_when_covered(name, release_if_idle)
 
 
 def _reset_arbiter(connection: Connection) -> None:
