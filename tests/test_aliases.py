@@ -335,7 +335,12 @@ def test_uses_a_module_fixture(seeded):
 #: invalid markers: (test name, marker arguments, the test's fixtures, what its one error
 #: line says after "@pytest.mark.db").
 INVALID_MARKERS = (
-    ("test_unknown_alias", 'using="nope"', "db_session", "(using='nope'): unknown alias 'nope'*"),
+    (
+        "test_not_an_alias_name",
+        'using="no pe"',
+        "db_session",
+        "(using='no pe'): 'no pe' is not an alias name*",
+    ),
     ("test_wrong_type", "using=3", "db_session", "(using=3): using must be an alias name*"),
     ("test_unknown_keyword", "transactional=True", "db_sessions", ": *keyword*'transactional'*"),
     ("test_reset_without_transaction", "reset_sequences=True", "", "(reset_sequences=True) needs*"),
@@ -655,7 +660,7 @@ def error_section(result: pytest.RunResult, test: str) -> list[str]:
 def test_invalid_marker_fails_only_its_test_with_one_line(
     pytester: pytest.Pytester, ini: Callable[..., None]
 ) -> None:
-    """Unknown alias, wrong type, unknown keyword, reset_sequences without transaction: each
+    """Not an alias name, wrong type, unknown keyword, reset_sequences without transaction: each
     fails its own test with one line naming the test and the marker; no traceback; the other
     tests of the run pass."""
     invalid = "\n".join(

@@ -7,9 +7,16 @@ import os
 import pytest
 
 from .._errors import ConfigurationError
-from .._settings import DatabaseSettings, Source, resolve_settings, split_alias
+from .._settings import (
+    DatabaseSettings,
+    SchemaLines,
+    Source,
+    resolve_settings,
+    split_alias,
+    split_optional_alias,
+)
 
-__all__ = ("ENV_URL", "add_options", "read_settings")
+__all__ = ("ENV_URL", "add_options", "read_schema_lines", "read_settings")
 
 #: environment variable read when neither ``--db-url`` names an alias.
 ENV_URL = "PYTEST_CTXDB_URL"
@@ -141,6 +148,21 @@ def add_options(parser: pytest.Parser) -> None:
     parser.addini("db_engines", type="linelist", default=[], help=HELP_ENGINES)
 
 
+def read_schema_lines(config: pytest.Config) -> SchemaLines:
+    """ini ``db_metadata`` and ``db_alembic_ini``, by alias (``None``: lines without ``ALIAS=``)."""
+    metadata: dict[str | None, list[str]] = {}
+    for entry in config.getini("db_metadata"):
+        if entry.strip():
+            alias, value = split_optional_alias(entry)
+            metadata.setdefault(alias, []).append(value)
+    alembic: dict[str | None, str] = {}
+    for entry in config.getini("db_alembic_ini"):
+        if entry.strip():
+            alias, value = split_optional_alias(entry)
+            alembic[alias] = value  # the last line for an alias wins
+    return SchemaLines(metadata, alembic)
+
+
 def read_settings(config: pytest.Config) -> dict[str, DatabaseSettings]:
     """Resolve every alias's settings from the command line, environment and ini file.
 
@@ -164,10 +186,6 @@ def read_settings(config: pytest.Config) -> dict[str, DatabaseSettings]:
             for entry in entries:
                 alias, value = split_alias(entry)
                 test_names[alias] = value  # the command line, read last, wins
-        metadata: dict[str, list[str]] = {}
-        for entry in config.getini("db_metadata"):
-            alias, value = split_alias(entry)
-            metadata.setdefault(alias, []).append(value)
         cli_mirrors = config.option.db_mirror or []
         mirror_source = Source("--db-mirror", "cli") if cli_mirrors else Source("db_mirrors", "ini")
         mirrors: dict[str, str] = {}
@@ -181,7 +199,7 @@ def read_settings(config: pytest.Config) -> dict[str, DatabaseSettings]:
         return resolve_settings(
             sources,
             test_names=test_names,
-            metadata=metadata,
+            schema=read_schema_lines(config),
             mirrors=(mirror_source, mirrors),
         )
     except ConfigurationError as exc:
