@@ -25,15 +25,21 @@ HELP_URL = (
     "[ALIAS=]URL: SQLAlchemy URL of the server holding the test database of ALIAS "
     "(default alias without ALIAS=); repeatable. The test database test_<name> is created "
     "beside the URL's database, which is never written to. Without any URL an embedded "
-    f"SQLite database is used. Precedence: --db-url, then env {ENV_URL}, then ini db_url."
+    f"SQLite database is used. Precedence: --db-url, then env {ENV_URL}, then ini db_url. "
+    "An alias named elsewhere (db marker, db_metadata, ...) without a URL gets a test "
+    "database on the default alias's server."
 )
 HELP_TEST_NAME = (
     "[ALIAS=]NAME: name of the test database pytest-ctxdb creates for ALIAS "
-    "(default: test_<database of the URL>); repeatable."
+    "(default: test_<database of the URL>); repeatable. An ALIAS without a URL gets its "
+    "database on the default alias's server."
 )
 HELP_METADATA = (
     "[ALIAS=]module:attribute of a SQLAlchemy MetaData (or declarative base) whose tables are "
-    "created in the test database, one per line, e.g. myapp.models:Base.metadata."
+    "created in the test database, one per line, e.g. myapp.models:Base.metadata. Lines "
+    "without ALIAS= apply to every alias with no ALIAS= line of its own here or in "
+    "db_alembic_ini (and to the default alias always); an ALIAS without a URL gets a test "
+    "database on the default alias's server."
 )
 
 
@@ -75,7 +81,8 @@ HELP_SPARES = (
 )
 HELP_ALEMBIC = (
     "[ALIAS=]path/to/alembic.ini[::section]: build the template database with "
-    "`alembic upgrade head` (Alembic's API) instead of create_all."
+    "`alembic upgrade head` (Alembic's API) instead of create_all. The line without ALIAS= "
+    "applies to every alias with no ALIAS= line of its own here or in db_metadata."
 )
 
 
