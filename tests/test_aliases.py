@@ -969,3 +969,36 @@ def test_marker_alias_without_url_under_xdist(
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2", *args, timeout=120)
     result.assert_outcomes(passed=5)
     assert derived_names(postgresql, name) == []
+
+
+#: ``ro`` mirrors ``other``, which has no URL (db_metadata names it): a write through other is
+#: read through ro in the same test, and gone in the next.
+MIRROR_OF_DERIVED = """
+import pytest
+from models import ITEMS, Item
+
+
+@pytest.mark.db(using=["other", "ro"])
+@pytest.mark.parametrize("name", ["A", "B"])
+def test_mirror_reads_the_derived_alias(db_sessions, name):
+    assert db_sessions["ro"].scalars(ITEMS).all() == []
+    db_sessions["other"].add(Item(name=name))
+    db_sessions["other"].commit()
+    assert db_sessions["ro"].scalars(ITEMS).all() == [name]
+"""
+
+
+def test_mirror_of_an_alias_without_url(
+    pytester: pytest.Pytester, ini: Callable[..., None]
+) -> None:
+    """--db-mirror may target an alias that only a db_metadata line names."""
+    write_suite(pytester, ini, (), test_mirror=MIRROR_OF_DERIVED)
+    ini("db_metadata =", "    other=models:Base.metadata", "filterwarnings = error")
+    result = run_suite(pytester, "--db-mirror", "ro=other")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "ctxdb: other: * (embedded SQLite, alias named by db_metadata; *",
+            "ctxdb: ro: mirror of other (from --db-mirror*",
+        ]
+    )

@@ -236,7 +236,7 @@ class TestDatabase:
         async_driver = self.backend.driver_url(self.url, is_async=True).get_driver_name()
         where = "embedded SQLite" if self.settings.embedded else str(self.settings.source)
         if self.settings.derived:  # no URL of its own: say where it went and what named it
-            server = "embedded SQLite" if self.settings.embedded else "on the default alias's server"
+            server = "on the default alias's server" if self.settings.url else "embedded SQLite"
             where = f"{server}, {self.settings.source}"
         return (
             f"{self.alias}: {mask_url(self.driver_url(is_async=False))} ({where}; "
