@@ -335,7 +335,12 @@ def test_uses_a_module_fixture(seeded):
 #: invalid markers: (test name, marker arguments, the test's fixtures, what its one error
 #: line says after "@pytest.mark.db").
 INVALID_MARKERS = (
-    ("test_unknown_alias", 'using="nope"', "db_session", "(using='nope'): unknown alias 'nope'*"),
+    (
+        "test_not_an_alias_name",
+        'using="no pe"',
+        "db_session",
+        "(using='no pe'): 'no pe' is not an alias name*",
+    ),
     ("test_wrong_type", "using=3", "db_session", "(using=3): using must be an alias name*"),
     ("test_unknown_keyword", "transactional=True", "db_sessions", ": *keyword*'transactional'*"),
     ("test_reset_without_transaction", "reset_sequences=True", "", "(reset_sequences=True) needs*"),
@@ -655,7 +660,7 @@ def error_section(result: pytest.RunResult, test: str) -> list[str]:
 def test_invalid_marker_fails_only_its_test_with_one_line(
     pytester: pytest.Pytester, ini: Callable[..., None]
 ) -> None:
-    """Unknown alias, wrong type, unknown keyword, reset_sequences without transaction: each
+    """Not an alias name, wrong type, unknown keyword, reset_sequences without transaction: each
     fails its own test with one line naming the test and the marker; no traceback; the other
     tests of the run pass."""
     invalid = "\n".join(
@@ -811,5 +816,189 @@ def test_teardown_ends_every_alias_when_one_fails(
                 "OperationalError: *terminating connection*"
             ),
             "E   *; alias 'other': OperationalError: *terminating connection*",
+        ]
+    )
+
+
+# -- aliases without a URL of their own ------------------------------------------------------------
+
+#: ``replica`` is named only by markers: it gets a test database of its own, with the tables of
+#: the db_metadata line without ALIAS=; writes through it (fixture or app code) are rolled back.
+DERIVED_REPLICA = """
+import pytest
+from app import add_item, item_names
+from models import ITEMS, Item, outside_counts, tables
+
+
+@pytest.mark.db(using=["default", "replica"])
+@pytest.mark.parametrize("name", ["A", "B", "A"])
+def test_replica_has_a_database_of_its_own(db_sessions, name):
+    default, replica = db_sessions["default"], db_sessions["replica"]
+    assert (tables(default), tables(replica)) == (["item"], ["item"])
+    assert default.connection().engine.url != replica.connection().engine.url
+    assert replica.scalars(ITEMS).all() == []
+    replica.add(Item(name=name))
+    replica.commit()
+    assert replica.scalars(ITEMS).all() == [name]
+    assert default.scalars(ITEMS).all() == []
+    assert outside_counts(replica) == {"item": 0}
+
+
+@pytest.mark.db(using="replica")
+@pytest.mark.parametrize("name", ["app", "app"])
+def test_app_code_writes_through_the_replica(db_session, name):
+    assert item_names("replica") == []
+    add_item(name, using="replica")
+    assert item_names("replica") == [name]
+    assert db_session.scalars(ITEMS).all() == [name]
+"""
+
+#: ``other`` has a db_metadata line of its own (and no URL), ``reports`` a URL and no line,
+#: ``replica`` neither: only ``other`` misses the tables of the line without ALIAS=.
+OWN_AND_SHARED_SCHEMA = """
+import pytest
+from models import tables
+
+
+@pytest.mark.db(using=["default", "other", "reports", "replica"])
+def test_each_alias_has_its_schema(db_sessions):
+    schemas = {alias: tables(session) for alias, session in db_sessions.items()}
+    assert schemas == {
+        "default": ["item"], "other": ["entry"], "reports": ["item"], "replica": ["item"]
+    }
+    urls = {session.connection().engine.url for session in db_sessions.values()}
+    assert len(urls) == 4
+"""
+
+
+def write_replica_suite(
+    pytester: pytest.Pytester, ini: Callable[..., None], **files: str
+) -> None:
+    """``DERIVED_REPLICA`` (and ``files``) with one db_metadata line, without ALIAS=."""
+    write_suite(pytester, ini, (), test_replica=DERIVED_REPLICA, **files)
+    ini("db_metadata = models:Base.metadata", "filterwarnings = error")
+
+
+def derived_names(backend: Backend, prefix: str) -> list[str]:
+    """The databases on ``backend``'s server carrying pytest-ctxdb's mark, named ``prefix...``,
+    that are test databases (not the templates and spares kept across runs by design)."""
+    return [
+        name
+        for name in backend.leftover_test_databases()
+        if name.startswith(prefix) and "_tpl_" not in name and "_sp_" not in name
+    ]
+
+
+@pytest.mark.parametrize("backend_name", ["sqlite", "postgresql", "mariadb"])
+def test_marker_alias_without_url_gets_a_rolled_back_database_of_its_own(
+    pytester: pytest.Pytester, ini: Callable[..., None], backend_name: str
+) -> None:
+    """@pytest.mark.db(using="replica") with no URL for replica: a test database on the default
+    alias's server (embedded SQLite without one), named after the default's, with the tables of
+    the db_metadata line without ALIAS=; the report names it and what named it; writes are
+    rolled back (a connection of its own counts no row) and it is dropped at the end."""
+    from conftest import make_backend
+
+    backend = make_backend(backend_name)
+    name = unique_name()
+    write_replica_suite(
+        pytester, ini, test_zz_nothing_left=nothing_left("default", "replica")
+    )
+    result = run_suite(pytester, *alias_args("default", backend.url, name), servers=(backend,))
+    result.assert_outcomes(passed=6)
+    where = "embedded SQLite" if backend.url is None else "on the default alias's server"
+    result.stdout.fnmatch_lines(
+        [
+            "*collected 6 items",
+            f"ctxdb: replica: * ({where}, alias named by @pytest.mark.db in "
+            "test_replica.py::test_replica_has_a_database_of_its_own[[]A0]; sync driver *",
+        ]
+    )
+    urls = header_urls(result)
+    assert set(urls) == {"default", "replica"}
+    replica = urls["replica"]
+    assert replica.get_backend_name() == urls["default"].get_backend_name()
+    assert (replica.host, replica.port) == (urls["default"].host, urls["default"].port)
+    if backend.url is None:
+        assert Path(str(replica.database)).name.startswith("test_ctxdb_replica_")
+    else:
+        assert str(replica.database).startswith(f"{name}_replica_")
+        assert derived_names(backend, name) == []
+    assert_app_database_unopened(pytester, result)
+
+
+def test_alias_with_its_own_db_metadata_line_gets_only_its_own_tables(
+    backend: Backend, pytester: pytest.Pytester, ini: Callable[..., None]
+) -> None:
+    """A db_metadata line without ALIAS= applies to every alias without a line of its own:
+    an alias with a URL (reports), one named by a marker (replica); ``other=`` lines give
+    other (no URL: named by db_metadata, in the header) its own tables only."""
+    name = unique_name()
+    write_suite(pytester, ini, (), test_schemas=OWN_AND_SHARED_SCHEMA)
+    ini(
+        "db_metadata =",
+        "    models:Base.metadata",
+        "    other=models:OtherBase.metadata",
+        "filterwarnings = error",
+    )
+    reports = alias_args("reports", backend.url, f"{name}_r")
+    args = [*alias_args("default", backend.url, name), *reports]
+    result = run_suite(pytester, *args, servers=(backend,))
+    result.assert_outcomes(passed=1)
+    where = "embedded SQLite" if backend.url is None else "on the default alias's server"
+    result.stdout.fnmatch_lines(
+        [
+            f"ctxdb: other: * ({where}, alias named by db_metadata; sync driver *",
+            "*collected 1 item",
+            f"ctxdb: replica: * ({where}, alias named by @pytest.mark.db in *",
+        ]
+    )
+    assert set(header_urls(result)) == {"default", "other", "reports", "replica"}
+    if backend.url is not None:
+        assert derived_names(backend, name) == []
+
+
+def test_marker_alias_without_url_under_xdist(
+    pytester: pytest.Pytester, ini: Callable[..., None], postgresql: Backend
+) -> None:
+    """Under pytest-xdist each worker collects the marker's alias and gets its own database
+    of it (``..._replica_<run>_gw0``); every one is dropped at the end."""
+    name = unique_name()
+    write_replica_suite(pytester, ini)
+    args = alias_args("default", postgresql.url, name)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2", *args, timeout=120)
+    result.assert_outcomes(passed=5)
+    assert derived_names(postgresql, name) == []
+
+
+#: ``ro`` mirrors ``other``, which has no URL (db_metadata names it): a write through other is
+#: read through ro in the same test, and gone in the next.
+MIRROR_OF_DERIVED = """
+import pytest
+from models import ITEMS, Item
+
+
+@pytest.mark.db(using=["other", "ro"])
+@pytest.mark.parametrize("name", ["A", "B"])
+def test_mirror_reads_the_derived_alias(db_sessions, name):
+    assert db_sessions["ro"].scalars(ITEMS).all() == []
+    db_sessions["other"].add(Item(name=name))
+    db_sessions["other"].commit()
+    assert db_sessions["ro"].scalars(ITEMS).all() == [name]
+"""
+
+
+def test_mirror_of_an_alias_without_url(
+    pytester: pytest.Pytester, ini: Callable[..., None]
+) -> None:
+    """--db-mirror may target an alias that only a db_metadata line names."""
+    write_suite(pytester, ini, (), test_mirror=MIRROR_OF_DERIVED)
+    ini("db_metadata =", "    other=models:Base.metadata", "filterwarnings = error")
+    result = run_suite(pytester, "--db-mirror", "ro=other")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "ctxdb: other: * (embedded SQLite, alias named by db_metadata; *",
+            "ctxdb: ro: mirror of other (from --db-mirror*",
         ]
     )

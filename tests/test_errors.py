@@ -241,6 +241,42 @@ def test_bad_db_metadata_is_one_usage_error(
     assert_one_usage_error(result, f"ERROR: *db_metadata*{fragment}*")
 
 
+REPLICA_SUITE = """
+import pytest
+
+
+@pytest.mark.db(using="replica")
+def test_replica(db_session):
+    pass
+"""
+
+
+def test_alias_without_url_on_an_unreachable_server_is_one_usage_error(
+    pytester: pytest.Pytester,
+) -> None:
+    """A marker's alias without a URL goes to the default alias's server: when that is
+    unreachable, one error names the alias, what named it and host:port, never the password."""
+    url = f"postgresql+psycopg://postgres:{ENCODED_PASSWORD}@127.0.0.1:1/test"
+    result = run_suite(pytester, "--db-url", url, suite=REPLICA_SUITE)
+    assert_one_usage_error(
+        result,
+        "ERROR: pytest-ctxdb: alias 'replica' (@pytest.mark.db in test_inner.py::test_replica, "
+        "on the default alias's server): cannot use the server at 127.0.0.1:1 as "
+        "postgresql+psycopg://postgres:***@127.0.0.1:1/test*",
+        secrets=ENCODED_PASSWORD_FORMS,
+    )
+
+
+def test_bad_db_metadata_of_an_alias_without_url_is_one_usage_error(
+    pytester: pytest.Pytester, ini: Callable[..., None]
+) -> None:
+    """A db_metadata line of an alias without a URL that does not import is one error naming
+    db_metadata, when a test uses that alias."""
+    ini("db_metadata = other=nosuch_ctxdb_module:metadata")
+    result = run_suite(pytester, suite=REPLICA_SUITE.replace('"replica"', '"other"'))
+    assert_one_usage_error(result, "ERROR: *db_metadata*nosuch_ctxdb_module*")
+
+
 @pytest.mark.parametrize("source", ["ini", "env"])
 def test_malformed_url_names_ini_or_env_source(
     pytester: pytest.Pytester,

@@ -193,3 +193,58 @@ def test_help_shows_options_and_ini_keys(pytester: pytest.Pytester) -> None:
             "  db_metadata (linelist):*",
         ]
     )
+
+
+MARKED_SUITE = """
+import pytest
+
+
+@pytest.mark.db(using=["default", "replica"])
+def test_marked():
+    pass
+"""
+
+
+def test_alias_without_url_is_in_the_header_with_what_named_it(
+    pytester: pytest.Pytester, ini: Callable[..., None]
+) -> None:
+    """An alias named by db_metadata or --db-test-name but given no URL gets a header line: a
+    test database on the default alias's server (named after the default's, or as chosen)."""
+    ini("db_metadata =", "    models:Base.metadata", "    other=models:OtherBase.metadata")
+    lines = header_lines(
+        pytester, "--db-url", server_url("app"), "--db-test-name", "archive=test_archive_x"
+    )
+    assert lines == [
+        pg_header_line("default", "test_app", "from --db-url"),
+        "ctxdb: archive: postgresql+psycopg://postgres:***@127.0.0.1:1/test_archive_x "
+        "(on the default alias's server, alias named by --db-test-name / db_test_name; "
+        "sync driver psycopg, async driver asyncpg)",
+        pg_header_line(
+            "other", "test_app_other", "on the default alias's server, alias named by db_metadata"
+        ),
+    ]
+
+
+def test_alias_named_by_a_marker_only_is_reported_after_collection(
+    pytester: pytest.Pytester,
+) -> None:
+    """A db marker naming an alias that is not configured is reported once collected (a typo
+    shows), embedded SQLite without a default URL; --collect-only contacts no server; a
+    deselected test names no alias."""
+    pytester.makepyfile(test_marked=MARKED_SUITE)
+    for args in ((), ("--db-url", server_url("app"))):
+        result = pytester.runpytest_subprocess("--collect-only", *args)
+        assert result.ret == pytest.ExitCode.OK, "\n".join(result.outlines + result.errlines)
+        assert "hunter2" not in "\n".join(result.outlines + result.errlines)
+        where = "on the default alias's server" if args else "embedded SQLite"
+        database = "test_app_replica_*" if args else "*/test_ctxdb_replica_*"
+        result.stdout.fnmatch_lines(
+            [
+                "collected 1 item",
+                f"ctxdb: replica: *{database} ({where}, alias named by @pytest.mark.db in "
+                "test_marked.py::test_marked; sync driver *",
+            ]
+        )
+    deselected = pytester.runpytest_subprocess("--collect-only", "-k", "not test_marked")
+    assert deselected.ret == pytest.ExitCode.NO_TESTS_COLLECTED
+    deselected.stdout.no_fnmatch_line("ctxdb: replica:*")  # only the selected tests count

@@ -1314,6 +1314,38 @@ def test_alembic_builds_the_template_and_a_new_revision_rebuilds_it(
     assert len(set(template_names(backend, base, template_dir)) - before) == 1
 
 
+#: aliases without a URL: ``replica`` (named by the marker) is migrated by the db_alembic_ini
+#: line without ALIAS=; ``other`` has a db_metadata line of its own, so create_all builds it.
+ALIASES_AND_ALEMBIC = """
+import pytest
+from sqlalchemy import inspect
+
+
+def tables(session):
+    names = inspect(session.connection()).get_table_names()
+    return sorted(name for name in names if not name.startswith("sqlite_"))
+
+
+@pytest.mark.db(using=["default", "replica", "other"])
+def test_schemas(db_sessions):
+    assert tables(db_sessions["default"]) == ["alembic_version", "widget"]
+    assert tables(db_sessions["replica"]) == ["alembic_version", "widget"]
+    assert tables(db_sessions["other"]) == ["item"]
+"""
+
+
+def test_alembic_line_without_alias_migrates_every_alias_without_a_schema_line(
+    backend: Backend, pytester: pytest.Pytester, base: str
+) -> None:
+    """db_alembic_ini without ALIAS= builds the default alias and a marker's alias without a
+    URL; an alias with a db_metadata line of its own keeps its own schema (create_all)."""
+    lines = ("db_alembic_ini = alembic.ini", "db_metadata = other=models:Base.metadata")
+    write_suite(pytester.path, *lines, count=0, test_aliases=ALIASES_AND_ALEMBIC)
+    write_alembic_project(pytester.path, "0001")
+    result, _ = run_inner(pytester, *backend.args, "--db-test-name", base)
+    result.assert_outcomes(passed=1)
+
+
 # -- 7. testcontainers -----------------------------------------------------------------------------
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from .._errors import CtxdbError
-from .._settings import DEFAULT_ALIAS, Source, split_alias
+from .._settings import DEFAULT_ALIAS, Source
 from ..context import _seam
 from ..provision import ContainerServer, default_template_directory, make_sqlite_directory
 from ._fixtures import (
@@ -35,8 +35,8 @@ from ._fixtures import (
     db_sessions,
     make_plan,
 )
-from ._marker import MARKER_HELP, MarkerError
-from ._options import add_options, read_settings
+from ._marker import MARKER_HELP, MarkerError, read_marker
+from ._options import add_options, read_schema_lines, read_settings
 from ._state import STATE_KEY, RunState, activate, deactivate
 
 #: the run's id, shared with xdist workers through ``workerinput``.
@@ -64,8 +64,10 @@ __all__ = (
     "db_sessions",
     "pytest_addhooks",
     "pytest_addoption",
+    "pytest_collection_finish",
     "pytest_collection_modifyitems",
     "pytest_configure",
+    "pytest_report_collectionfinish",
     "pytest_report_header",
     "pytest_runtest_setup",
     "pytest_runtestloop",
@@ -129,10 +131,6 @@ def pytest_configure(config: pytest.Config) -> None:
         ) from None
     workers = int((workerinput or {}).get("workercount", 1))
     spares = _spare_clones(config, workers)
-    alembic = {}
-    for entry in config.getini("db_alembic_ini"):
-        alias, value = split_alias(entry)
-        alembic[alias] = value
     container, settings = _container(config, settings, run_id)
     hook_sources = tuple(
         impl.function
@@ -155,7 +153,7 @@ def pytest_configure(config: pytest.Config) -> None:
             sweep_age=sweep_age,
             spares=0 if container is not None else spares,
             workers=workers,
-            alembic=alembic,
+            schema_lines=read_schema_lines(config),
             hook_sources=hook_sources,
             container=container,
             skip_without_container=config.getini("db_container_missing") == "skip",
@@ -200,18 +198,29 @@ def _container(
     return server, settings
 
 
+def _describe(state: RunState, alias: str) -> str:
+    """The report line of ``alias``: its test database, or what it mirrors."""
+    settings = state.settings[alias]
+    if settings.mirror_of is not None:
+        return (
+            f"ctxdb: {alias}: mirror of {settings.mirror_of} ({settings.source}; shares its "
+            "test connection and transaction)"
+        )
+    return f"ctxdb: {state.database(alias).describe()}"
+
+
 def pytest_report_header(config: pytest.Config) -> list[str]:
     state = config.stash[STATE_KEY]
-    lines = []
-    for alias, settings in state.settings.items():
-        if settings.mirror_of is not None:
-            lines.append(
-                f"ctxdb: {alias}: mirror of {settings.mirror_of} ({settings.source}; shares its "
-                "test connection and transaction)"
-            )
-        else:
-            lines.append(f"ctxdb: {state.database(alias).describe()}")
-    return lines
+    return [_describe(state, alias) for alias in state.settings]
+
+
+def pytest_report_collectionfinish(config: pytest.Config) -> list[str]:
+    """One line per alias a ``db`` marker named without it being configured (so that a typo
+    in ``using=`` is seen): it got a test database of its own."""
+    state = config.stash.get(STATE_KEY, None)
+    if state is None:
+        return []
+    return [_describe(state, alias) for alias in state.added_aliases]
 
 
 #: the error a test gets when it touches a database without asking for one.
@@ -242,6 +251,35 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if SYNC_FIXTURES.isdisjoint(names) and ASYNC_FIXTURES.isdisjoint(names):
             is_async = inspect.iscoroutinefunction(getattr(item, "obj", None))
             names.append("_ctxdb_async" if is_async else "_ctxdb_binding")
+
+
+@pytest.hookimpl(tryfirst=True)  # before the terminal reporter's, which asks for the report
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """An alias that a ``db`` marker of a selected test names and that is not configured
+    gets a test database of its own (see ``RunState.add_alias``), before any is provisioned;
+    ``pytest_report_collectionfinish`` names it."""
+    state = session.config.stash.get(STATE_KEY, None)
+    if state is not None:
+        for item in session.items:
+            _add_marker_aliases(item, state)
+
+
+def _add_marker_aliases(item: pytest.Item, state: RunState) -> None:
+    """Add the aliases the ``db`` marker of ``item`` names that are not configured.
+
+    :raises pytest.UsageError: such an alias cannot get a test database.
+    """
+    try:
+        marker = read_marker(item, state.aliases)
+    except MarkerError:
+        return  # that test fails on its own, with the marker's message
+    if marker is None:
+        return
+    for alias in marker.using:
+        try:
+            state.add_alias(alias, f"@pytest.mark.db in {item.nodeid}")
+        except CtxdbError as exc:
+            raise pytest.UsageError(f"@pytest.mark.db in {item.nodeid}: {exc}") from None
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -88,11 +88,20 @@ def db_engine(_ctxdb_state: RunState) -> Engine:
 def make_plan(item: pytest.Item, state: RunState) -> BindingPlan:
     """The test's :class:`BindingPlan` from its ``db`` marker (default alias without one).
 
-    :raises MarkerError: the marker's arguments are invalid (message names the marker).
+    An alias the marker names that is not configured gets a test database of its own (a
+    marker added after collection names it here first).
+
+    :raises MarkerError: the marker's arguments are invalid (message names the marker), or
+        such an alias cannot get a test database.
     """
     marker = read_marker(item, state.aliases)
     if marker is None:
         return state.default_plan
+    for alias in marker.using:
+        try:
+            state.add_alias(alias, f"@pytest.mark.db in {item.nodeid}")
+        except CtxdbError as exc:
+            raise MarkerError(f"@pytest.mark.db(using={alias!r}): {exc}") from None
     return BindingPlan(
         marker.using,
         transaction=marker.transaction,

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from .._settings import DEFAULT_ALIAS
+from .._settings import DEFAULT_ALIAS, is_alias_name
 
 __all__ = ("MARKER_HELP", "DbMarker", "MarkerError", "read_marker")
 
@@ -17,7 +17,8 @@ ALL_ALIASES = "__all__"
 MARKER_HELP = (
     "db(using='default', transaction=False, reset_sequences=False): give the test the "
     "databases of these aliases (a name, a list of names, or '__all__'), each in an outer "
-    "transaction rolled back afterwards; the first one is db_session's. transaction=True: real "
+    "transaction rolled back afterwards; the first one is db_session's; an alias without a URL "
+    "gets a test database on the default alias's server. transaction=True: real "
     "commits, every table emptied afterwards; reset_sequences=True also restarts sequences."
 )
 
@@ -50,7 +51,9 @@ def _signature(
 def read_marker(item: pytest.Item, aliases: Sequence[str]) -> DbMarker | None:
     """Validate the closest ``db`` marker of ``item``.
 
-    :param aliases: every configured alias (URLs and mirrors), default first.
+    :param aliases: every alias known so far (URLs, mirrors, derived), default first: what
+        ``using="__all__"`` means. A name not among them is accepted if it can be an alias
+        (the run then gives it a test database of its own).
     :returns: the marker's arguments, or ``None`` when the test has no ``db`` marker.
     :raises MarkerError: a bad argument; the message names the marker and how to fix it.
     """
@@ -85,11 +88,10 @@ def read_marker(item: pytest.Item, aliases: Sequence[str]) -> DbMarker | None:
             f"@pytest.mark.db(using={using!r}): using must be an alias name, a non-empty list "
             f"of names, or {ALL_ALIASES!r}"
         )
-    unknown = [name for name in names if name not in aliases]
-    if unknown:
-        raise MarkerError(
-            f"@pytest.mark.db(using={using!r}): unknown alias {unknown[0]!r}; configured: "
-            f"{', '.join(aliases)}. Define it with --db-url {unknown[0]}=URL or "
-            f"--db-mirror {unknown[0]}=ALIAS."
-        )
+    for name in names:
+        if name not in aliases and not is_alias_name(name):
+            raise MarkerError(
+                f"@pytest.mark.db(using={using!r}): {name!r} is not an alias name (letters, "
+                f"digits and _, not starting with a digit); known aliases: {', '.join(aliases)}"
+            )
     return DbMarker(names, transaction, reset_sequences)

@@ -7,9 +7,16 @@ import os
 import pytest
 
 from .._errors import ConfigurationError
-from .._settings import DatabaseSettings, Source, resolve_settings, split_alias
+from .._settings import (
+    DatabaseSettings,
+    SchemaLines,
+    Source,
+    resolve_settings,
+    split_alias,
+    split_optional_alias,
+)
 
-__all__ = ("ENV_URL", "add_options", "read_settings")
+__all__ = ("ENV_URL", "add_options", "read_schema_lines", "read_settings")
 
 #: environment variable read when neither ``--db-url`` names an alias.
 ENV_URL = "PYTEST_CTXDB_URL"
@@ -18,15 +25,21 @@ HELP_URL = (
     "[ALIAS=]URL: SQLAlchemy URL of the server holding the test database of ALIAS "
     "(default alias without ALIAS=); repeatable. The test database test_<name> is created "
     "beside the URL's database, which is never written to. Without any URL an embedded "
-    f"SQLite database is used. Precedence: --db-url, then env {ENV_URL}, then ini db_url."
+    f"SQLite database is used. Precedence: --db-url, then env {ENV_URL}, then ini db_url. "
+    "An alias named elsewhere (db marker, db_metadata, ...) without a URL gets a test "
+    "database on the default alias's server."
 )
 HELP_TEST_NAME = (
     "[ALIAS=]NAME: name of the test database pytest-ctxdb creates for ALIAS "
-    "(default: test_<database of the URL>); repeatable."
+    "(default: test_<database of the URL>); repeatable. An ALIAS without a URL gets its "
+    "database on the default alias's server."
 )
 HELP_METADATA = (
     "[ALIAS=]module:attribute of a SQLAlchemy MetaData (or declarative base) whose tables are "
-    "created in the test database, one per line, e.g. myapp.models:Base.metadata."
+    "created in the test database, one per line, e.g. myapp.models:Base.metadata. Lines "
+    "without ALIAS= apply to every alias with no ALIAS= line of its own here or in "
+    "db_alembic_ini (and to the default alias always); an ALIAS without a URL gets a test "
+    "database on the default alias's server."
 )
 
 
@@ -75,7 +88,8 @@ HELP_SPARES = (
 )
 HELP_ALEMBIC = (
     "[ALIAS=]path/to/alembic.ini[::section]: build the template database with "
-    "`alembic upgrade head` (Alembic's API) instead of create_all."
+    "`alembic upgrade head` (Alembic's API) instead of create_all. The line without ALIAS= "
+    "applies to every alias with no ALIAS= line of its own here or in db_metadata."
 )
 
 
@@ -149,6 +163,21 @@ def add_options(parser: pytest.Parser) -> None:
     parser.addini("db_session_class", type="linelist", default=[], help=HELP_SESSION_CLASS)
 
 
+def read_schema_lines(config: pytest.Config) -> SchemaLines:
+    """ini ``db_metadata`` and ``db_alembic_ini``, by alias (``None``: lines without ``ALIAS=``)."""
+    metadata: dict[str | None, list[str]] = {}
+    for entry in config.getini("db_metadata"):
+        if entry.strip():
+            alias, value = split_optional_alias(entry)
+            metadata.setdefault(alias, []).append(value)
+    alembic: dict[str | None, str] = {}
+    for entry in config.getini("db_alembic_ini"):
+        if entry.strip():
+            alias, value = split_optional_alias(entry)
+            alembic[alias] = value  # the last line for an alias wins
+    return SchemaLines(metadata, alembic)
+
+
 def read_settings(config: pytest.Config) -> dict[str, DatabaseSettings]:
     """Resolve every alias's settings from the command line, environment and ini file.
 
@@ -172,10 +201,6 @@ def read_settings(config: pytest.Config) -> dict[str, DatabaseSettings]:
             for entry in entries:
                 alias, value = split_alias(entry)
                 test_names[alias] = value  # the command line, read last, wins
-        metadata: dict[str, list[str]] = {}
-        for entry in config.getini("db_metadata"):
-            alias, value = split_alias(entry)
-            metadata.setdefault(alias, []).append(value)
         cli_mirrors = config.option.db_mirror or []
         mirror_source = Source("--db-mirror", "cli") if cli_mirrors else Source("db_mirrors", "ini")
         mirrors: dict[str, str] = {}
@@ -189,7 +214,7 @@ def read_settings(config: pytest.Config) -> dict[str, DatabaseSettings]:
         return resolve_settings(
             sources,
             test_names=test_names,
-            metadata=metadata,
+            schema=read_schema_lines(config),
             mirrors=(mirror_source, mirrors),
         )
     except ConfigurationError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import shutil
 from collections.abc import Callable, Iterable
@@ -14,7 +15,7 @@ from sqlalchemy import MetaData, Table, inspect
 from sqlalchemy.engine import Connection, Engine
 
 from .._errors import CtxdbError, ProvisioningError
-from .._settings import DEFAULT_ALIAS, DatabaseSettings
+from .._settings import DEFAULT_ALIAS, DatabaseSettings, SchemaLines, derive_settings
 from ..adapters import Adapter, load_adapters
 from ..binding import BindingPlan, EngineSessionSource, ReusedConnection, load_session_classes
 from ..provision import ContainerServer, SchemaBuilder, SchemaHook, TestDatabase, load_metadata
@@ -27,9 +28,9 @@ class RunState:
     """Everything pytest-ctxdb keeps for one pytest run (one per xdist worker).
 
     :ivar settings: alias -> resolved settings (frozen, decided in ``pytest_configure``);
-        mirrors included.
+        mirrors included. :meth:`add_alias` adds the aliases ``db`` markers name.
     :ivar databases: alias -> its :class:`TestDatabase` (mirrors have none); built in
-        ``pytest_configure`` without contacting any server.
+        ``pytest_configure`` (or :meth:`add_alias`) without contacting any server.
     """
 
     settings: dict[str, DatabaseSettings]
@@ -56,8 +57,10 @@ class RunState:
     spares: int = 1
     #: the run's pytest-xdist workers (1 without xdist): each makes its share of the spares.
     workers: int = 1
-    #: alias -> ``db_alembic_ini`` value.
-    alembic: dict[str, str] = field(default_factory=dict)
+    #: ini ``db_metadata`` / ``db_alembic_ini`` as written: the schema of an added alias.
+    schema_lines: SchemaLines = field(default_factory=SchemaLines)
+    #: the aliases :meth:`add_alias` added (named by a ``db`` marker only), in order.
+    added_aliases: list[str] = field(default_factory=list)
     #: the ``pytest_ctxdb_setup_schema`` implementations (their source is fingerprinted).
     hook_sources: tuple[Any, ...] = ()
     #: the throwaway server of ``--db-container`` (default alias), started on first use.
@@ -77,26 +80,66 @@ class RunState:
     _tables: dict[str, list[Table]] = field(default_factory=dict)
     _ambient_async: dict[str, Any] = field(default_factory=dict)
     _adapters_guarded: bool = False
+    #: (dialect, host, port, database name) -> alias, to keep two aliases' databases apart.
+    _locations: dict[tuple[Any, ...], str] = field(default_factory=dict)
     #: the test being run (set by ``pytest_runtest_setup``), for the sync fixtures.
     current_item: pytest.Item | None = None
 
     def __post_init__(self) -> None:
-        seen: dict[tuple[Any, ...], str] = {}
-        for alias, settings in self.settings.items():
-            if settings.mirror_of is not None:
-                continue
-            database = self.databases[alias] = TestDatabase(
-                settings, self.sqlite_directory, self.name_suffix, run_id=self.run_id
-            )
-            key = (
-                database.url.get_backend_name(),
-                database.url.host,
-                database.url.port,
-                database.name,
-            )
-            if key in seen:  # two aliases on one server and database: keep them apart
-                database.rename(f"{database.base}_{alias}", self.name_suffix)
-            seen[key] = alias
+        for alias, settings in list(self.settings.items()):
+            if settings.mirror_of is None:
+                self._add_database(alias)
+
+    def _add_database(self, alias: str) -> None:
+        """Build the :class:`TestDatabase` of ``alias`` (contacts no server).
+
+        A derived alias (no URL of its own) is pointed at the default alias's server, which
+        may be a container, and named ``<default's base>_<alias>`` unless the user chose a
+        name; two aliases whose databases would share a server and name are kept apart by
+        renaming the later one ``<base>_<alias>``.
+
+        :raises ConfigurationError: a dialect, driver or name the alias cannot use.
+        """
+        settings = self.settings[alias]
+        default = self.settings[DEFAULT_ALIAS]
+        if settings.derived and settings.url != default.url:
+            settings = self.settings[alias] = dataclasses.replace(settings, url=default.url)
+        database = self.databases[alias] = TestDatabase(
+            settings, self.sqlite_directory, self.name_suffix, run_id=self.run_id
+        )
+        if settings.derived and settings.test_database is None:
+            database.rename(f"{self.databases[DEFAULT_ALIAS].base}_{alias}", self.name_suffix)
+
+        def location() -> tuple[Any, ...]:
+            url = database.url
+            return (url.get_backend_name(), url.host, url.port, database.name)
+
+        while location() in self._locations:  # two aliases on one server and database
+            database.rename(f"{database.base}_{alias}", self.name_suffix)
+        self._locations[location()] = alias
+
+    def add_alias(self, alias: str, named_by: str) -> bool:
+        """Give ``alias``, named by a ``db`` marker but not configured, a test database of its
+        own: on the default alias's server, or embedded SQLite when the default has none, with
+        the schema of the ``db_metadata`` / ``db_alembic_ini`` lines without ``ALIAS=``.
+
+        Called at collection (before :meth:`provision`), or by the first test naming it.
+
+        :param named_by: what named it, for the report (``"@pytest.mark.db in <test>"``).
+        :returns: ``True`` if the alias was added, ``False`` if it was known already.
+        :raises ConfigurationError: the alias cannot get a database (e.g. a name too long).
+        """
+        if alias in self.settings:
+            return False
+        default = self.settings[DEFAULT_ALIAS]
+        self.settings[alias] = derive_settings(alias, named_by, default.url, self.schema_lines)
+        try:
+            self._add_database(alias)
+        except CtxdbError:
+            del self.settings[alias]
+            raise
+        self.added_aliases.append(alias)
+        return True
 
     @functools.cached_property
     def mirrors(self) -> dict[str, str]:
@@ -110,7 +153,7 @@ class RunState:
 
     @property
     def aliases(self) -> list[str]:
-        """Every configured alias, default first (mirrors included)."""
+        """Every alias known so far, default first (mirrors and derived aliases included)."""
         return list(self.settings)
 
     def physical(self, alias: str) -> str:
@@ -133,7 +176,9 @@ class RunState:
             database = self.databases[alias]
             if self.skip_reason is not None:
                 return
-            if self.container is not None and alias == DEFAULT_ALIAS:
+            if self.container is not None and (
+                self.settings[alias].url == self.container.placeholder_url
+            ):  # the default alias, and the derived aliases on its server
                 try:
                     database.use_server(self.container.url())
                 except ProvisioningError as exc:
@@ -152,7 +197,7 @@ class RunState:
                 load_metadata(self.settings[alias].metadata),
                 self.schema_hook if self.hook_sources else None,
                 self.hook_sources,
-                self.alembic.get(alias),
+                self.settings[alias].alembic_ini,
             )
             database.create(
                 schema,

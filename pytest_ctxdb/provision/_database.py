@@ -116,6 +116,9 @@ class TestDatabase:
         self.alias = settings.alias
         server_url = settings.url or make_url("sqlite://")
         self.setting = settings.source.name or "embedded SQLite"
+        if settings.derived:  # no URL of its own: name what named it, and whose server
+            where = "embedded SQLite" if settings.url is None else "on the default alias's server"
+            self.setting += f", {where}"
         self.template_directory = template_directory or default_template_directory()
         self.backend: Backend = backend_for(
             server_url,
@@ -232,6 +235,9 @@ class TestDatabase:
         sync_driver = self.backend.driver_url(self.url, is_async=False).get_driver_name()
         async_driver = self.backend.driver_url(self.url, is_async=True).get_driver_name()
         where = "embedded SQLite" if self.settings.embedded else str(self.settings.source)
+        if self.settings.derived:  # no URL of its own: say where it went and what named it
+            server = "on the default alias's server" if self.settings.url else "embedded SQLite"
+            where = f"{server}, {self.settings.source}"
         return (
             f"{self.alias}: {mask_url(self.driver_url(is_async=False))} ({where}; "
             f"sync driver {sync_driver}, async driver {async_driver})"
