@@ -3,13 +3,16 @@ was never opened."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from sqlalchemy import Engine, create_engine, func
 from sqlalchemy.pool import NullPool
 from sqlmodel import Session, select
 
 from heroes_app.models import AuditEntry, Hero, Team
 
-from conftest import AppDatabaseWatch
+if TYPE_CHECKING:  # two conftest.py files: import neither at run time
+    from tests.conftest import AppDatabaseWatch
 
 
 def test_nothing_is_left_in_the_test_database(db_engine: Engine) -> None:
