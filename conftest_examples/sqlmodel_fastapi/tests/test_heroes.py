@@ -38,7 +38,8 @@ def test_create_via_db_session_read_via_the_api(client: TestClient, db_session: 
 
 
 def test_update_and_delete(client: TestClient, db_session: Session) -> None:
-    hero_id = client.post("/heroes/", json={"name": "Spider-Boy", "secret_name": "Pedro"}).json()["id"]
+    created = client.post("/heroes/", json={"name": "Spider-Boy", "secret_name": "Pedro"})
+    hero_id = created.json()["id"]
 
     response = client.patch(f"/heroes/{hero_id}", json={"age": 16})
     assert response.status_code == 200 and response.json()["age"] == 16
@@ -54,7 +55,8 @@ def test_a_validation_error_writes_nothing(client: TestClient, db_session: Sessi
 
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"] == ["body", "secret_name"]
-    assert client.post("/heroes/", json={"name": "X", "secret_name": "Y", "age": -1}).status_code == 422
+    negative_age = {"name": "X", "secret_name": "Y", "age": -1}
+    assert client.post("/heroes/", json=negative_age).status_code == 422
     assert db_session.exec(select(func.count()).select_from(Hero)).one() == 0
 
 
@@ -69,7 +71,8 @@ def test_commit_then_an_error_rolls_back_only_the_failed_part(
     assert response.status_code == 409
     assert db_session.exec(select(Team.name)).all() == ["Z-Force"]
     # The connection is fine after the failed statement: the app and the test go on.
-    assert client.post("/teams/", json={"name": "Avengers", "headquarters": "NY"}).status_code == 200
+    other = {"name": "Avengers", "headquarters": "NY"}
+    assert client.post("/teams/", json=other).status_code == 200
     assert db_session.exec(select(func.count()).select_from(Team)).one() == 2
 
 
@@ -77,9 +80,9 @@ def test_an_unhandled_error_leaves_nothing(db_session: Session) -> None:
     """The tutorial's create route does not check team_id: an unknown team fails the commit
     (foreign key) with a 500. The request's session is rolled back when it closes."""
     hero = {"name": "Lone", "secret_name": "L", "team_id": 999_999}
-    with TestClient(app) as client:
-        with pytest.raises(IntegrityError):  # TestClient re-raises the server's exception
-            client.post("/heroes/", json=hero)
+    # By default TestClient re-raises the server's exception.
+    with TestClient(app) as client, pytest.raises(IntegrityError):
+        client.post("/heroes/", json=hero)
     with TestClient(app, raise_server_exceptions=False) as client:
         assert client.post("/heroes/", json=hero).status_code == 500
         assert client.post("/heroes/", json={**hero, "team_id": None}).status_code == 200
@@ -112,7 +115,8 @@ def test_a_background_task_uses_the_sessionmaker_made_at_import(
 def test_a_background_task_after_commit_and_refresh_keeps_its_commit(
     client: TestClient, db_session: Session
 ) -> None:
-    hero_id = client.post("/heroes/", json={"name": "Tarantula", "secret_name": "Natalia"}).json()["id"]
+    created = client.post("/heroes/", json={"name": "Tarantula", "secret_name": "Natalia"})
+    hero_id = created.json()["id"]
 
     assert db_session.exec(select(AuditEntry.action)).all() == ["created"]
     assert services.history(hero_id) == ["created"]

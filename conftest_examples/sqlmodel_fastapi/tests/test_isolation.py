@@ -22,7 +22,8 @@ def count(session: Session, model: type[SQLModel]) -> int:
 def test_each_test_starts_empty(client: TestClient, db_session: Session, run: str) -> None:
     assert [count(db_session, model) for model in (Team, Hero, AuditEntry)] == [0, 0, 0]
 
-    team_id = client.post("/teams/", json={"name": "Preventers", "headquarters": "Tower"}).json()["id"]
+    team = client.post("/teams/", json={"name": "Preventers", "headquarters": "Tower"})
+    team_id = team.json()["id"]
     response = client.post(
         "/heroes/", json={"name": "Rusty-Man", "secret_name": "Tommy", "team_id": team_id}
     )
