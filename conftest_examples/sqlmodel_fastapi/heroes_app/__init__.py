@@ -1,0 +1,1 @@
+"""Heroes and teams: a FastAPI + SQLModel app written as FastAPI's and SQLModel's docs write it."""
