@@ -105,13 +105,6 @@ def test_a_background_task_uses_the_sessionmaker_made_at_import(
     assert client.get(f"/heroes/{hero_id}/history").json() == ["deleted"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pytest-ctxdb: the request session's open transaction (from session.refresh() after "
-    "commit) is a SAVEPOINT on the test connection; the background task's commit is released "
-    "inside it, and closing the request session rolls back to it, undoing the task's commit. "
-    "In production each has its own connection and the entry stays.",
-)
 def test_a_background_task_after_commit_and_refresh_keeps_its_commit(
     client: TestClient, db_session: Session
 ) -> None:
