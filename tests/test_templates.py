@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, inspect, text
@@ -32,10 +32,7 @@ from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
-from conftest import SELECTED_BACKENDS, SERVER_URLS, make_backend, server_problem
-
-if TYPE_CHECKING:
-    from conftest import Backend
+from conftest import SELECTED_BACKENDS, SERVER_URLS, Backend, make_backend, server_problem
 
 #: the inner models; ``# EXTRA COLUMN`` is replaced to change the schema.
 MODELS = """
@@ -396,18 +393,27 @@ def wait_unused(url: URL, name: str) -> None:
         engine.dispose()
 
 
+def template_files(template_dir: Path, pattern: str = "*.sqlite3") -> list[Path]:
+    """The SQLite template files (or others matching ``pattern``) in the project folders of
+    ``template_dir``."""
+    return sorted(template_dir.glob(f"*/{pattern}"))
+
+
 def template_names(backend: Backend, base: str, template_dir: Path) -> list[str]:
-    """The template databases (server) or files (SQLite) of ``base``."""
+    """The template databases (server) or files (SQLite, any project's) of ``base``."""
     prefix = f"{base}_tpl_"
     if backend.url is None:
-        return sorted(p.name[: -len(".sqlite3")] for p in template_dir.glob(f"{prefix}*.sqlite3"))
+        return sorted(
+            p.name[: -len(".sqlite3")] for p in template_files(template_dir, f"{prefix}*.sqlite3")
+        )
     return sorted(name for name in databases(backend.url) if name.startswith(prefix))
 
 
 def put_marker(backend: Backend, template: str, template_dir: Path) -> None:
     """Add the marker table and row to the template, behind the plugin's back."""
     if backend.url is None:
-        with sqlite3.connect(template_dir / f"{template}.sqlite3") as conn:
+        [path] = template_files(template_dir, f"{template}.sqlite3")
+        with sqlite3.connect(path) as conn:
             for sql in MARKER_SQL:
                 conn.execute(sql)
         conn.close()
@@ -1166,7 +1172,8 @@ def test_sqlite_failed_template_build_leaves_no_file(
     )
     result, _ = run_inner(pytester)
     assert result.ret == USAGE_ERROR
-    assert list(template_dir.glob("*.building")) == [], list(template_dir.iterdir())
+    assert template_files(template_dir) == []  # never built
+    assert list(template_dir.rglob("*.building")) == [], list(template_dir.rglob("*"))
 
 
 # -- 4. sweeping what killed runs left -------------------------------------------------------------
@@ -1235,6 +1242,98 @@ def test_unmarked_database_named_like_the_template_is_refused_and_kept(
         )
         assert "Traceback" not in "\n".join(result.outlines + result.errlines)
         assert databases(server.url).get(template, "DROPPED") is None
+
+
+def template_mark(fingerprint: str, created: float) -> str:
+    """The ownership comment of a complete template."""
+    return (
+        f"created by pytest-ctxdb; kind=template; fingerprint={fingerprint}; ready=1; "
+        f"created={int(created)}"
+    )
+
+
+def test_sweep_keeps_other_base_names_and_db_sweep_false_keeps_everything(
+    server: Backend, pytester: pytest.Pytester, base: str
+) -> None:
+    """A shared server: a run sweeps only what is named after its own base (its stale clones,
+    its template of an old schema), never another base's stale clones, templates or spares,
+    even of a base that starts with this one's (an alias's ``<base>_other``, ``<base>_tpl_x``).
+    ``db_sweep = false`` sweeps nothing, its own stale databases included.
+
+    (Another base's week-old template or orphan spare is not planted: runs of earlier versions
+    on this shared server would sweep them.)"""
+    assert server.url is not None
+    # Stale to this test's db_sweep_age=1, not yet to other runs on this server (60 s and more).
+    stale = int(time.time()) - 5
+    other = f"{base}_other"  # another project's (or alias's) base, sharing this one's start
+    own = {
+        f"{base}_deadbeef": clone_mark("deadbeef", stale),
+        f"{base}_0badc0de_gw1": clone_mark("0badc0de", stale),
+        f"{base}_tpl_0123456789ab": template_mark("0123456789ab", stale),
+    }
+    foreign = {
+        f"{other}_deadbeef": clone_mark("deadbeef", stale),
+        f"{other}_gw0": clone_mark("-", stale),
+        # the template of base <base>_tpl_x starts like this base's templates
+        f"{base}_tpl_x_tpl_0123456789ab": template_mark("0123456789ab", stale),
+        f"{other}_tpl_0123456789ab": template_mark("0123456789ab", stale),
+        f"{other}_sp_0123456789ab": spare_mark(f"{other}_tpl_0123456789ab", f"created={stale}"),
+    }
+    for name, comment in {**own, **foreign}.items():
+        create_database(server.url, name, comment)
+    write_suite(pytester.path)
+    args = (*server.args, "--db-test-name", base, "-o", "db_sweep_age=1")
+
+    run_inner(pytester, *args, "-o", "db_sweep=false")[0].assert_outcomes(passed=1)
+    left = databases(server.url)
+    assert {name: left.get(name, "DROPPED") for name in own} == own, "db_sweep=false swept"
+
+    run_inner(pytester, *args)[0].assert_outcomes(passed=1)
+    left = databases(server.url)
+    assert sorted(set(own) & set(left)) == [], "own stale databases not swept"
+    assert {name: left.get(name, "DROPPED") for name in foreign} == foreign
+
+
+def test_two_sqlite_projects_keep_both_templates(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, template_dir: Path
+) -> None:
+    """Two projects on one machine, both with the default base test_ctxdb and different
+    models: each keeps its template (in a folder of its own), so neither rebuilds it after the
+    other ran; a run sweeps its own project's killed-run folders, not another project's."""
+    from pytest_ctxdb.provision import project_key
+
+    projects = {label: pytester.path / label for label in ("a", "b")}
+    write_suite(projects["a"])
+    write_suite(projects["b"], models=MODELS.replace("# EXTRA COLUMN", EXTRA_COLUMN))
+
+    def run(label: str) -> dict[str, Any]:
+        monkeypatch.chdir(projects[label])
+        shutil.rmtree(projects[label] / "observed", ignore_errors=True)
+        result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=180)
+        result.assert_outcomes(passed=1)
+        return observations(projects[label])["main"]
+
+    run("a")
+    run("b")
+    files = template_files(template_dir, "test_ctxdb_tpl_*.sqlite3")
+    assert len(files) == 2 and len({path.parent for path in files}) == 2, files
+    [a_template] = [path for path in files if path.parent.name == project_key(projects["a"])]
+    put_marker(Backend("sqlite", None), a_template.stem, template_dir)
+
+    dead_pid = 2**22 + 12345  # above Linux's default pid_max: no such process
+    old = time.time() - TWO_DAYS
+    killed = {
+        label: template_dir.parent / f"pytest-ctxdb-{project_key(path)}-{dead_pid}-0badc0de"
+        for label, path in projects.items()
+    }
+    for folder in killed.values():
+        folder.mkdir()
+        os.utime(folder, (old, old))
+    seen = run("a")
+    assert seen["marker"] == MARKER_ROWS, "project a's template was rebuilt"
+    assert template_files(template_dir, "test_ctxdb_tpl_*.sqlite3") == files
+    assert not killed["a"].exists(), "project a's killed-run folder was not swept"
+    assert killed["b"].exists(), "project a swept project b's folder"
 
 
 # -- 5. --db-reuse ---------------------------------------------------------------------------------

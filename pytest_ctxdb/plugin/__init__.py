@@ -18,7 +18,12 @@ import pytest
 from .._errors import CtxdbError
 from .._settings import DEFAULT_ALIAS, Source, split_alias
 from ..context import _seam
-from ..provision import ContainerServer, default_template_directory, make_sqlite_directory
+from ..provision import (
+    ContainerServer,
+    default_template_directory,
+    make_sqlite_directory,
+    project_key,
+)
 from ._fixtures import (
     ASYNC_FIXTURES,
     SYNC_FIXTURES,
@@ -121,12 +126,15 @@ def pytest_configure(config: pytest.Config) -> None:
         "ctxdb-xdist"
     ):
         config.pluginmanager.register(_XdistHooks(), "ctxdb-xdist")
+    sweep_age: float | None
     try:
         sweep_age = float(config.getini("db_sweep_age"))
     except ValueError:
         raise pytest.UsageError(
             f"db_sweep_age: {config.getini('db_sweep_age')!r} is not a number of seconds"
         ) from None
+    if not config.getini("db_sweep"):
+        sweep_age = None  # db_sweep = false: nothing is swept
     workers = int((workerinput or {}).get("workercount", 1))
     spares = _spare_clones(config, workers)
     alembic = {}
@@ -138,11 +146,12 @@ def pytest_configure(config: pytest.Config) -> None:
         impl.function
         for impl in config.pluginmanager.hook.pytest_ctxdb_setup_schema.get_hookimpls()
     )
+    project = project_key(config.rootpath)
     try:
         # Builds each TestDatabase: validates dialect and names; contacts no server.
         state = RunState(
             settings,
-            make_sqlite_directory(),
+            make_sqlite_directory(project),
             schema_hook,
             name_suffix=suffix,
             sessionmaker_specs=tuple(config.getini("db_sessionmakers")),
@@ -152,6 +161,7 @@ def pytest_configure(config: pytest.Config) -> None:
             rebuild=bool(config.option.db_create),
             reuse=bool(config.option.db_reuse),
             sweep_age=sweep_age,
+            project=project,
             spares=0 if container is not None else spares,
             workers=workers,
             alembic=alembic,

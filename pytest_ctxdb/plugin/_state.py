@@ -48,8 +48,11 @@ class RunState:
     rebuild: bool = False
     #: ``--db-reuse``: keep this run's databases at the end, for inspection.
     reuse: bool = False
-    #: ini ``db_sweep_age``: seconds after which a killed run's databases are dropped.
+    #: ini ``db_sweep_age``: seconds after which a killed run's databases are dropped;
+    #: ``None`` (ini ``db_sweep = false``): nothing is swept.
     sweep_age: float | None = 3600.0
+    #: the project's key (``project_key(config.rootpath)``): SQLite templates are kept per project.
+    project: str | None = None
     #: ini ``db_spare_clones``: spare clones of each template kept for later runs.
     spares: int = 1
     #: the run's pytest-xdist workers (1 without xdist): each makes its share of the spares.
@@ -83,7 +86,11 @@ class RunState:
             if settings.mirror_of is not None:
                 continue
             database = self.databases[alias] = TestDatabase(
-                settings, self.sqlite_directory, self.name_suffix, run_id=self.run_id
+                settings,
+                self.sqlite_directory,
+                self.name_suffix,
+                run_id=self.run_id,
+                project=self.project,
             )
             key = (
                 database.url.get_backend_name(),
