@@ -1413,6 +1413,151 @@ def test_alembic_builds_the_template_and_a_new_revision_rebuilds_it(
     assert len(set(template_names(backend, base, template_dir)) - before) == 1
 
 
+#: an env.py that builds its own engine from its own settings (here: another SQLite file),
+#: ignoring config.attributes["connection"] and sqlalchemy.url.
+ALEMBIC_ENV_OWN_ENGINE = """
+from pathlib import Path
+
+from alembic import context
+from sqlalchemy import create_engine, pool
+
+config = context.config
+OWN_URL = "sqlite:///" + str(Path(__file__).resolve().parent.parent / "other.db")
+
+
+def run_migrations_online():
+    connectable = create_engine(OWN_URL, poolclass=pool.NullPool)
+    with connectable.connect() as connection:
+        context.configure(connection=connection, target_metadata=None)
+        with context.begin_transaction():
+            context.run_migrations()
+
+
+run_migrations_online()
+"""
+
+
+def test_alembic_env_py_migrating_another_database_is_one_error(
+    backend: Backend, pytester: pytest.Pytester, base: str, template_dir: Path
+) -> None:
+    """env.py ignores the template's connection and migrates the database of its own settings
+    (another SQLite file): one usage error that says so and how to fix env.py, no
+    traceback, the password masked, no template left; the other database was migrated."""
+    write_suite(pytester.path, "db_alembic_ini = alembic.ini")
+    write_alembic_project(pytester.path, "0001")
+    (pytester.path / "migrations" / "env.py").write_text(ALEMBIC_ENV_OWN_ENGINE)
+    args: tuple[str, ...] = backend.args
+    if backend.name == "postgresql":  # a password the server does not need, never printed
+        with_password = backend.url.set(password="s3cret-pw").render_as_string(False)
+        args = ("--db-url", with_password)
+    result, seen = run_inner(pytester, *args, "--db-test-name", base)
+    assert result.ret == USAGE_ERROR, result.stdout.str()
+    assert seen == {}
+    output = "\n".join(result.outlines + result.errlines)
+    assert "Traceback" not in output and "s3cret-pw" not in output, output
+    result.stderr.fnmatch_lines(
+        [
+            "ERROR: pytest-ctxdb: alias 'default': `alembic upgrade head` ran no statement on "
+            "the template database and left it without an alembic_version table: "
+            "*migrations?env.py ignored config.attributes[[]\"connection\"[]]*may have migrated "
+            "another database, the one its own settings name.*\"Sharing a Connection across "
+            "one or more programmatic migration commands\"*"
+        ]
+    )
+    assert template_names(backend, base, template_dir) == [], "the half-built template is left"
+    other = sqlite3.connect(pytester.path / "other.db")
+    try:
+        query = "SELECT name FROM sqlite_master WHERE type = 'table'"
+        tables = sorted(row[0] for row in other.execute(query))
+        version = other.execute("SELECT version_num FROM alembic_version").fetchall()
+    finally:
+        other.close()
+    assert tables == ["alembic_version", "widget"] and version == [("0001",)]
+
+
+# -- 6b. settings in the fingerprint (pytest_ctxdb_fingerprint) ---------------------------------
+
+
+SEEDED_BY_SETTING = """
+import os
+
+
+def pytest_ctxdb_fingerprint(alias):
+    return ["seed note", os.environ["SEED_NOTE"]]
+
+
+def pytest_ctxdb_setup_schema(connection, alias):
+    connection.exec_driver_sql("CREATE TABLE ctxdb_marker (note VARCHAR(50))")
+    note = os.environ["SEED_NOTE"]
+    connection.exec_driver_sql(f"INSERT INTO ctxdb_marker (note) VALUES ('{note}')")
+"""
+
+
+def add_row_out_of_band(backend: Backend, template: str, template_dir: Path) -> None:
+    """Add a row to the template's ctxdb_marker table, behind the plugin's back."""
+    sql = "INSERT INTO ctxdb_marker (note) VALUES ('out of band')"
+    if backend.url is None:
+        [path] = template_files(template_dir, f"{template}.sqlite3")
+        with sqlite3.connect(path) as conn:
+            conn.execute(sql)
+        conn.close()
+        return
+    engine = create_engine(backend.url.set(database=template), poolclass=NullPool)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(sql)
+    finally:
+        engine.dispose()
+
+
+def test_fingerprint_hook_value_change_rebuilds_the_template(
+    backend: Backend,
+    pytester: pytest.Pytester,
+    monkeypatch: pytest.MonkeyPatch,
+    base: str,
+    template_dir: Path,
+) -> None:
+    """Seed data read from a setting: with the setting returned by pytest_ctxdb_fingerprint,
+    an unchanged value clones the kept template (a row put into it shows up) and a changed
+    one builds a new template with the new seed (no --db-create), the old one swept."""
+    write_suite(pytester.path, conftest=SEEDED_BY_SETTING)
+    args = (*backend.args, "--db-test-name", base, "-o", "db_spare_clones=0")
+    monkeypatch.setenv("SEED_NOTE", "one")
+    result, seen = run_inner(pytester, *args)
+    result.assert_outcomes(passed=1)
+    assert seen["main"]["marker"] == ["one"]
+    [template] = template_names(backend, base, template_dir)
+
+    add_row_out_of_band(backend, template, template_dir)
+    result, seen = run_inner(pytester, *args)
+    result.assert_outcomes(passed=1)
+    assert sorted(seen["main"]["marker"]) == ["one", "out of band"], "rebuilt, not cloned"
+    assert template_names(backend, base, template_dir) == [template]
+
+    monkeypatch.setenv("SEED_NOTE", "two")
+    result, seen = run_inner(pytester, *args)
+    result.assert_outcomes(passed=1)
+    assert seen["main"]["marker"] == ["two"], "a changed fingerprint value cloned the old template"
+    [new_template] = template_names(backend, base, template_dir)
+    assert new_template != template
+
+
+def test_fingerprint_hook_returning_something_else_is_a_usage_error(
+    pytester: pytest.Pytester,
+) -> None:
+    """An implementation returning neither a string, a list of strings nor None: one usage
+    error naming the hook and what it returned."""
+    write_suite(pytester.path, conftest="def pytest_ctxdb_fingerprint(alias):\n    return 42\n")
+    result, _ = run_inner(pytester)
+    assert result.ret == USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "*pytest_ctxdb_fingerprint returned int 42 for alias 'default'; return a string, "
+            "a list of strings or None.*"
+        ]
+    )
+
+
 # -- 7. testcontainers -----------------------------------------------------------------------------
 
 

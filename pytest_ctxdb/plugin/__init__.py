@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from .._errors import CtxdbError
+from .._errors import ConfigurationError, CtxdbError
 from .._settings import DEFAULT_ALIAS, Source, split_alias
 from ..context import _seam
 from ..provision import (
@@ -116,6 +116,9 @@ def pytest_configure(config: pytest.Config) -> None:
     def schema_hook(connection: object, alias: str) -> None:
         config.hook.pytest_ctxdb_setup_schema(connection=connection, alias=alias)
 
+    def fingerprint_inputs(alias: str) -> tuple[str, ...]:
+        return _fingerprint_inputs(config, alias)
+
     # On a pytest-xdist worker, each worker gets its own test database (test_app_<run>_gw0,
     # ...); the run id comes from the controller so that a run's databases share it.
     workerinput = getattr(config, "workerinput", None)
@@ -162,6 +165,7 @@ def pytest_configure(config: pytest.Config) -> None:
             reuse=bool(config.option.db_reuse),
             sweep_age=sweep_age,
             project=project,
+            fingerprint_inputs=fingerprint_inputs,
             spares=0 if container is not None else spares,
             workers=workers,
             alembic=alembic,
@@ -173,6 +177,24 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(exc)) from None
     config.stash[STATE_KEY] = state
     activate(state)
+
+
+def _fingerprint_inputs(config: pytest.Config, alias: str) -> tuple[str, ...]:
+    """The values the ``pytest_ctxdb_fingerprint`` implementations return for ``alias``.
+
+    :raises ConfigurationError: one returned something other than a string, a list of
+        strings or ``None`` (the run stops with a usage error naming the hook).
+    """
+    values: list[str] = []
+    for result in config.hook.pytest_ctxdb_fingerprint(alias=alias):
+        items = [result] if isinstance(result, str) else result
+        if not isinstance(items, (list, tuple)) or not all(isinstance(i, str) for i in items):
+            raise ConfigurationError(
+                f"pytest_ctxdb_fingerprint returned {type(result).__name__} {result!r:.80} for "
+                f"alias {alias!r}; return a string, a list of strings or None."
+            )
+        values.extend(items)
+    return tuple(values)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

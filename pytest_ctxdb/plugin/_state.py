@@ -53,6 +53,8 @@ class RunState:
     sweep_age: float | None = 3600.0
     #: the project's key (``project_key(config.rootpath)``): SQLite templates are kept per project.
     project: str | None = None
+    #: alias -> the values of the ``pytest_ctxdb_fingerprint`` hook (added to the fingerprint).
+    fingerprint_inputs: Callable[[str], tuple[str, ...]] | None = None
     #: ini ``db_spare_clones``: spare clones of each template kept for later runs.
     spares: int = 1
     #: the run's pytest-xdist workers (1 without xdist): each makes its share of the spares.
@@ -157,6 +159,7 @@ class RunState:
                 self.schema_hook if self.hook_sources else None,
                 self.hook_sources,
                 self.alembic.get(alias),
+                self.fingerprint_inputs(alias) if self.fingerprint_inputs else (),
             )
             database.create(
                 schema,
