@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, inspect, text
@@ -32,10 +32,7 @@ from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
-from conftest import SELECTED_BACKENDS, SERVER_URLS, make_backend, server_problem
-
-if TYPE_CHECKING:
-    from conftest import Backend
+from conftest import SELECTED_BACKENDS, SERVER_URLS, Backend, make_backend, server_problem
 
 #: the inner models; ``# EXTRA COLUMN`` is replaced to change the schema.
 MODELS = """
@@ -396,18 +393,27 @@ def wait_unused(url: URL, name: str) -> None:
         engine.dispose()
 
 
+def template_files(template_dir: Path, pattern: str = "*.sqlite3") -> list[Path]:
+    """The SQLite template files (or others matching ``pattern``) in the project folders of
+    ``template_dir``."""
+    return sorted(template_dir.glob(f"*/{pattern}"))
+
+
 def template_names(backend: Backend, base: str, template_dir: Path) -> list[str]:
-    """The template databases (server) or files (SQLite) of ``base``."""
+    """The template databases (server) or files (SQLite, any project's) of ``base``."""
     prefix = f"{base}_tpl_"
     if backend.url is None:
-        return sorted(p.name[: -len(".sqlite3")] for p in template_dir.glob(f"{prefix}*.sqlite3"))
+        return sorted(
+            p.name[: -len(".sqlite3")] for p in template_files(template_dir, f"{prefix}*.sqlite3")
+        )
     return sorted(name for name in databases(backend.url) if name.startswith(prefix))
 
 
 def put_marker(backend: Backend, template: str, template_dir: Path) -> None:
     """Add the marker table and row to the template, behind the plugin's back."""
     if backend.url is None:
-        with sqlite3.connect(template_dir / f"{template}.sqlite3") as conn:
+        [path] = template_files(template_dir, f"{template}.sqlite3")
+        with sqlite3.connect(path) as conn:
             for sql in MARKER_SQL:
                 conn.execute(sql)
         conn.close()
@@ -1166,7 +1172,8 @@ def test_sqlite_failed_template_build_leaves_no_file(
     )
     result, _ = run_inner(pytester)
     assert result.ret == USAGE_ERROR
-    assert list(template_dir.glob("*.building")) == [], list(template_dir.iterdir())
+    assert template_files(template_dir) == []  # never built
+    assert list(template_dir.rglob("*.building")) == [], list(template_dir.rglob("*"))
 
 
 # -- 4. sweeping what killed runs left -------------------------------------------------------------
@@ -1235,6 +1242,98 @@ def test_unmarked_database_named_like_the_template_is_refused_and_kept(
         )
         assert "Traceback" not in "\n".join(result.outlines + result.errlines)
         assert databases(server.url).get(template, "DROPPED") is None
+
+
+def template_mark(fingerprint: str, created: float) -> str:
+    """The ownership comment of a complete template."""
+    return (
+        f"created by pytest-ctxdb; kind=template; fingerprint={fingerprint}; ready=1; "
+        f"created={int(created)}"
+    )
+
+
+def test_sweep_keeps_other_base_names_and_db_sweep_false_keeps_everything(
+    server: Backend, pytester: pytest.Pytester, base: str
+) -> None:
+    """A shared server: a run sweeps only what is named after its own base (its stale clones,
+    its template of an old schema), never another base's stale clones, templates or spares,
+    even of a base that starts with this one's (an alias's ``<base>_other``, ``<base>_tpl_x``).
+    ``db_sweep = false`` sweeps nothing, its own stale databases included.
+
+    (Another base's week-old template or orphan spare is not planted: runs of earlier versions
+    on this shared server would sweep them.)"""
+    assert server.url is not None
+    # Stale to this test's db_sweep_age=1, not yet to other runs on this server (60 s and more).
+    stale = int(time.time()) - 5
+    other = f"{base}_other"  # another project's (or alias's) base, sharing this one's start
+    own = {
+        f"{base}_deadbeef": clone_mark("deadbeef", stale),
+        f"{base}_0badc0de_gw1": clone_mark("0badc0de", stale),
+        f"{base}_tpl_0123456789ab": template_mark("0123456789ab", stale),
+    }
+    foreign = {
+        f"{other}_deadbeef": clone_mark("deadbeef", stale),
+        f"{other}_gw0": clone_mark("-", stale),
+        # the template of base <base>_tpl_x starts like this base's templates
+        f"{base}_tpl_x_tpl_0123456789ab": template_mark("0123456789ab", stale),
+        f"{other}_tpl_0123456789ab": template_mark("0123456789ab", stale),
+        f"{other}_sp_0123456789ab": spare_mark(f"{other}_tpl_0123456789ab", f"created={stale}"),
+    }
+    for name, comment in {**own, **foreign}.items():
+        create_database(server.url, name, comment)
+    write_suite(pytester.path)
+    args = (*server.args, "--db-test-name", base, "-o", "db_sweep_age=1")
+
+    run_inner(pytester, *args, "-o", "db_sweep=false")[0].assert_outcomes(passed=1)
+    left = databases(server.url)
+    assert {name: left.get(name, "DROPPED") for name in own} == own, "db_sweep=false swept"
+
+    run_inner(pytester, *args)[0].assert_outcomes(passed=1)
+    left = databases(server.url)
+    assert sorted(set(own) & set(left)) == [], "own stale databases not swept"
+    assert {name: left.get(name, "DROPPED") for name in foreign} == foreign
+
+
+def test_two_sqlite_projects_keep_both_templates(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, template_dir: Path
+) -> None:
+    """Two projects on one machine, both with the default base test_ctxdb and different
+    models: each keeps its template (in a folder of its own), so neither rebuilds it after the
+    other ran; a run sweeps its own project's killed-run folders, not another project's."""
+    from pytest_ctxdb.provision import project_key
+
+    projects = {label: pytester.path / label for label in ("a", "b")}
+    write_suite(projects["a"])
+    write_suite(projects["b"], models=MODELS.replace("# EXTRA COLUMN", EXTRA_COLUMN))
+
+    def run(label: str) -> dict[str, Any]:
+        monkeypatch.chdir(projects[label])
+        shutil.rmtree(projects[label] / "observed", ignore_errors=True)
+        result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=180)
+        result.assert_outcomes(passed=1)
+        return observations(projects[label])["main"]
+
+    run("a")
+    run("b")
+    files = template_files(template_dir, "test_ctxdb_tpl_*.sqlite3")
+    assert len(files) == 2 and len({path.parent for path in files}) == 2, files
+    [a_template] = [path for path in files if path.parent.name == project_key(projects["a"])]
+    put_marker(Backend("sqlite", None), a_template.stem, template_dir)
+
+    dead_pid = 2**22 + 12345  # above Linux's default pid_max: no such process
+    old = time.time() - TWO_DAYS
+    killed = {
+        label: template_dir.parent / f"pytest-ctxdb-{project_key(path)}-{dead_pid}-0badc0de"
+        for label, path in projects.items()
+    }
+    for folder in killed.values():
+        folder.mkdir()
+        os.utime(folder, (old, old))
+    seen = run("a")
+    assert seen["marker"] == MARKER_ROWS, "project a's template was rebuilt"
+    assert template_files(template_dir, "test_ctxdb_tpl_*.sqlite3") == files
+    assert not killed["a"].exists(), "project a's killed-run folder was not swept"
+    assert killed["b"].exists(), "project a swept project b's folder"
 
 
 # -- 5. --db-reuse ---------------------------------------------------------------------------------
@@ -1344,6 +1443,151 @@ def test_alembic_line_without_alias_migrates_every_alias_without_a_schema_line(
     write_alembic_project(pytester.path, "0001")
     result, _ = run_inner(pytester, *backend.args, "--db-test-name", base)
     result.assert_outcomes(passed=1)
+
+
+#: an env.py that builds its own engine from its own settings (here: another SQLite file),
+#: ignoring config.attributes["connection"] and sqlalchemy.url.
+ALEMBIC_ENV_OWN_ENGINE = """
+from pathlib import Path
+
+from alembic import context
+from sqlalchemy import create_engine, pool
+
+config = context.config
+OWN_URL = "sqlite:///" + str(Path(__file__).resolve().parent.parent / "other.db")
+
+
+def run_migrations_online():
+    connectable = create_engine(OWN_URL, poolclass=pool.NullPool)
+    with connectable.connect() as connection:
+        context.configure(connection=connection, target_metadata=None)
+        with context.begin_transaction():
+            context.run_migrations()
+
+
+run_migrations_online()
+"""
+
+
+def test_alembic_env_py_migrating_another_database_is_one_error(
+    backend: Backend, pytester: pytest.Pytester, base: str, template_dir: Path
+) -> None:
+    """env.py ignores the template's connection and migrates the database of its own settings
+    (another SQLite file): one usage error that says so and how to fix env.py, no
+    traceback, the password masked, no template left; the other database was migrated."""
+    write_suite(pytester.path, "db_alembic_ini = alembic.ini")
+    write_alembic_project(pytester.path, "0001")
+    (pytester.path / "migrations" / "env.py").write_text(ALEMBIC_ENV_OWN_ENGINE)
+    args: tuple[str, ...] = backend.args
+    if backend.name == "postgresql":  # a password the server does not need, never printed
+        with_password = backend.url.set(password="s3cret-pw").render_as_string(False)
+        args = ("--db-url", with_password)
+    result, seen = run_inner(pytester, *args, "--db-test-name", base)
+    assert result.ret == USAGE_ERROR, result.stdout.str()
+    assert seen == {}
+    output = "\n".join(result.outlines + result.errlines)
+    assert "Traceback" not in output and "s3cret-pw" not in output, output
+    result.stderr.fnmatch_lines(
+        [
+            "ERROR: pytest-ctxdb: alias 'default': `alembic upgrade head` ran no statement on "
+            "the template database and left it without an alembic_version table: "
+            "*migrations?env.py ignored config.attributes[[]\"connection\"[]]*may have migrated "
+            "another database, the one its own settings name.*\"Sharing a Connection across "
+            "one or more programmatic migration commands\"*"
+        ]
+    )
+    assert template_names(backend, base, template_dir) == [], "the half-built template is left"
+    other = sqlite3.connect(pytester.path / "other.db")
+    try:
+        query = "SELECT name FROM sqlite_master WHERE type = 'table'"
+        tables = sorted(row[0] for row in other.execute(query))
+        version = other.execute("SELECT version_num FROM alembic_version").fetchall()
+    finally:
+        other.close()
+    assert tables == ["alembic_version", "widget"] and version == [("0001",)]
+
+
+# -- 6b. settings in the fingerprint (pytest_ctxdb_fingerprint) ---------------------------------
+
+
+SEEDED_BY_SETTING = """
+import os
+
+
+def pytest_ctxdb_fingerprint(alias):
+    return ["seed note", os.environ["SEED_NOTE"]]
+
+
+def pytest_ctxdb_setup_schema(connection, alias):
+    connection.exec_driver_sql("CREATE TABLE ctxdb_marker (note VARCHAR(50))")
+    note = os.environ["SEED_NOTE"]
+    connection.exec_driver_sql(f"INSERT INTO ctxdb_marker (note) VALUES ('{note}')")
+"""
+
+
+def add_row_out_of_band(backend: Backend, template: str, template_dir: Path) -> None:
+    """Add a row to the template's ctxdb_marker table, behind the plugin's back."""
+    sql = "INSERT INTO ctxdb_marker (note) VALUES ('out of band')"
+    if backend.url is None:
+        [path] = template_files(template_dir, f"{template}.sqlite3")
+        with sqlite3.connect(path) as conn:
+            conn.execute(sql)
+        conn.close()
+        return
+    engine = create_engine(backend.url.set(database=template), poolclass=NullPool)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(sql)
+    finally:
+        engine.dispose()
+
+
+def test_fingerprint_hook_value_change_rebuilds_the_template(
+    backend: Backend,
+    pytester: pytest.Pytester,
+    monkeypatch: pytest.MonkeyPatch,
+    base: str,
+    template_dir: Path,
+) -> None:
+    """Seed data read from a setting: with the setting returned by pytest_ctxdb_fingerprint,
+    an unchanged value clones the kept template (a row put into it shows up) and a changed
+    one builds a new template with the new seed (no --db-create), the old one swept."""
+    write_suite(pytester.path, conftest=SEEDED_BY_SETTING)
+    args = (*backend.args, "--db-test-name", base, "-o", "db_spare_clones=0")
+    monkeypatch.setenv("SEED_NOTE", "one")
+    result, seen = run_inner(pytester, *args)
+    result.assert_outcomes(passed=1)
+    assert seen["main"]["marker"] == ["one"]
+    [template] = template_names(backend, base, template_dir)
+
+    add_row_out_of_band(backend, template, template_dir)
+    result, seen = run_inner(pytester, *args)
+    result.assert_outcomes(passed=1)
+    assert sorted(seen["main"]["marker"]) == ["one", "out of band"], "rebuilt, not cloned"
+    assert template_names(backend, base, template_dir) == [template]
+
+    monkeypatch.setenv("SEED_NOTE", "two")
+    result, seen = run_inner(pytester, *args)
+    result.assert_outcomes(passed=1)
+    assert seen["main"]["marker"] == ["two"], "a changed fingerprint value cloned the old template"
+    [new_template] = template_names(backend, base, template_dir)
+    assert new_template != template
+
+
+def test_fingerprint_hook_returning_something_else_is_a_usage_error(
+    pytester: pytest.Pytester,
+) -> None:
+    """An implementation returning neither a string, a list of strings nor None: one usage
+    error naming the hook and what it returned."""
+    write_suite(pytester.path, conftest="def pytest_ctxdb_fingerprint(alias):\n    return 42\n")
+    result, _ = run_inner(pytester)
+    assert result.ret == USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "*pytest_ctxdb_fingerprint returned int 42 for alias 'default'; return a string, "
+            "a list of strings or None.*"
+        ]
+    )
 
 
 # -- 7. testcontainers -----------------------------------------------------------------------------

@@ -15,10 +15,15 @@ from typing import Any
 
 import pytest
 
-from .._errors import CtxdbError
+from .._errors import ConfigurationError, CtxdbError
 from .._settings import DEFAULT_ALIAS, Source
 from ..context import _seam
-from ..provision import ContainerServer, default_template_directory, make_sqlite_directory
+from ..provision import (
+    ContainerServer,
+    default_template_directory,
+    make_sqlite_directory,
+    project_key,
+)
 from ._fixtures import (
     ASYNC_FIXTURES,
     SYNC_FIXTURES,
@@ -113,6 +118,9 @@ def pytest_configure(config: pytest.Config) -> None:
     def schema_hook(connection: object, alias: str) -> None:
         config.hook.pytest_ctxdb_setup_schema(connection=connection, alias=alias)
 
+    def fingerprint_inputs(alias: str) -> tuple[str, ...]:
+        return _fingerprint_inputs(config, alias)
+
     # On a pytest-xdist worker, each worker gets its own test database (test_app_<run>_gw0,
     # ...); the run id comes from the controller so that a run's databases share it.
     workerinput = getattr(config, "workerinput", None)
@@ -123,12 +131,15 @@ def pytest_configure(config: pytest.Config) -> None:
         "ctxdb-xdist"
     ):
         config.pluginmanager.register(_XdistHooks(), "ctxdb-xdist")
+    sweep_age: float | None
     try:
         sweep_age = float(config.getini("db_sweep_age"))
     except ValueError:
         raise pytest.UsageError(
             f"db_sweep_age: {config.getini('db_sweep_age')!r} is not a number of seconds"
         ) from None
+    if not config.getini("db_sweep"):
+        sweep_age = None  # db_sweep = false: nothing is swept
     workers = int((workerinput or {}).get("workercount", 1))
     spares = _spare_clones(config, workers)
     container, settings = _container(config, settings, run_id)
@@ -136,11 +147,12 @@ def pytest_configure(config: pytest.Config) -> None:
         impl.function
         for impl in config.pluginmanager.hook.pytest_ctxdb_setup_schema.get_hookimpls()
     )
+    project = project_key(config.rootpath)
     try:
         # Builds each TestDatabase: validates dialect and names; contacts no server.
         state = RunState(
             settings,
-            make_sqlite_directory(),
+            make_sqlite_directory(project),
             schema_hook,
             name_suffix=suffix,
             sessionmaker_specs=tuple(config.getini("db_sessionmakers")),
@@ -151,6 +163,8 @@ def pytest_configure(config: pytest.Config) -> None:
             rebuild=bool(config.option.db_create),
             reuse=bool(config.option.db_reuse),
             sweep_age=sweep_age,
+            project=project,
+            fingerprint_inputs=fingerprint_inputs,
             spares=0 if container is not None else spares,
             workers=workers,
             schema_lines=read_schema_lines(config),
@@ -162,6 +176,24 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(exc)) from None
     config.stash[STATE_KEY] = state
     activate(state)
+
+
+def _fingerprint_inputs(config: pytest.Config, alias: str) -> tuple[str, ...]:
+    """The values the ``pytest_ctxdb_fingerprint`` implementations return for ``alias``.
+
+    :raises ConfigurationError: one returned something other than a string, a list of
+        strings or ``None`` (the run stops with a usage error naming the hook).
+    """
+    values: list[str] = []
+    for result in config.hook.pytest_ctxdb_fingerprint(alias=alias):
+        items = [result] if isinstance(result, str) else result
+        if not isinstance(items, (list, tuple)) or not all(isinstance(i, str) for i in items):
+            raise ConfigurationError(
+                f"pytest_ctxdb_fingerprint returned {type(result).__name__} {result!r:.80} for "
+                f"alias {alias!r}; return a string, a list of strings or None."
+            )
+        values.extend(items)
+    return tuple(values)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -76,8 +76,14 @@ HELP_BLOCK = (
 HELP_CREATE = "Rebuild the template databases even if the schema fingerprint says they are current."
 HELP_REUSE = "Keep this run's test databases at the end (their names are in the header)."
 HELP_SWEEP = (
-    "Seconds after which a test database left by a killed run (it carries pytest-ctxdb's mark) "
-    "is dropped by the next run; default 3600."
+    "Seconds after which a test database left by a killed run (it carries pytest-ctxdb's mark "
+    "and this run's test database name) is dropped by the next run; default 3600."
+)
+HELP_SWEEP_ON = (
+    "Drop, at the start of a run, the databases killed runs left and templates of an old "
+    "schema, of this run's test database names only (test_<name>, its templates, spare "
+    "clones and xdist workers' databases; SQLite: this project's templates and folders); "
+    "default true. false: nothing is swept."
 )
 HELP_SPARES = (
     "PostgreSQL and MariaDB: spare clones of the template kept ready for the next run "
@@ -142,6 +148,7 @@ def add_options(parser: pytest.Parser) -> None:
     group.addoption(
         "--db-reuse", action="store_true", dest="db_reuse", default=False, help=HELP_REUSE
     )
+    parser.addini("db_sweep", type="bool", default=True, help=HELP_SWEEP_ON)
     parser.addini("db_sweep_age", default="3600", help=HELP_SWEEP)
     parser.addini("db_spare_clones", default="auto", help=HELP_SPARES)
     parser.addini("db_alembic_ini", type="linelist", default=[], help=HELP_ALEMBIC)

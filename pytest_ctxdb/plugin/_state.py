@@ -51,8 +51,13 @@ class RunState:
     rebuild: bool = False
     #: ``--db-reuse``: keep this run's databases at the end, for inspection.
     reuse: bool = False
-    #: ini ``db_sweep_age``: seconds after which a killed run's databases are dropped.
+    #: ini ``db_sweep_age``: seconds after which a killed run's databases are dropped;
+    #: ``None`` (ini ``db_sweep = false``): nothing is swept.
     sweep_age: float | None = 3600.0
+    #: the project's key (``project_key(config.rootpath)``): SQLite templates are kept per project.
+    project: str | None = None
+    #: alias -> the values of the ``pytest_ctxdb_fingerprint`` hook (added to the fingerprint).
+    fingerprint_inputs: Callable[[str], tuple[str, ...]] | None = None
     #: ini ``db_spare_clones``: spare clones of each template kept for later runs.
     spares: int = 1
     #: the run's pytest-xdist workers (1 without xdist): each makes its share of the spares.
@@ -105,7 +110,11 @@ class RunState:
         if settings.derived and settings.url != default.url:
             settings = self.settings[alias] = dataclasses.replace(settings, url=default.url)
         database = self.databases[alias] = TestDatabase(
-            settings, self.sqlite_directory, self.name_suffix, run_id=self.run_id
+            settings,
+            self.sqlite_directory,
+            self.name_suffix,
+            run_id=self.run_id,
+            project=self.project,
         )
         if settings.derived and settings.test_database is None:
             database.rename(f"{self.databases[DEFAULT_ALIAS].base}_{alias}", self.name_suffix)
@@ -198,6 +207,7 @@ class RunState:
                 self.schema_hook if self.hook_sources else None,
                 self.hook_sources,
                 self.settings[alias].alembic_ini,
+                self.fingerprint_inputs(alias) if self.fingerprint_inputs else (),
             )
             database.create(
                 schema,

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from ._containers import CONTAINER_KINDS, ContainerServer
-from ._database import SchemaHook, TestDatabase, default_template_directory, make_sqlite_directory
+from ._database import (
+    SchemaHook,
+    TestDatabase,
+    default_template_directory,
+    make_sqlite_directory,
+    project_key,
+)
 from ._fingerprint import schema_fingerprint
 from ._schema import SchemaBuilder, create_schema, load_metadata
 
@@ -17,5 +23,6 @@ __all__ = (
     "default_template_directory",
     "load_metadata",
     "make_sqlite_directory",
+    "project_key",
     "schema_fingerprint",
 )

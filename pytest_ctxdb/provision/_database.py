@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -33,32 +34,28 @@ from sqlalchemy.pool import NullPool
 from .._errors import ConfigurationError, ProvisioningError
 from .._settings import DatabaseSettings, hide_password, mask_url
 from ..backends import Backend, SQLiteBackend, backend_for
+from ._names import BaseNames
 from ._schema import SchemaBuilder
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
-__all__ = ("SchemaHook", "TestDatabase", "default_template_directory", "make_sqlite_directory")
+__all__ = (
+    "SchemaHook",
+    "TestDatabase",
+    "default_template_directory",
+    "make_sqlite_directory",
+    "project_key",
+)
 
 T = TypeVar("T")
-#: seconds after which any template is swept (one week); the next run that needs it rebuilds it.
+#: seconds after which any SQLite template file in the project's folder is swept (one week);
+#: the next run that needs it rebuilds it.
 TEMPLATE_MAX_AGE = 7 * 24 * 3600.0
 #: seconds a run waits for another machine's run to finish building a template.
 BUILD_WAIT = 600.0
 #: called with (connection, alias) inside the schema transaction, after ``create_all``.
 SchemaHook = Callable[[Connection, str], None]
-
-
-def fit_name(name: str, limit: int) -> str:
-    """``name`` if it has at most ``limit`` bytes (UTF-8), else its start and an 8-digit hash
-    of the whole, ``limit`` bytes at most: distinct long names stay distinct."""
-    if len(name.encode()) <= limit:
-        return name
-    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
-    start = name[: limit - 9]
-    while len(f"{start}_{digest}".encode()) > limit:
-        start = start[:-1]
-    return f"{start}_{digest}"
 
 
 def _alive(pid: int) -> bool:
@@ -77,17 +74,47 @@ def _lock_key(url: URL, base: str) -> str:
 
 
 def default_template_directory() -> Path:
-    """Where SQLite template files and provisioning locks are kept across runs."""
+    """Where provisioning locks, container state and (in one folder per project, see
+    :func:`project_key`) SQLite template files are kept across runs."""
     return Path(tempfile.gettempdir()) / "pytest-ctxdb"
 
 
-def make_sqlite_directory() -> Path:
-    """Return a unique path for this run's SQLite test database files.
+def project_key(root: Path) -> str:
+    """A name for the project at ``root`` (pytest's ``config.rootpath``): its folder's name
+    (letters, digits and ``_`` kept, at most 32) and a hash of its absolute path, e.g.
+    ``myapp_3fa2c91b04de``. SQLite templates and run folders carry it, so that projects on one
+    machine never sweep (or evict) each other's."""
+    digest = hashlib.sha256(os.fsencode(Path(root).absolute())).hexdigest()[:12]
+    name = re.sub(r"[^A-Za-z0-9_]", "_", Path(root).name)[:32]
+    return f"{name}_{digest}" if name else digest
+
+
+_RUN_DIRECTORY = "pytest-ctxdb-"
+
+
+def make_sqlite_directory(project: str | None = None) -> Path:
+    """Return a unique path for this run's SQLite test database files:
+    ``<temp>/pytest-ctxdb-[<project>-]<pid>-<random>``.
+
+    :param project: the :func:`project_key` of the run's project (then only runs of that
+        project sweep the folder when the run is killed).
 
     The directory is not created here (a run that uses no database makes nothing); the SQLite
     backend creates it with the first test database.
     """
-    return Path(tempfile.gettempdir()) / f"pytest-ctxdb-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    owner = f"{project}-" if project else ""
+    unique = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    return Path(tempfile.gettempdir()) / f"{_RUN_DIRECTORY}{owner}{unique}"
+
+
+def _run_directory_pid(path: Path, project: str | None) -> int | None:
+    """The pid in the name of a run folder of ``project`` (made by
+    :func:`make_sqlite_directory`), or ``None`` if ``path`` is not one."""
+    parts = path.name.removeprefix(_RUN_DIRECTORY).split("-")
+    expected = 3 if project else 2
+    if len(parts) != expected or (project and parts[0] != project) or not parts[-2].isdigit():
+        return None
+    return int(parts[-2])
 
 
 class TestDatabase:
@@ -97,6 +124,12 @@ class TestDatabase:
     :param sqlite_directory: where SQLite test database files go (plugin-owned).
     :param suffix: appended to the test database name, e.g. ``"_gw0"`` for a pytest-xdist
         worker (pytest-django's convention), so that workers never share a database.
+    :param run_id: the run's unique part of generated names (shared by its xdist workers).
+    :param template_directory: where provisioning locks are kept (default
+        :func:`default_template_directory`); SQLite templates too, in a folder per ``project``.
+    :param project: the :func:`project_key` of the run's project: SQLite templates are kept
+        in ``template_directory / project``, and only this project's killed runs' folders
+        are swept. ``None``: templates directly in ``template_directory``.
 
     The object is cheap to build and contacts no server; :meth:`create` does the work.
     """
@@ -111,6 +144,7 @@ class TestDatabase:
         *,
         run_id: str | None = None,
         template_directory: Path | None = None,
+        project: str | None = None,
     ) -> None:
         self.settings = settings
         self.alias = settings.alias
@@ -120,11 +154,13 @@ class TestDatabase:
             where = "embedded SQLite" if settings.url is None else "on the default alias's server"
             self.setting += f", {where}"
         self.template_directory = template_directory or default_template_directory()
+        self.project = project
+        sqlite_templates = self.template_directory / project if project else None
         self.backend: Backend = backend_for(
             server_url,
             sqlite_directory=sqlite_directory,
             setting=self.setting,
-            template_directory=self.template_directory,
+            template_directory=sqlite_templates or self.template_directory,
         )
         self.server_url = server_url
         self.backend.check_dialect(server_url, self.setting)
@@ -166,9 +202,9 @@ class TestDatabase:
         self.spare_error: str | None = None
 
     @property
-    def _template_prefix(self) -> str:
-        """``<base>_tpl_``: the template's name without its fingerprint."""
-        return f"{fit_name(self.base, 40)}_tpl_"
+    def names(self) -> BaseNames:
+        """The names derived from :attr:`base` (template, spares, run databases)."""
+        return BaseNames(self.base, self.backend.max_name_length)
 
     @property
     def _may_keep_name(self) -> bool:
@@ -195,10 +231,8 @@ class TestDatabase:
 
         :raises ConfigurationError: the chosen name is too long.
         """
-        if self.run_id:
-            return fit_name(f"{self.base}_{self.run_id}{suffix}", self.backend.max_name_length)
-        name = f"{self.base}{suffix}"
-        if len(name.encode()) > self.backend.max_name_length:
+        name = self.names.clone(self.run_id, suffix)
+        if self.run_id is None and len(name.encode()) > self.backend.max_name_length:
             raise ConfigurationError(
                 f"--db-test-name / db_test_name: the test database name {name!r} of alias "
                 f"{self.alias!r} is longer than the {self.backend.max_name_length} bytes the "
@@ -355,7 +389,7 @@ class TestDatabase:
         """
         dialect = self.backend.driver_url(self.server_url, is_async=False).get_dialect()()
         fingerprint = schema.fingerprint(dialect)
-        self.template = f"{self._template_prefix}{fingerprint}"
+        self.template = self.names.template(fingerprint)
         # One lock per server and base name: the template check, the sweep of stale
         # databases and the clone never interleave with another worker's or run's.
         lock = self.template_directory / f"{_lock_key(self.server_url, self.base)}.lock"
@@ -547,7 +581,7 @@ class TestDatabase:
                 return
             backend.abort_on_disconnect(admin)  # a killed run leaves no half-made clone
             for _ in range(count):
-                name = f"{fit_name(self.base, 30)}_sp_{uuid.uuid4().hex[:12]}"
+                name = self.names.new_spare()
                 # Marked a spare only once complete (MariaDB copies table by table): one
                 # left half-made by a killed run is a stale clone to the sweep.
                 backend.clone_database(admin, template, name, self._clone_mark())
@@ -588,6 +622,7 @@ class TestDatabase:
     ) -> None:
         assert isinstance(self.backend, SQLiteBackend) and self.template is not None
         path = self.backend.template_path(self.template)
+        path.parent.mkdir(parents=True, exist_ok=True)
         if sweep_age is not None:
             self._sweep_files(path, sweep_age)
         if path.exists() and not rebuild:
@@ -605,32 +640,45 @@ class TestDatabase:
         self.template_built = True
 
     def _sweep_files(self, template: Path, age: float) -> None:
-        """SQLite's sweep: template files of this base with another fingerprint or older than
-        :data:`TEMPLATE_MAX_AGE`, and run directories of killed runs older than ``age``."""
-        now = time.time()
+        """SQLite's sweep: template files of this base with another fingerprint; with a
+        ``project``, any template file in the project's folder older than
+        :data:`TEMPLATE_MAX_AGE`, and the project's folders of killed runs older than ``age``
+        (without one, folders of killed runs that named no project)."""
+        now, names = time.time(), self.names
         directory = template.parent
-        for other in directory.glob(f"{self._template_prefix}*.sqlite3"):
-            if other != template:
-                other.unlink(missing_ok=True)
-        for other in directory.glob("*_tpl_*.sqlite3"):
+        for other in directory.glob("*.sqlite3"):
+            if other == template:
+                continue
             with contextlib.suppress(OSError):
-                if other != template and now - other.stat().st_mtime > TEMPLATE_MAX_AGE:
+                stem = other.name.removesuffix(".sqlite3")
+                old = self.project is not None and "_tpl_" in stem
+                if names.is_template(stem) or (
+                    old and now - other.stat().st_mtime > TEMPLATE_MAX_AGE
+                ):
                     other.unlink()
-        for run_directory in Path(tempfile.gettempdir()).glob("pytest-ctxdb-*-*"):
-            with contextlib.suppress(OSError, ValueError):
-                pid = int(run_directory.name.split("-")[2])
+        for run_directory in Path(tempfile.gettempdir()).glob(f"{_RUN_DIRECTORY}*"):
+            pid = _run_directory_pid(run_directory, self.project)
+            if pid is None:
+                continue
+            with contextlib.suppress(OSError):
                 if now - run_directory.stat().st_mtime > age and not _alive(pid):
                     shutil.rmtree(run_directory, ignore_errors=True)
 
     def _sweep(self, admin: Connection, owned: dict[str, str], age: float) -> None:
-        """Drop the plugin's stale databases (and forget them in ``owned``), when nobody is
-        connected: clones of killed runs older than ``age`` seconds, templates of this base
-        with another fingerprint, any template older than :data:`TEMPLATE_MAX_AGE` (rebuilt
-        when next needed), and spare clones whose template is one of those or gone."""
-        backend, now = self.backend, time.time()
+        """Drop the plugin's stale databases of this base (and forget them in ``owned``), when
+        nobody is connected: clones of killed runs older than ``age`` seconds, templates with
+        another fingerprint, and spare clones whose template is one of those or gone.
+
+        Only names derived from :attr:`base` are considered (see :class:`BaseNames`): another
+        project's databases on a shared server, and another alias's, are never dropped."""
+        backend, now, names = self.backend, time.time(), self.names
         dropped: set[str] = set()
+        derived = {}
         for name, comment in owned.items():
             fields = backend.parse_mark(comment) or {}
+            if names.derives(name, fields):
+                derived[name] = fields
+        for name, fields in derived.items():
             kind = fields.get("kind")
             try:
                 created = float(fields.get("created", "0"))
@@ -642,17 +690,12 @@ class TestDatabase:
                 and name != self.name
                 and not self._this_run(fields)  # another xdist worker's of this run
             )
-            old_template = (
-                kind == "template"
-                and name != self.template
-                and (name.startswith(self._template_prefix) or now - created > TEMPLATE_MAX_AGE)
-            )
+            old_template = kind == "template" and name != self.template
             if (stale_clone or old_template) and not backend.in_use(admin, name):
                 with contextlib.suppress(DBAPIError):  # raced by another run: leave it
                     backend.drop_database(admin, name)
                     dropped.add(name)
-        for name, comment in owned.items():
-            fields = backend.parse_mark(comment) or {}
+        for name, fields in derived.items():
             if fields.get("kind") != "spare" or name in dropped:
                 continue
             template = fields.get("template")

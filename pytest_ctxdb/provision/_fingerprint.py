@@ -44,6 +44,7 @@ def schema_fingerprint(
     hooks: Sequence[Any] = (),
     alembic_files: Sequence[Path] = (),
     extra: Sequence[str] = (),
+    inputs: Sequence[str] = (),
 ) -> str:
     """Return a short hex digest of what builds the schema.
 
@@ -53,6 +54,10 @@ def schema_fingerprint(
     :param hooks: ``pytest_ctxdb_setup_schema`` implementations; their source is hashed.
     :param alembic_files: migration scripts (their bytes are hashed) when Alembic builds it.
     :param extra: other strings that matter (Alembic heads, ...).
+    :param inputs: the values of the ``pytest_ctxdb_fingerprint`` hook (settings the schema
+        hook's seed data depends on), in order; each is hashed with its length, so
+        ``["ab"]`` and ``["a", "b"]`` differ. None (the default) leaves the fingerprint as it
+        was without the hook.
     :returns: 12 hex characters.
     """
     digest = hashlib.sha256(f"pytest-ctxdb template v{FINGERPRINT_VERSION}\n".encode())
@@ -66,4 +71,8 @@ def schema_fingerprint(
         digest.update(path.read_bytes())
     for item in extra:
         digest.update(item.encode())
+    for item in inputs:
+        value = item.encode()
+        digest.update(f"input {len(value)}\n".encode())
+        digest.update(value)
     return digest.hexdigest()[:12]

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import traceback
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import MetaData
+from sqlalchemy import MetaData, event, inspect
 from sqlalchemy.engine import URL, Connection, Dialect
 from sqlalchemy.exc import DBAPIError
 
@@ -30,6 +31,21 @@ def _where(exc: BaseException) -> str:
     ]
     frame = (own or frames)[-1] if frames else None
     return f"{frame.filename}:{frame.lineno} in {frame.name}" if frame else "no traceback"
+
+
+@contextlib.contextmanager
+def _statements_on(connection: Connection) -> Iterator[list[str]]:
+    """Collect the statements executed on ``connection`` while the block runs."""
+    statements: list[str] = []
+
+    def seen(*args: Any) -> None:
+        statements.append(str(args[2]))
+
+    event.listen(connection, "before_cursor_execute", seen)
+    try:
+        yield statements
+    finally:
+        event.remove(connection, "before_cursor_execute", seen)
 
 
 def _import_one(spec: str, setting: str) -> MetaData:
@@ -79,6 +95,8 @@ class SchemaBuilder:
     :param alembic_ini: ``path`` or ``path:section`` of an ``alembic.ini``; when given, the
         schema is built by ``alembic upgrade head`` through Alembic's API instead of
         ``create_all`` (ini ``db_alembic_ini``).
+    :param fingerprint_inputs: more strings for the fingerprint (the values of the
+        ``pytest_ctxdb_fingerprint`` hook): a change means a new template.
     """
 
     def __init__(
@@ -88,12 +106,14 @@ class SchemaBuilder:
         hook: Callable[[Connection, str], None] | None = None,
         hook_sources: Sequence[Any] = (),
         alembic_ini: str | None = None,
+        fingerprint_inputs: Sequence[str] = (),
     ) -> None:
         self.alias = alias
         self.metadata = tuple(metadata)
         self.hook = hook
         self.hook_sources = tuple(hook_sources)
         self.alembic_ini = alembic_ini
+        self.fingerprint_inputs = tuple(fingerprint_inputs)
 
     def _alembic_config(self, url: URL | None = None) -> Any:
         try:
@@ -136,7 +156,9 @@ class SchemaBuilder:
                 if env.is_file():
                     files.append(env)
                 extra = sorted(script.get_heads())
-        return schema_fingerprint(dialect, self.metadata, self.hook_sources, files, extra)
+        return schema_fingerprint(
+            dialect, self.metadata, self.hook_sources, files, extra, self.fingerprint_inputs
+        )
 
     def _alembic_plain_files(self) -> list[Path] | None:
         """Every ``.py`` file of the migration environment when ``alembic.ini`` gives its
@@ -177,6 +199,28 @@ class SchemaBuilder:
             }
         )
 
+    def _ignored_connection(self, config: Any, url: URL) -> str:
+        """The error for an ``env.py`` that migrated some other database than the template."""
+        env = "env.py"
+        with contextlib.suppress(Exception):  # only for the message
+            from alembic.script import ScriptDirectory
+
+            env = str(Path(ScriptDirectory.from_config(config).dir) / "env.py")
+        text = (
+            f"alias {self.alias!r}: `alembic upgrade head` ran no statement on the template "
+            f"database and left it without an alembic_version table: {env} ignored "
+            'config.attributes["connection"] (the template\'s connection, which pytest-ctxdb '
+            "passes it) and the sqlalchemy.url set to the template, and may have migrated "
+            "another database, the one its own settings name. Make run_migrations_online() "
+            "use that connection when it is there, as in the Alembic cookbook recipe "
+            '"Sharing a Connection across one or more programmatic migration commands": '
+            'connection = config.attributes.get("connection"); if it is not None, '
+            "context.configure(connection=connection, target_metadata=...) and run the "
+            "migrations in context.begin_transaction(); create an engine from its own "
+            "settings only when it is None."
+        )
+        return hide_password(text, url)
+
     @property
     def empty(self) -> bool:
         """``True`` when there is nothing to build (no metadata, hook or migrations)."""
@@ -199,7 +243,10 @@ class SchemaBuilder:
                     # env.py files that follow Alembic's cookbook use this connection;
                     # others connect to sqlalchemy.url, which names the same database.
                     config.attributes["connection"] = connection
-                    command.upgrade(config, "head")
+                    with _statements_on(connection) as statements:
+                        command.upgrade(config, "head")
+                    if not statements and not inspect(connection).has_table("alembic_version"):
+                        raise ProvisioningError(self._ignored_connection(config, url))
                 stage = "create_all of db_metadata"
                 create_schema(connection, self.metadata)
                 stage = "pytest_ctxdb_setup_schema"
