@@ -28,7 +28,7 @@ from conftest import Backend, make_backend
 #: the app: a module-level engine (and async engine), a sessionmaker made at import from each,
 #: an app Session subclass, and one function per way of using them.
 APP = '''
-from sqlalchemy import create_engine, insert, select
+from sqlalchemy import create_engine, event, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -37,6 +37,13 @@ from settings import ASYNC_URL, SYNC_URL
 
 engine = create_engine(SYNC_URL)
 SessionLocal = sessionmaker(engine)  # made at import, not listed in any ini key
+reporting = engine.execution_options(logging_token="reports")  # a copy made at import
+STATEMENTS = []
+
+
+@event.listens_for(engine, "before_cursor_execute")
+def log_statement(connection, cursor, statement, *args):  # the app's own statement log
+    STATEMENTS.append(statement)
 async_engine = create_async_engine(ASYNC_URL)
 AsyncSessionLocal = async_sessionmaker(async_engine, expire_on_commit=False)
 
@@ -86,6 +93,14 @@ def with_begin(name):
         connection.execute(insert(Item).values(name=name))
 
 
+def with_copy_made_at_import(name):
+    with Session(reporting) as session:
+        session.add(Item(name=name))
+        session.commit()
+    with engine.execution_options(isolation_level="AUTOCOMMIT").begin() as connection:
+        connection.execute(insert(Item).values(name=f"{name} autocommit"))
+
+
 def with_begin_then_error(name):
     with engine.begin() as connection:
         connection.execute(insert(Item).values(name=name))
@@ -127,6 +142,7 @@ from models import NAMES
 @pytest.mark.parametrize("prefix", ["A", "B"])
 def test_every_sync_shape_runs_in_the_test_transaction(db_session, prefix):
     assert db_session.scalars(NAMES).all() == []
+    app.STATEMENTS.clear()
     assert isinstance(app.engine, Engine) and isinstance(app.async_engine, AsyncEngine)
     app.with_session(f"{prefix} session")
     app.with_bind_and_begin(f"{prefix} bind")
@@ -135,17 +151,20 @@ def test_every_sync_shape_runs_in_the_test_transaction(db_session, prefix):
     app.with_begin(f"{prefix} begin")
     with pytest.raises(ValueError, match="the app's own error"):
         app.with_begin_then_error(f"{prefix} failed")
+    app.with_copy_made_at_import(f"{prefix} copy")
     cls, names = app.with_app_session(f"{prefix} subclass")
     assert issubclass(cls, app.AppSession)  # sessionmaker subclasses class_
     expected = sorted(
         f"{prefix} {suffix}"
         for suffix in (
             "session", "bind", "sessionmaker", "connect committed", "connect nested",
-            "begin", "subclass",
+            "begin", "copy", "copy autocommit", "subclass",
         )
     )
     assert names == expected
     assert db_session.scalars(NAMES).all() == expected
+    # The app's own statement events ran, on the test connection.
+    assert any(statement.startswith("INSERT") for statement in app.STATEMENTS)
 
 
 def test_connections_are_real_connections_on_the_test_connection(db_session, db_connection):
@@ -407,6 +426,12 @@ from settings import SYNC_URL
 
 engine = create_engine(SYNC_URL)
 reporting = engine.execution_options(logging_token="reports")  # a copy made at import
+STATEMENTS = []
+
+
+@event.listens_for(engine, "before_cursor_execute")
+def log_statement(connection, cursor, statement, *args):  # the app's own statement log
+    STATEMENTS.append(statement)
 
 
 class RoutingSession(Session):
@@ -426,9 +451,9 @@ from sqlalchemy import text
 import app
 
 
-def test_copy_made_at_import(db_session):
-    with app.reporting.connect() as connection:
-        connection.execute(text("SELECT 1"))
+def test_raw_connection(db_session):
+    connection = app.engine.raw_connection()
+    connection.close()
 
 
 @pytest.mark.asyncio
@@ -458,7 +483,7 @@ def test_unbound_paths_fail_naming_the_cause(
         [
             "*ContextError: the engine behind db_engines app:engine (*) was asked for a "
             "connection during the test*is listed in db_engines*with a sync database binding*"
-            "execution_options(...) copies made before the test*",
+            "engine.raw_connection() and engine.pool*",
         ]
     )
     assert "list the engine in ini db_engines" not in result.stdout.str()

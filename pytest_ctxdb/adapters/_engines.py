@@ -13,9 +13,9 @@ test's DBAPI connection, and whose transactions are savepoints of the test conne
 
 Every savepoint is a ``NestedTransaction`` of the test connection itself, so the savepoint
 arbiter (:mod:`pytest_ctxdb.binding._arbiter`) orders them with the test's own sessions' ones.
-The engine object is never replaced: the adapter shadows its ``connect`` (and
-``execution_options``) for the test only, so every reference the app holds, however it was
-taken, reaches the test connection. ``AsyncEngine`` follows: its ``connect()`` and sessions call
+The engine object is never replaced: the adapter shadows its ``connect`` for the test only
+(and ``OptionEngine.connect``, for ``engine.execution_options(...)`` copies), so every
+reference the app holds, however it was taken, reaches the test connection. ``AsyncEngine`` follows: its ``connect()`` and sessions call
 ``sync_engine.connect()``.
 """
 
@@ -25,12 +25,13 @@ import weakref
 from typing import Any
 
 from sqlalchemy.engine import Connection, Engine, NestedTransaction, RootTransaction
+from sqlalchemy.engine.base import OptionEngine
 from sqlalchemy.util import immutabledict
 
 from .._errors import ContextError
 from ..binding import guard_branch, yield_when_covered
 
-__all__ = ("BranchConnection", "EngineBinding")
+__all__ = ("BranchConnection", "EngineBinding", "bound_engine")
 
 #: execution options a branch ignores: they would change the shared test connection itself
 #: (``isolation_level="AUTOCOMMIT"`` would end the test's outer transaction).
@@ -69,7 +70,15 @@ class BranchConnection(Connection):
         # Shares the trunk's pooled DBAPI connection. The trunk's guards (outer COMMIT refused,
         # the savepoint arbiter) wrap the trunk's own methods, which every transaction step
         # below goes through; statement-level guards are added by guard_branch.
-        super().__init__(engine, connection=trunk.connection, _allow_revalidate=False)
+        # _has_events=False: the engine's "engine_connect" listeners are not run. They set up a
+        # new DBAPI connection, and this one is the test's: an execution_options copy with
+        # isolation_level="AUTOCOMMIT" registers one that would switch the test connection to
+        # autocommit. The engine's statement events are joined afterwards, so an app's own
+        # before_cursor_execute (logging, timing) still runs.
+        super().__init__(
+            engine, connection=trunk.connection, _has_events=False, _allow_revalidate=False
+        )
+        self.dispatch = self.dispatch._join(engine.dispatch)
         self.dialect = trunk.dialect
         if not _CONNECTION_WIDE.isdisjoint(self._execution_options):
             self._execution_options = immutabledict(
@@ -217,6 +226,23 @@ class BranchConnection(Connection):
         self._Connection__can_reconnect = False
 
 
+#: app engine -> its binding, while a test runs (read by the patched ``OptionEngine.connect``).
+_bindings: weakref.WeakKeyDictionary[Engine, EngineBinding] = weakref.WeakKeyDictionary()
+
+
+def _option_engine_connect(self: OptionEngine) -> Connection:
+    """``OptionEngine.connect`` while any engine is bound: a copy made with
+    ``engine.execution_options(...)`` (at import or during the test) of a bound engine hands out
+    branches too, with its own options; any other copy connects as usual."""
+    root: Engine = self
+    while isinstance(root, OptionEngine):
+        root = root._proxied
+    binding = _bindings.get(root)
+    if binding is None:
+        return Engine.connect(self)
+    return binding.connect(self)
+
+
 class EngineBinding:
     """Binds one app ``Engine`` (an ``AsyncEngine``'s ``sync_engine``) to a test connection.
 
@@ -224,11 +250,13 @@ class EngineBinding:
     :param trunk: the test connection (the ``sync_connection`` of an ``AsyncConnection``).
     :param label: how errors name the engine.
 
-    :meth:`install` shadows ``engine.connect`` and ``engine.execution_options`` with instance
-    attributes; :meth:`remove` deletes them and closes every connection handed out.
+    :meth:`install` shadows ``engine.connect`` with an instance attribute, and, while any
+    engine is bound, ``OptionEngine.connect`` (the class of ``engine.execution_options(...)``
+    copies, which share nothing else one could patch); :meth:`remove` undoes both and closes
+    every connection handed out during the test.
     """
 
-    __slots__ = ("_branches", "engine", "label", "trunk")
+    __slots__ = ("__weakref__", "_branches", "engine", "label", "trunk")
 
     def __init__(self, engine: Engine, trunk: Connection, label: str) -> None:
         self.engine = engine
@@ -236,27 +264,21 @@ class EngineBinding:
         self.label = label
         self._branches: weakref.WeakSet[BranchConnection] = weakref.WeakSet()
 
-    def connect(self, options: dict[str, Any] | None = None) -> BranchConnection:
-        """A new :class:`BranchConnection` on the test connection (no I/O until used)."""
-        branch = BranchConnection(self.trunk, self.engine, self.label)
+    def connect(self, engine: Engine | None = None) -> BranchConnection:
+        """A new :class:`BranchConnection` on the test connection (no I/O until used).
+
+        :param engine: the engine asked (the app engine, or an ``execution_options`` copy of
+            it, whose options the branch takes, connection-wide ones excepted).
+        """
+        branch = BranchConnection(self.trunk, engine or self.engine, self.label)
         self._branches.add(branch)
-        if options:
-            branch.execution_options(**options)
         return branch
 
     def install(self) -> None:
-        engine = self.engine
-        original_options = type(engine).execution_options
-
-        def execution_options(**opt: Any) -> Engine:
-            # A copy made during the test (engine.execution_options(...).connect()) shares
-            # the binding; its options apply to the branch, connection-wide ones excepted.
-            copy = original_options(engine, **opt)
-            copy.connect = lambda: self.connect(opt)  # type: ignore[method-assign]
-            return copy
-
-        engine.connect = self.connect  # type: ignore[method-assign]
-        engine.execution_options = execution_options  # type: ignore[method-assign,assignment]
+        self.engine.connect = self.connect  # type: ignore[method-assign]
+        _bindings[self.engine] = self
+        if OptionEngine.__dict__.get("connect") is not _option_engine_connect:
+            OptionEngine.connect = _option_engine_connect  # type: ignore[method-assign,assignment]
 
     def verify(self) -> None:
         """Check by its effect that ``engine.connect()`` now runs on the test connection.
@@ -278,11 +300,21 @@ class EngineBinding:
             )
 
     def remove(self) -> None:
-        namespace = vars(self.engine)
-        namespace.pop("connect", None)
-        namespace.pop("execution_options", None)
+        vars(self.engine).pop("connect", None)
+        if _bindings.get(self.engine) is self:
+            del _bindings[self.engine]
+        if not _bindings and OptionEngine.__dict__.get("connect") is _option_engine_connect:
+            del OptionEngine.connect
         branches = list(self._branches)
         self._branches = weakref.WeakSet()
         for branch in branches:
             if not branch._ended_by_test:
                 branch.end_with_test()
+
+
+def bound_engine(engine: Engine) -> bool:
+    """``True`` while ``engine`` (or the engine an ``execution_options`` copy was made from)
+    is bound to a test connection by :class:`EngineBinding`."""
+    while isinstance(engine, OptionEngine):
+        engine = engine._proxied
+    return engine in _bindings

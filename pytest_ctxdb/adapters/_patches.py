@@ -20,7 +20,7 @@ from .._errors import ConfigurationError, ContextError
 from .._importing import import_object
 from .._settings import mask_url
 from ..binding import JOIN_MODE
-from ._engines import EngineBinding
+from ._engines import EngineBinding, bound_engine
 
 __all__ = (
     "Adapter",
@@ -133,7 +133,7 @@ def _runs_on(bind: Any, expected: Connection) -> str | None:
     if bind is expected:
         return None
     if isinstance(bind, Engine):
-        if "connect" in vars(bind):  # bound by db_engines: check the connection it hands out
+        if bound_engine(bind):  # bound by db_engines: check the connection it hands out
             probe = bind.connect()
             try:
                 if probe.connection.dbapi_connection is expected.connection.dbapi_connection:
@@ -163,9 +163,8 @@ class EngineAdapter(Adapter):
         self.escape_hint = (
             f"The engine is listed in db_engines, which binds what its connect() hands out in "
             f"tests with a {kind} database binding (request {fixture}, or use "
-            "@pytest.mark.db on the default alias). Not bound: engine.raw_connection(), "
-            "engine.pool, and engine.execution_options(...) copies made before the test "
-            "(make them where they are used)."
+            "@pytest.mark.db on the default alias). Not bound: engine.raw_connection() and "
+            "engine.pool, which hand out DBAPI connections of the app's own database."
         )
         self.engine = engine
         self.is_async = isinstance(engine, AsyncEngine)
