@@ -20,6 +20,15 @@ from dataclasses import dataclass, field
 from functools import cache
 
 import pytest
+
+# Import every dialect module the outer tests use before any test runs: the pytester fixture
+# restores sys.modules after each test, so a dialect first imported inside a test would be
+# imported again by the next one, and SQLAlchemy warns (an error here) that its functions
+# are "already registered".
+import sqlalchemy.dialects.mysql.pymysql  # noqa: F401
+import sqlalchemy.dialects.postgresql.psycopg  # noqa: F401
+import sqlalchemy.dialects.postgresql.psycopg2  # noqa: F401
+import sqlalchemy.dialects.sqlite.pysqlite  # noqa: F401
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import DBAPIError

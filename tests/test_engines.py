@@ -425,13 +425,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from settings import SYNC_URL
 
 engine = create_engine(SYNC_URL)
-reporting = engine.execution_options(logging_token="reports")  # a copy made at import
-STATEMENTS = []
-
-
-@event.listens_for(engine, "before_cursor_execute")
-def log_statement(connection, cursor, statement, *args):  # the app's own statement log
-    STATEMENTS.append(statement)
 
 
 class RoutingSession(Session):
