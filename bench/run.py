@@ -80,9 +80,39 @@ waiting for the database server (round trips, server-side work), so it isolates 
 client-side Python cost of the fixtures. The JSON output also keeps, per run, the median
 test-to-test wall-clock gap, which shrugs off short bursts of load.
 
+db_engines (``--db-engines``)
+----------------------------
+Adds two variants on pytest-ctxdb, with ini ``db_engines`` naming the module-level engines of
+a generated app module ``bench_app``: ``engine = create_engine(...)`` and
+``SessionLocal = sessionmaker(engine)`` made at import, plus ``async_engine`` /
+``AsyncSessionLocal`` on the async backends, on URLs of the app's own database that must
+never be connected (a SQLite file in the suite's directory, never created; PostgreSQL
+database ``bench_app_never_connected``). The module first imports what a FastAPI app
+typically loads (:data:`APP_IMPORTS`), so that the run has ~900 modules in ``sys.modules``.
+
+``engines``
+    The ``ctxdb`` tests, unchanged (db_session / async_db_session), with ``db_engines``.
+``app``
+    The same bodies written through the app's own sessionmaker made at import
+    (``with SessionLocal() as session: ...; session.commit()``); the test still requests
+    db_session / async_db_session, as its database binding.
+
+In the paired design (the default under ``--db-engines``) all five variants run in one
+process; ``bench_app`` is imported by every run. The ini line applies to the whole run, so the
+conftest carries a hook that, before each test, hands pytest-ctxdb the adapter list it would
+have loaded without ``db_engines`` for the ``ctxdb`` tests (the loaded list minus its
+``EngineAdapter``\ s), and the full list for the others. It reads pytest-ctxdb's run state
+(``pytest_ctxdb.plugin._state.STATE_KEY``), a private name, and fails loudly if the list is
+not what the ini line should have made. The separate design (``--design separate``) runs each
+variant in its own process; there every suite imports ``bench_app`` and only ``engines`` and
+``app`` have the ini line. Reported: ``ratio = overhead(engines) / overhead(ctxdb)``, what
+``db_engines`` adds to the same tests, and ``overhead(app) / overhead(engines)``, what
+writing through the app's sessionmaker costs against db_session; each also run by run.
+
 Usage::
 
     python bench/run.py                                  # 500 tests, 20 tables, 5 repeats
+    python bench/run.py --db-engines --tests 300 --repeat 3   # db_engines against ctxdb
     PYTHONPATH=/tmp/rev python bench/run.py              # a pytest_ctxdb copied to /tmp/rev
     python bench/run.py --tests 50 --repeat 1            # smoke run
     python bench/run.py --backends sqlite,postgresql --body select1 --json results.json
@@ -109,6 +139,36 @@ from typing import Any
 BACKENDS = ("sqlite", "sqlite-async", "postgresql", "postgresql-async")
 BODIES = ("orm", "select1")
 VARIANTS = ("floor", "recipe", "ctxdb")
+#: added by ``--db-engines``: ``engines`` is ``ctxdb`` with ini ``db_engines`` naming the app's
+#: module-level engines (same bodies, on db_session / async_db_session); ``app`` runs with the
+#: same ini line but its bodies write through the app's own sessionmaker made at import.
+ENGINE_VARIANTS = ("engines", "app")
+#: the ctxdb-like variants: run on pytest-ctxdb's fixtures (the others run with -p no:ctxdb).
+CTXDB_VARIANTS = ("ctxdb", *ENGINE_VARIANTS)
+#: what the app module imports before making its engines (a FastAPI app's usual load: web
+#: framework, validation, settings, stdlib); a module that is not installed is skipped.
+APP_IMPORTS = (
+    "asyncio",
+    "decimal",
+    "email.mime.multipart",
+    "email.mime.text",
+    "email.utils",
+    "http.client",
+    "json",
+    "logging.config",
+    "unittest",
+    "unittest.mock",
+    "uuid",
+    "pydantic",
+    "pydantic_settings",
+    "fastapi",
+    "fastapi.security",
+    "fastapi.testclient",
+    "starlette.middleware.cors",
+    "httpx",
+    "sqlalchemy.ext.asyncio",
+    "sqlalchemy.orm",
+)
 MEASURES = ("per_test_us", "cpu_us", "median_gap_us")
 TESTS_PER_MODULE = 50
 # Database names unique to this run, so that two benchmarks (or a benchmark and a test run)
@@ -184,17 +244,27 @@ def models_source(tables: int) -> str:
 
 
 def test_source(
-    index: int, body: str, is_async: bool, floor: bool, fixture: str = "", suffix: str = ""
+    index: int,
+    body: str,
+    is_async: bool,
+    floor: bool,
+    fixture: str = "",
+    suffix: str = "",
+    app: bool = False,
 ) -> str:
     """One test function. Every variant requests a fixture of the same name (in the paired
-    design each variant has its own ``fixture`` and the test name its ``suffix``)."""
+    design each variant has its own ``fixture`` and the test name its ``suffix``). With
+    ``app`` the body runs on a session of the app's own sessionmaker (``SessionLocal`` /
+    ``AsyncSessionLocal`` from ``bench_app``) instead of the fixture's session; the fixture is
+    still requested, as the test's database binding."""
     fixture = fixture or ("async_db_session" if is_async else "db_session")
     a_def = "async def" if is_async else "def"
     aw = "await " if is_async else ""
+    session = "session" if app else fixture
     if floor:
         lines = [f"assert {fixture} is None"]
     elif body == "select1":
-        lines = [f'assert ({aw}{fixture}.execute(text("SELECT 1"))).scalar_one() == 1']
+        lines = [f'assert ({aw}{session}.execute(text("SELECT 1"))).scalar_one() == 1']
     else:
         lines = [
             # The same unique user name in every test: if one test's rows leaked into the
@@ -205,9 +275,9 @@ def test_source(
             f'    Item(sku="sku-{index}-a", quantity=1, price_cents=100),',
             f'    Item(sku="sku-{index}-b", quantity=2, price_cents=250),',
             "]",
-            f"{fixture}.add(user)",
-            f"{aw}{fixture}.commit()",
-            f"found = ({aw}{fixture}.scalars(",
+            f"{session}.add(user)",
+            f"{aw}{session}.commit()",
+            f"found = ({aw}{session}.scalars(",
             "    select(Order)",
             "    .join(Order.user)",
             '    .where(User.name == "bench-user")',
@@ -217,12 +287,19 @@ def test_source(
             "skus = sorted(item.sku for item in found.items)",
             f'assert skus == ["sku-{index}-a", "sku-{index}-b"]',
         ]
+    if app:
+        maker = "AsyncSessionLocal" if is_async else "SessionLocal"
+        lines = [
+            f"{'async with' if is_async else 'with'} {maker}() as session:",
+            *(f"    {line}" for line in lines),
+        ]
     body_text = "".join(f"    {line}\n" for line in lines)
     return f"\n\n{a_def} test_{index:04d}{suffix}({fixture}):\n{body_text}"
 
 
-def module_header(body: str, is_async: bool, floor: bool) -> str:
-    """The imports (and pytest-asyncio marker) every generated test module starts with."""
+def module_header(body: str, is_async: bool, floor: bool, app: bool = False) -> str:
+    """The imports (and pytest-asyncio marker) every generated test module starts with;
+    ``app``: also the app's sessionmaker, for the ``app`` variant's bodies."""
     header = ["from __future__ import annotations", ""]
     if is_async:
         header += ["import pytest", ""]
@@ -236,33 +313,50 @@ def module_header(body: str, is_async: bool, floor: bool) -> str:
                 "",
                 "from bench_models import Item, Order, User",
             ]
+        if app:
+            maker = "AsyncSessionLocal" if is_async else "SessionLocal"
+            header += [f"from bench_app import {maker}"]
     if is_async:
         header += ["", "pytestmark = pytest.mark.asyncio  # loop scope: ini default (session)"]
     return "\n".join(header) + "\n"
 
 
-def test_modules(tests: int, body: str, is_async: bool, floor: bool) -> dict[str, str]:
+def test_modules(tests: int, body: str, is_async: bool, variant: str) -> dict[str, str]:
+    """The separate design's tests for one variant, ``TESTS_PER_MODULE`` to a module."""
+    floor, app = variant == "floor", variant == "app"
     modules: dict[str, str] = {}
     for start in range(0, tests, TESTS_PER_MODULE):
         stop = min(start + TESTS_PER_MODULE, tests)
-        text = module_header(body, is_async, floor)
-        text += "".join(test_source(i, body, is_async, floor) for i in range(start, stop))
+        text = module_header(body, is_async, floor, app)
+        text += "".join(
+            test_source(i, body, is_async, floor, app=app) for i in range(start, stop)
+        )
         modules[f"test_bench_{start // TESTS_PER_MODULE:03d}.py"] = text
     return modules
 
 
-def paired_test_modules(tests: int, body: str, is_async: bool) -> dict[str, str]:
-    """The paired design's tests: for each index a floor, a recipe and a ctxdb test, in an
-    order rotated from index to index (no variant always runs after the same one)."""
-    fixtures = {"floor": "floor_session", "recipe": "recipe_session", "ctxdb": ""}
-    per_module = TESTS_PER_MODULE // 3  # indices per module, three tests each
+def paired_test_modules(
+    tests: int, body: str, is_async: bool, variants: tuple[str, ...] = VARIANTS
+) -> dict[str, str]:
+    """The paired design's tests: for each index one test per variant (a floor, a recipe and
+    a ctxdb test, plus an engines and an app test with ``--db-engines``), in an order rotated
+    from index to index (no variant always runs first or after the same one)."""
+    fixtures = {"floor": "floor_session", "recipe": "recipe_session"}
+    count = len(variants)
+    per_module = TESTS_PER_MODULE // count  # indices per module, one test per variant each
     modules: dict[str, str] = {}
     for start in range(0, tests, per_module):
-        text = module_header(body, is_async, False)
+        text = module_header(body, is_async, False, "app" in variants)
         for i in range(start, min(start + per_module, tests)):
-            for variant in VARIANTS[i % 3 :] + VARIANTS[: i % 3]:
+            for variant in variants[i % count :] + variants[: i % count]:
                 text += test_source(
-                    i, body, is_async, variant == "floor", fixtures[variant], f"_{variant}"
+                    i,
+                    body,
+                    is_async,
+                    variant == "floor",
+                    fixtures.get(variant, ""),
+                    f"_{variant}",
+                    app=variant == "app",
                 )
         modules[f"test_bench_{start // per_module:03d}.py"] = text
     return modules
@@ -272,6 +366,7 @@ TIMING_PLUGIN = """\
 # -- timing plugin: clocks read after each test's setup+call+teardown+report ---------------
 import json as _json
 import os as _os
+import sys as _sys
 import time as _time
 
 _wall = []  # perf_counter(): the measure
@@ -287,7 +382,7 @@ def pytest_sessionfinish(session, exitstatus):
     # The first stamp follows the first test (one-time set-up excluded); the last test is
     # dropped because its teardown also finalizes the session-scoped fixtures.
     n = len(_wall)
-    result = {"tests": n, "failed": session.testsfailed}
+    result = {"tests": n, "failed": session.testsfailed, "modules": len(_sys.modules)}
     if n > 2:
         result["per_test_us"] = (_wall[-2] - _wall[0]) / (n - 2) * 1e6
         result["cpu_us"] = (_cpu[-2] - _cpu[0]) / (n - 2) * 1e6
@@ -303,8 +398,10 @@ PAIRED_TIMING_PLUGIN = """\
 import json as _json
 import os as _os
 import statistics as _statistics
+import sys as _sys
 import time as _time
 
+_FIRST = 3  # the number of variants: tests of the first index, left out
 _stamps = []  # (nodeid, perf_counter(), process_time())
 
 
@@ -313,15 +410,17 @@ def pytest_runtest_logfinish(nodeid, location):
 
 
 def pytest_sessionfinish(session, exitstatus):
-    # The first three tests (one of each variant: their session fixtures are set up there)
+    # The first index's tests (one of each variant: their session fixtures are set up there)
     # and the last one (its teardown finalizes them) are left out.
     gaps = {}
-    for (_, wall0, cpu0), (nodeid, wall, cpu) in zip(_stamps[2:-2], _stamps[3:-1]):
+    for (_, wall0, cpu0), (nodeid, wall, cpu) in zip(
+        _stamps[_FIRST - 1 : -2], _stamps[_FIRST:-1]
+    ):
         variant = nodeid.rsplit("_", 1)[-1]
         gaps.setdefault(variant, ([], []))
         gaps[variant][0].append((wall - wall0) * 1e6)
         gaps[variant][1].append((cpu - cpu0) * 1e6)
-    result = {"tests": len(_stamps), "failed": session.testsfailed}
+    result = {"tests": len(_stamps), "failed": session.testsfailed, "modules": len(_sys.modules)}
     for variant, (wall, cpu) in gaps.items():
         result[variant] = {
             "median_us": _statistics.median(wall),
@@ -522,6 +621,102 @@ async def async_db_session():
 """
 
 
+APP_MODULE = """\
+\"\"\"Generated by bench/run.py: the application whose module-level engines ini db_engines binds.
+
+Its engines point at the app's own database, which no test may reach: pytest-ctxdb binds
+their connect() to the test connection, so it is never connected (on SQLite the file is
+never created). Before them, the import load of a typical FastAPI app.
+\"\"\"
+
+import importlib
+
+from sqlalchemy import create_engine
+from sqlalchemy.orm import sessionmaker
+
+for _name in __IMPORTS__:
+    try:
+        importlib.import_module(_name)
+    except ImportError:  # not installed here: the load is a little lighter
+        pass
+
+engine = create_engine(__URL__)
+SessionLocal = sessionmaker(engine)
+"""
+
+APP_MODULE_ASYNC = """
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+
+async_engine = create_async_engine(__ASYNC_URL__)
+AsyncSessionLocal = async_sessionmaker(async_engine)
+"""
+
+ENGINES_SWITCH = """\
+# -- db_engines on and off in one process (bench/run.py --db-engines, paired design) --------
+# ini db_engines names the app's engines for the whole run. The ctxdb tests run as if the line
+# were absent: before each test, the run's adapter list is swapped for the one pytest-ctxdb
+# loads without db_engines (the same list minus its EngineAdapters), so that only the
+# engines and app tests bind the app's engines. Every test pays for this hook alike.
+import pytest as _pytest
+
+from pytest_ctxdb.adapters import EngineAdapter as _EngineAdapter
+from pytest_ctxdb.plugin._state import STATE_KEY as _STATE_KEY
+
+_ENGINES = __ENGINES__  # EngineAdapters the ini line must have made
+_adapter_lists = {}
+
+
+@_pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    state = item.config.stash[_STATE_KEY]
+    if not _adapter_lists:
+        loaded = list(state.adapters())
+        engines = [a for a in loaded if isinstance(a, _EngineAdapter)]
+        if len(engines) != _ENGINES:
+            raise RuntimeError(f"expected {_ENGINES} EngineAdapters from db_engines: {loaded}")
+        _adapter_lists["with"] = loaded
+        _adapter_lists["without"] = [a for a in loaded if not isinstance(a, _EngineAdapter)]
+    without = item.name.endswith("_ctxdb")
+    state._adapters = _adapter_lists["without" if without else "with"]
+"""
+
+
+def app_source(backend: str, directory: Path, pg_url: str) -> str:
+    """The ``bench_app`` module for ``backend``: a sync engine and ``SessionLocal``, plus an
+    ``AsyncEngine`` and ``AsyncSessionLocal`` on the async backends, all made at import, on
+    URLs of the app's own database (a SQLite file in ``directory``, a PostgreSQL database
+    that need not exist) that pytest-ctxdb must keep them from ever connecting to."""
+    from sqlalchemy.engine import make_url
+
+    if backend.startswith("sqlite"):
+        url = f"sqlite:///{directory / 'bench_app.db'}"
+        async_url = f"sqlite+aiosqlite:///{directory / 'bench_app.db'}"
+    else:
+        server = make_url(pg_url).set(database="bench_app_never_connected")
+        url = server.render_as_string(hide_password=False)
+        async_url = server.set(drivername="postgresql+asyncpg").render_as_string(
+            hide_password=False
+        )
+    text = APP_MODULE.replace("__IMPORTS__", repr(APP_IMPORTS)).replace("__URL__", repr(url))
+    if backend.endswith("-async"):
+        text += APP_MODULE_ASYNC.replace("__ASYNC_URL__", repr(async_url))
+    return text
+
+
+def app_engine_specs(backend: str) -> list[str]:
+    """What ini ``db_engines`` lists for ``backend``: the app's sync engine, and its
+    ``AsyncEngine`` on the async backends."""
+    specs = ["bench_app:engine"]
+    if backend.endswith("-async"):
+        specs.append("bench_app:async_engine")
+    return specs
+
+
+def write_app(directory: Path, backend: str, pg_url: str) -> None:
+    """Write ``bench_app.py`` into a suite's ``directory``."""
+    (directory / "bench_app.py").write_text(app_source(backend, directory, pg_url))
+
+
 @dataclass(frozen=True)
 class Suite:
     backend: str
@@ -535,9 +730,11 @@ class Suite:
         return f"{self.backend}/{self.body}/{self.variant}"
 
 
-def conftest_source(backend: str, variant: str, pg_url: str) -> str:
+def conftest_source(backend: str, variant: str, pg_url: str, db_engines: bool = False) -> str:
+    """The separate design's ``conftest.py`` for one variant; with ``db_engines`` it also
+    imports the app module, so that every variant carries the same import load."""
     is_async = backend.endswith("-async")
-    if variant == "ctxdb":
+    if variant in CTXDB_VARIANTS:
         fixtures = "# -- ctxdb: the plugin's own db_session / async_db_session are used\n"
     elif variant == "floor":
         fixtures = FLOOR_ASYNC if is_async else FLOOR_SYNC
@@ -550,14 +747,19 @@ def conftest_source(backend: str, variant: str, pg_url: str) -> str:
         }[backend]
         fixtures = fixtures.replace("__SERVER_URL__", repr(pg_url))
         fixtures = fixtures.replace("__DATABASE__", repr(RECIPE_DATABASE))
+    if db_engines:
+        fixtures += "\n\nimport bench_app  # noqa: E402,F401 - the app's imports, in all variants\n"
     return (
         f'"""Generated by bench/run.py ({backend}, {variant})."""\n\n{TIMING_PLUGIN}\n\n{fixtures}'
     )
 
 
-def paired_conftest_source(backend: str, pg_url: str) -> str:
+def paired_conftest_source(
+    backend: str, pg_url: str, variants: tuple[str, ...] = VARIANTS
+) -> str:
     """One conftest with the recipe's fixture as ``recipe_session`` (engine
-    ``recipe_engine``) and the floor's as ``floor_session``; ctxdb's are the plugin's."""
+    ``recipe_engine``) and the floor's as ``floor_session``; ctxdb's are the plugin's. With
+    the ``--db-engines`` variants, also :data:`ENGINES_SWITCH`."""
     is_async = backend.endswith("-async")
     recipe = conftest_source(backend, "recipe", pg_url).split(TIMING_PLUGIN, 1)[1]
     floor = FLOOR_ASYNC if is_async else FLOOR_SYNC
@@ -566,17 +768,32 @@ def paired_conftest_source(backend: str, pg_url: str) -> str:
     recipe = recipe.replace(f"def {fixture}(engine):", "def recipe_session(recipe_engine):")
     recipe = recipe.replace("with engine.connect() as connection:", "with recipe_engine.connect() as connection:")
     floor = floor.replace(f"def {fixture}():", "def floor_session():")
-    return f'"""Generated by bench/run.py ({backend}, paired)."""\n\n{PAIRED_TIMING_PLUGIN}\n{recipe}\n{floor}'
+    timing = PAIRED_TIMING_PLUGIN.replace("_FIRST = 3", f"_FIRST = {len(variants)}")
+    switch = ""
+    if "engines" in variants:
+        switch = "\n" + ENGINES_SWITCH.replace(
+            "__ENGINES__", str(len(app_engine_specs(backend)))
+        )
+    return (
+        f'"""Generated by bench/run.py ({backend}, paired)."""\n\n{timing}\n{recipe}\n{floor}'
+        f"{switch}"
+    )
 
 
 def write_paired_suite(root: Path, backend: str, body: str, options: argparse.Namespace) -> Suite:
     directory = root / f"{backend}-{body}-paired"
     directory.mkdir(parents=True)
-    (directory / "pytest.ini").write_text(ini_source(backend, "ctxdb"))
-    (directory / "conftest.py").write_text(paired_conftest_source(backend, options.pg_url))
+    variants = variants_of(options)
+    engines = "engines" in variants
+    (directory / "pytest.ini").write_text(ini_source(backend, "engines" if engines else "ctxdb"))
+    (directory / "conftest.py").write_text(
+        paired_conftest_source(backend, options.pg_url, variants)
+    )
     (directory / "bench_models.py").write_text(models_source(options.tables))
+    if engines:
+        write_app(directory, backend, options.pg_url)
     is_async = backend.endswith("-async")
-    for name, text in paired_test_modules(options.tests, body, is_async).items():
+    for name, text in paired_test_modules(options.tests, body, is_async, variants).items():
         (directory / name).write_text(text)
     args = ["-q", "-p", "no:cacheprovider", "-p", "ctxdb", "--db-test-name", CTXDB_DATABASE]
     if backend.startswith("postgresql"):
@@ -585,6 +802,8 @@ def write_paired_suite(root: Path, backend: str, body: str, options: argparse.Na
 
 
 def ini_source(backend: str, variant: str) -> str:
+    """``pytest.ini`` of a suite; the ``engines`` and ``app`` variants list the app's engines
+    in ``db_engines``."""
     lines = ["[pytest]", "pythonpath = .", "asyncio_mode = strict"]
     if backend.endswith("-async"):
         lines += [
@@ -593,8 +812,10 @@ def ini_source(backend: str, variant: str) -> str:
         ]
     else:
         lines += ["asyncio_default_fixture_loop_scope = function"]
-    if variant == "ctxdb":
+    if variant in CTXDB_VARIANTS:
         lines += ["db_metadata = bench_models:Base.metadata"]
+    if variant in ENGINE_VARIANTS:
+        lines += ["db_engines ="] + [f"    {spec}" for spec in app_engine_specs(backend)]
     return "\n".join(lines) + "\n"
 
 
@@ -604,13 +825,17 @@ def write_suite(
     directory = root / f"{backend}-{body}-{variant}"
     directory.mkdir(parents=True)
     (directory / "pytest.ini").write_text(ini_source(backend, variant))
-    (directory / "conftest.py").write_text(conftest_source(backend, variant, options.pg_url))
+    (directory / "conftest.py").write_text(
+        conftest_source(backend, variant, options.pg_url, options.db_engines)
+    )
     (directory / "bench_models.py").write_text(models_source(options.tables))
+    if options.db_engines:
+        write_app(directory, backend, options.pg_url)
     is_async = backend.endswith("-async")
-    for name, text in test_modules(options.tests, body, is_async, variant == "floor").items():
+    for name, text in test_modules(options.tests, body, is_async, variant).items():
         (directory / name).write_text(text)
     args = ["-q", "-p", "no:cacheprovider"]
-    if variant == "ctxdb":
+    if variant in CTXDB_VARIANTS:
         args += ["-p", "ctxdb"]
         # Own test database name: no clash with other pytest runs on this machine or server,
         # and the template databases pytest-ctxdb keeps across runs are known (see cleanup()).
@@ -662,15 +887,27 @@ def run_timed(suite: Suite, tests: int, timeout: float) -> dict[str, Any]:
 def run_suite(suite: Suite, tests: int) -> dict[str, float]:
     """Run ``suite`` once; return its per-test times in microseconds: ``per_test_us`` (wall
     clock, the measure), ``cpu_us`` (the pytest process's CPU time) and ``median_gap_us``
-    (median test-to-test wall time, robust to bursts of load from other processes)."""
+    (median test-to-test wall time, robust to bursts of load from other processes); and
+    ``modules``, ``len(sys.modules)`` at the end of the run."""
     result = run_timed(suite, tests, timeout=1800)
-    return {key: float(result[key]) for key in MEASURES}
+    return {key: float(result[key]) for key in (*MEASURES, "modules")}
 
 
-def run_paired_suite(suite: Suite, tests: int) -> dict[str, dict[str, float]]:
-    """Run a paired suite once; return variant -> median per-test wall and CPU time (us)."""
-    result = run_timed(suite, 3 * tests, timeout=3600)
-    return {variant: result[variant] for variant in VARIANTS}
+def run_paired_suite(
+    suite: Suite, tests: int, variants: tuple[str, ...] = VARIANTS
+) -> dict[str, dict[str, float]]:
+    """Run a paired suite once; return variant -> median per-test wall and CPU time (us),
+    and ``"modules"`` -> ``{"count": len(sys.modules)}`` at the end of the run."""
+    result = run_timed(suite, len(variants) * tests, timeout=3600)
+    measured = {variant: result[variant] for variant in variants}
+    measured["modules"] = {"count": float(result["modules"])}
+    return measured
+
+
+def variants_of(options: argparse.Namespace) -> tuple[str, ...]:
+    """The variants measured: floor, recipe and ctxdb, plus engines and app with
+    ``--db-engines``."""
+    return VARIANTS + (ENGINE_VARIANTS if options.db_engines else ())
 
 
 def check_postgresql(url: str) -> str:
@@ -750,28 +987,74 @@ def versions() -> dict[str, str]:
 # -- reporting ---------------------------------------------------------------------------------
 
 
-def summarize(samples: dict[tuple[str, str, str], list[float]], backends, bodies) -> list[dict]:
-    """One row per (backend, body): medians, overheads over the floor, and the ratio."""
+def summarize(
+    samples: dict[tuple[str, str, str], list[float]],
+    backends: list[str],
+    bodies: list[str],
+    variants: tuple[str, ...] = VARIANTS,
+) -> list[dict[str, Any]]:
+    """One row per (backend, body): medians, overheads over the floor, and the ratio; with
+    the ``--db-engines`` variants also theirs (see :func:`engines_figures`)."""
     rows = []
     for backend in backends:
         for body in bodies:
-            med = {v: statistics.median(samples[(backend, body, v)]) for v in VARIANTS}
+            med = {v: statistics.median(samples[(backend, body, v)]) for v in variants}
             recipe = med["recipe"] - med["floor"]
             ctxdb = med["ctxdb"] - med["floor"]
-            rows.append(
-                {
-                    "backend": backend,
-                    "body": body,
-                    "floor_us": med["floor"],
-                    "recipe_us": med["recipe"],
-                    "ctxdb_us": med["ctxdb"],
-                    "recipe_overhead_us": recipe,
-                    "ctxdb_overhead_us": ctxdb,
-                    "ratio": ctxdb / recipe if recipe > 0 else None,
-                    "samples_us": {v: samples[(backend, body, v)] for v in VARIANTS},
-                }
-            )
+            runs = {v: samples[(backend, body, v)] for v in variants}
+            row: dict[str, Any] = {
+                "backend": backend,
+                "body": body,
+                "floor_us": med["floor"],
+                "recipe_us": med["recipe"],
+                "ctxdb_us": med["ctxdb"],
+                "recipe_overhead_us": recipe,
+                "ctxdb_overhead_us": ctxdb,
+                "ratio": ctxdb / recipe if recipe > 0 else None,
+                "samples_us": runs,
+            }
+            if "engines" in variants:
+                row.update(engines_figures(runs, med))
+            rows.append(row)
     return rows
+
+
+def _ratio(numerator: float, denominator: float) -> float | None:
+    return numerator / denominator if denominator > 0 else None
+
+
+def engines_figures(samples: dict[str, list[float]], med: dict[str, float]) -> dict[str, Any]:
+    """The ``--db-engines`` figures of one (backend, body) from its per-run ``samples`` and
+    their medians ``med``: overheads over the floor of ``engines`` and ``app``, and
+
+    * ``engines_ratio`` = overhead(engines) / overhead(ctxdb): what ini ``db_engines`` adds
+      to the same db_session test (target: at most 1.10);
+    * ``app_ratio`` = overhead(app) / overhead(engines): the same body written through the
+      app's own sessionmaker instead of db_session, both with ``db_engines``;
+    * ``*_run_ratios``: the same ratios run by run (each run pairs the variants in one
+      process), a view of the noise.
+    """
+    floor = med["floor"]
+    engines, app, ctxdb = med["engines"] - floor, med["app"] - floor, med["ctxdb"] - floor
+    runs = range(len(samples["floor"]))
+
+    def overhead(variant: str, run: int) -> float:
+        return samples[variant][run] - samples["floor"][run]
+
+    return {
+        "engines_us": med["engines"],
+        "app_us": med["app"],
+        "engines_overhead_us": engines,
+        "app_overhead_us": app,
+        "engines_ratio": _ratio(engines, ctxdb),
+        "app_ratio": _ratio(app, engines),
+        "engines_run_ratios": [
+            _ratio(overhead("engines", run), overhead("ctxdb", run)) for run in runs
+        ],
+        "app_run_ratios": [
+            _ratio(overhead("app", run), overhead("engines", run)) for run in runs
+        ],
+    }
 
 
 def markdown_table(rows: list[dict]) -> str:
@@ -784,6 +1067,44 @@ def markdown_table(rows: list[dict]) -> str:
         out.append(
             f"| {row['backend']} | {row['body']} | {row['floor_us']:.0f} | "
             f"{row['recipe_overhead_us']:.0f} | {row['ctxdb_overhead_us']:.0f} | {ratio} |"
+        )
+    return "\n".join(out)
+
+
+def _ratio_text(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def engines_table(rows: list[dict[str, Any]]) -> str:
+    """The ``--db-engines`` table: ctxdb's overhead with and without ini ``db_engines``."""
+    out = [
+        "| backend | body | floor us/test | ctxdb overhead us | ctxdb+engines overhead us "
+        "| ratio | ratio per run |",
+        "|---|---|---:|---:|---:|---:|---|",
+    ]
+    for row in rows:
+        per_run = " ".join(_ratio_text(r) for r in row["engines_run_ratios"])
+        out.append(
+            f"| {row['backend']} | {row['body']} | {row['floor_us']:.0f} | "
+            f"{row['ctxdb_overhead_us']:.0f} | {row['engines_overhead_us']:.0f} | "
+            f"{_ratio_text(row['engines_ratio'])} | {per_run} |"
+        )
+    return "\n".join(out)
+
+
+def app_table(rows: list[dict[str, Any]]) -> str:
+    """The ``--db-engines`` table of the ``app`` variant: the body written through the app's
+    sessionmaker against the same body on db_session, both with ini ``db_engines``."""
+    out = [
+        "| backend | body | db_session overhead us | app sessionmaker overhead us "
+        "| ratio | ratio per run |",
+        "|---|---|---:|---:|---:|---|",
+    ]
+    for row in rows:
+        per_run = " ".join(_ratio_text(r) for r in row["app_run_ratios"])
+        out.append(
+            f"| {row['backend']} | {row['body']} | {row['engines_overhead_us']:.0f} | "
+            f"{row['app_overhead_us']:.0f} | {_ratio_text(row['app_ratio'])} | {per_run} |"
         )
     return "\n".join(out)
 
@@ -810,15 +1131,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--design",
-        default="separate,paired",
-        help="separate (one pytest process per variant), paired (the three variants' tests "
-        "interleaved in one process) or both (default)",
+        default=None,
+        help="separate (one pytest process per variant), paired (the variants' tests "
+        "interleaved in one process) or both (default; with --db-engines: paired)",
+    )
+    parser.add_argument(
+        "--db-engines",
+        action="store_true",
+        help="add the variants engines (ctxdb with ini db_engines binding the module-level "
+        "engines of a generated app module that imports a FastAPI app's load) and app (the "
+        "same, bodies writing through the app's sessionmaker); report their overhead against "
+        "ctxdb's",
     )
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
     parser.add_argument("--keep", action="store_true", help="keep the generated suites")
     options = parser.parse_args(argv)
     options.backends = [b.strip() for b in options.backends.split(",") if b.strip()]
     options.bodies = [b.strip() for b in options.body.split(",") if b.strip()]
+    if options.design is None:
+        options.design = "paired" if options.db_engines else "separate,paired"
     options.designs = [d.strip() for d in options.design.split(",") if d.strip()]
     for name, given, known in (
         ("--backends", options.backends, BACKENDS),
@@ -861,6 +1192,30 @@ def plugin_origin() -> str:
     return where
 
 
+def print_engines_tables(
+    wall: list[dict[str, Any]], cpu: list[dict[str, Any]], design: str
+) -> None:
+    """Print the ``--db-engines`` tables of one design, wall clock then CPU time."""
+    for rows, clock in ((wall, "wall clock"), (cpu, "CPU time of the pytest process")):
+        print(
+            f"db_engines, {design}, {clock}: ctxdb's overhead over the floor without and with "
+            "ini db_engines (same db_session bodies); ratio = ctxdb+engines / ctxdb "
+            "(target: <= 1.10):"
+        )
+        print()
+        print(engines_table(rows))
+        print()
+    for rows, clock in ((wall, "wall clock"), (cpu, "CPU time of the pytest process")):
+        print(
+            f"db_engines, {design}, {clock}: the body through the app's sessionmaker made at "
+            "import against the same body on db_session, both with ini db_engines; "
+            "ratio = app / db_session:"
+        )
+        print()
+        print(app_table(rows))
+        print()
+
+
 def main(argv: list[str] | None = None) -> int:
     options = parse_args(argv)
     info = versions()
@@ -879,6 +1234,13 @@ def main(argv: list[str] | None = None) -> int:
         f"(it is {'set' if os.environ.get('PYTHONDONTWRITEBYTECODE') else 'not set'} here), "
         "so pytest can cache rewritten test modules.",
     )
+    variants = variants_of(options)
+    if options.db_engines:
+        print(
+            "db_engines: the engines and app variants list bench_app's module-level engines "
+            "in ini db_engines (bench_app:engine; also bench_app:async_engine on the async "
+            "backends); bench_app imports a FastAPI app's load first (every variant)."
+        )
     print(f"cpus: {os.cpu_count()}, load average at start: {os.getloadavg()[0]:.2f}", flush=True)
 
     root = Path(tempfile.mkdtemp(prefix="ctxdb-bench-"))
@@ -887,13 +1249,14 @@ def main(argv: list[str] | None = None) -> int:
         "median_us": {},
         "cpu_median_us": {},
     }
+    modules: dict[str, int] = {}  # suite label -> len(sys.modules) at its end
     started = time.monotonic()
     try:
         suites = [
             write_suite(root, backend, body, variant, options)
             for backend in options.backends
             for body in options.bodies
-            for variant in VARIANTS
+            for variant in variants
         ]
         paired_suites = [
             write_paired_suite(root, backend, body, options)
@@ -907,7 +1270,8 @@ def main(argv: list[str] | None = None) -> int:
         for round_ in range(options.repeat + 1):
             what = "warm-up" if round_ == 0 else f"run {round_}/{options.repeat}"
             for suite in paired_suites:
-                measured_paired = run_paired_suite(suite, options.tests)
+                measured_paired = run_paired_suite(suite, options.tests, variants)
+                modules[suite.label] = int(measured_paired.pop("modules")["count"])
                 if round_ > 0:
                     for variant, values in measured_paired.items():
                         for measure in paired:
@@ -916,22 +1280,24 @@ def main(argv: list[str] | None = None) -> int:
                 print(
                     f"  [{what}] {suite.label}: "
                     + ", ".join(
-                        f"{v} {measured_paired[v]['median_us']:.0f}" for v in VARIANTS
+                        f"{v} {measured_paired[v]['median_us']:.0f}" for v in variants
                     )
-                    + " us/test (medians)",
+                    + f" us/test (medians); {modules[suite.label]} modules",
                     file=sys.stderr,
                     flush=True,
                 )
             what = "warm-up" if round_ == 0 else f"run {round_}/{options.repeat}"
             for suite in suites:
                 measured = run_suite(suite, options.tests)
+                modules[suite.label] = int(measured.pop("modules"))
                 if round_ > 0:
                     key = (suite.backend, suite.body, suite.variant)
                     for measure, value in measured.items():
                         samples[measure].setdefault(key, []).append(value)
                 print(
                     f"  [{what}] {suite.label}: {measured['per_test_us']:8.1f} us/test "
-                    f"(cpu {measured['cpu_us']:8.1f}, median gap {measured['median_gap_us']:8.1f})",
+                    f"(cpu {measured['cpu_us']:8.1f}, median gap {measured['median_gap_us']:8.1f}"
+                    f"; {modules[suite.label]} modules)",
                     file=sys.stderr,
                     flush=True,
                 )
@@ -944,7 +1310,10 @@ def main(argv: list[str] | None = None) -> int:
 
     results: dict[str, list[dict]] = {}
     if suites:
-        results = {m: summarize(samples[m], options.backends, options.bodies) for m in MEASURES}
+        results = {
+            m: summarize(samples[m], options.backends, options.bodies, variants)
+            for m in MEASURES
+        }
         print()
         print("separate design (one pytest process per variant):")
         print()
@@ -964,12 +1333,14 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print(markdown_table(results["cpu_us"]))
         print()
+        if options.db_engines:
+            print_engines_tables(results["per_test_us"], results["cpu_us"], "separate design")
     if paired_suites:
         for measure in paired:
             results[f"paired_{measure}"] = summarize(
-                paired[measure], options.backends, options.bodies
+                paired[measure], options.backends, options.bodies, variants
             )
-        print("paired design (floor, recipe and ctxdb tests interleaved in one pytest process):")
+        print(f"paired design ({', '.join(variants)} tests interleaved in one pytest process):")
         print()
         print(markdown_table(results["paired_median_us"]))
         print()
@@ -981,6 +1352,13 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print(markdown_table(results["paired_cpu_median_us"]))
         print()
+        if options.db_engines:
+            print_engines_tables(
+                results["paired_median_us"], results["paired_cpu_median_us"], "paired design"
+            )
+    if modules:
+        counts = sorted(set(modules.values()))
+        print(f"modules loaded at the end of a suite (len(sys.modules)): {counts[0]}-{counts[-1]}")
     elapsed = time.monotonic() - started
     print(f"load average at end: {os.getloadavg()[0]:.2f}; total time: {elapsed:.0f} s")
     if options.json:
@@ -995,6 +1373,8 @@ def main(argv: list[str] | None = None) -> int:
                     "tables": options.tables,
                     "repeat": options.repeat,
                     "designs": options.designs,
+                    "variants": variants,
+                    "modules": modules,
                     "results": results.get("per_test_us"),
                     "cpu_results": results.get("cpu_us"),
                     "median_gap_results": results.get("median_gap_us"),
