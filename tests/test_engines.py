@@ -683,3 +683,48 @@ def test_sessions_apart_in_production_stay_apart(
     result = run(driver, pytester, name)
     result.assert_outcomes(passed=4)
     assert app_database.count("item") == 0
+
+
+UNLISTED_TESTS = '''
+import app
+from models import NAMES
+
+
+def test_the_app_engine_is_not_listed(db_session):
+    app.with_session("would leak")
+
+
+def test_nor_in_a_test_without_a_database():
+    app.with_begin("would leak too")
+'''
+
+
+def test_an_unlisted_engine_on_the_urls_database_is_refused(
+    driver: Backend,
+    app_database: AppDatabase,
+    pytester: pytest.Pytester,
+    ini: object,
+    request: pytest.FixtureRequest,
+) -> None:
+    """The URL names the app's own database (as when PYTEST_CTXDB_URL comes from the app's
+    settings) and the app's engine is not in db_engines: its connections there are refused
+    during tests, naming db_engines, and the app's database gets nothing."""
+    write_suite(
+        pytester, ini, app_database, "db_metadata = models:Base.metadata", models=MODELS,
+        app=APP, test_unlisted=UNLISTED_TESTS,
+    )
+    name = f"test_ctxdb_unlisted_{zlib.crc32(request.node.nodeid.encode()):08x}"
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--db-url", app_database.sync_url, "--db-test-name", name
+    )
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*ContextError: an engine pytest-ctxdb does not bind (*) was asked for a connection "
+            "during the test*is the database --db-url names, the app's own*List the app's "
+            "engine in ini db_engines*",
+            "*ContextError: Database access not allowed*is the database --db-url names*",
+        ]
+    )
+    assert app_database.count("item") == 0, "the app's own database got rows"
+    assert name not in driver.leftover_test_databases()

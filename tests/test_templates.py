@@ -1507,6 +1507,29 @@ def test_alembic_env_py_migrating_another_database_is_one_error(
     assert tables == ["alembic_version", "widget"] and version == [("0001",)]
 
 
+def test_alembic_env_py_migrating_the_urls_own_database_is_stopped(
+    pytester: pytest.Pytester,
+) -> None:
+    """The same env.py when its own settings name the database the URL names (the app's own,
+    as in FastAPI's project template): pytest-ctxdb refuses that connection, so nothing is
+    written there, and the run stops with one usage error saying why."""
+    write_suite(pytester.path, "db_alembic_ini = alembic.ini")
+    write_alembic_project(pytester.path, "0001")
+    (pytester.path / "migrations" / "env.py").write_text(ALEMBIC_ENV_OWN_ENGINE)
+    other = pytester.path / "other.db"
+    result, seen = run_inner(pytester, "--db-url", f"sqlite:///{other}")
+    assert result.ret == USAGE_ERROR, result.stdout.str()
+    result.stderr.fnmatch_lines(
+        [
+            "ERROR: pytest-ctxdb: alias 'default': `alembic upgrade head` was stopped before it "
+            "wrote to the app's own database: env.py ignored config.attributes[[]\"connection\"[]]*"
+            "It opened a connection to sqlite:///*other.db (--db-url).*"
+        ]
+    )
+    assert "Traceback" not in "\n".join(result.outlines + result.errlines)
+    assert not other.exists() or other.stat().st_size == 0, "the app's own database was written"
+
+
 # -- 6b. settings in the fingerprint (pytest_ctxdb_fingerprint) ---------------------------------
 
 

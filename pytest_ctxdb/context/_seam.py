@@ -8,11 +8,15 @@ Process-wide on purpose: app code also runs in threads and in fresh contexts.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
 import weakref
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import event
+from sqlalchemy.engine import Engine
 
 from .._errors import ContextError
 from . import _registry
@@ -24,8 +28,11 @@ if TYPE_CHECKING:
 __all__ = (
     "SessionSource",
     "block",
+    "building",
     "current_source",
     "install_source",
+    "own_engine",
+    "protect_databases",
     "set_ambient",
     "uninstall_source",
     "watch_database",
@@ -56,6 +63,14 @@ _ambient: SessionSource | None = None
 #: set while a test that asked for no database runs: the error every access raises.
 _blocked: str | None = None
 _watched: weakref.WeakSet[Any] = weakref.WeakSet()
+#: (dialect family, database) -> (masked URL, setting): the databases the URL settings name,
+#: the app's own, which no connection may reach while tests run (see protect_databases).
+_protected: dict[tuple[str, str], tuple[str, str]] = {}
+#: the dialects of pytest-ctxdb's own engines (admin connections), which may reach them.
+_own_dialects: weakref.WeakSet[Any] = weakref.WeakSet()
+#: set while a template is built by Alembic: why a connection to a protected database fails.
+_building: str | None = None
+_protect_installed = False
 
 
 def current_source() -> SessionSource | None:
@@ -121,6 +136,91 @@ def uninstall_source(source: SessionSource) -> None:
     with _lock:
         if _source is source:
             _source = None
+
+
+def _family(name: str) -> str:
+    return "mysql" if name == "mariadb" else name
+
+
+def _database_of(dialect: Any, cargs: Any, cparams: Any) -> str | None:
+    """The database a DBAPI ``connect(*cargs, **cparams)`` of ``dialect`` opens, if known:
+    the name given to the driver (``dbname`` / ``database`` / ``db``) or, for SQLite, the
+    absolute path of the file."""
+    if dialect.name == "sqlite":
+        path = cargs[0] if cargs else cparams.get("database")
+        if not isinstance(path, str) or not path or path == ":memory:":
+            return None
+        return os.path.abspath(path[5:] if path.startswith("file:") else path).split("?")[0]
+    for key in ("dbname", "database", "db"):
+        value = cparams.get(key)
+        if value:
+            return str(value)
+    return None
+
+
+def protect_databases(databases: Iterable[tuple[str, str, str, str]]) -> None:
+    """Refuse any connection to these databases while tests run, but pytest-ctxdb's own.
+
+    They are the databases the URL settings name: the app's own, never a test database. An
+    app engine pytest-ctxdb does not bind (not listed in ini ``db_engines``) would otherwise
+    connect there during a test and commit for real; an Alembic ``env.py`` that ignores the
+    connection it is given would migrate it. Checked in the ``do_connect`` event of every
+    engine (a class-level listener installed once), while a test source, the ambient source,
+    access blocking or an Alembic build is active, by the database name the driver is given
+    (the host is not compared: a Unix socket and 127.0.0.1 reach the same server).
+
+    :param databases: ``(dialect name, database name or SQLite path, masked URL, setting)``.
+    """
+    global _protect_installed
+    _protected.clear()
+    for name, database, url, setting in databases:
+        if name == "sqlite":
+            database = os.path.abspath(database)
+        _protected[(_family(name), database)] = (url, setting)
+    if _protected and not _protect_installed:
+        event.listen(Engine, "do_connect", _refuse_protected)
+        _protect_installed = True
+
+
+def own_engine(engine: Any) -> None:
+    """Let ``engine`` (pytest-ctxdb's own: provisioning) reach protected databases."""
+    _own_dialects.add(engine.dialect)
+
+
+@contextlib.contextmanager
+def building(message: str) -> Iterator[None]:
+    """Refuse connections to protected databases while a template is built by Alembic
+    (``message`` says why, e.g. that ``env.py`` ignored the connection it was given)."""
+    global _building
+    previous, _building = _building, message
+    try:
+        yield
+    finally:
+        _building = previous
+
+
+def _refuse_protected(dialect: Any, conn_rec: Any, cargs: Any, cparams: Any) -> None:
+    __tracebackhide__ = True  # its arguments hold the connect parameters (password)
+    if not _protected or dialect in _own_dialects:
+        return
+    installed = _source if _source is not None else (None if _blocked else _ambient)
+    if installed is None and _blocked is None and _building is None:
+        return  # no test is running: the app may use its database
+    database = _database_of(dialect, cargs, cparams)
+    found = _protected.get((_family(dialect.name), database)) if database else None
+    if found is None:
+        return
+    url, setting = found
+    if _building is not None:
+        raise ContextError(f"{_building} It opened a connection to {url} ({setting}).")
+    hint = (
+        f"{url} is the database {setting} names, the app's own: the tests run in a test "
+        "database beside it. List the app's engine in ini db_engines (module:attribute) so "
+        "that its connections run on the test connection."
+    )
+    if installed is not None:
+        raise installed.escaped(f"an engine pytest-ctxdb does not bind ({dialect.name})", url, hint)
+    raise ContextError(f"{_blocked} ({hint})")
 
 
 def watch_database(database: Database) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from .._errors import ConfigurationError, CtxdbError
-from .._settings import DEFAULT_ALIAS, Source
+from .._settings import DEFAULT_ALIAS, Source, mask_url
 from ..context import _seam
 from ..provision import (
     ContainerServer,
@@ -176,6 +176,19 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(exc)) from None
     config.stash[STATE_KEY] = state
     activate(state)
+    _seam.protect_databases(_url_databases(state))
+
+
+def _url_databases(state: RunState) -> list[tuple[str, str, str, str]]:
+    """The databases the URL settings name (the app's own), for
+    :func:`pytest_ctxdb.context._seam.protect_databases`; a container's are throwaway."""
+    found = []
+    for settings in state.settings.values():
+        url = settings.url
+        if url is None or not url.database or settings.source.kind == "container":
+            continue
+        found.append((url.get_backend_name(), url.database, mask_url(url), settings.source.name))
+    return found
 
 
 def _fingerprint_inputs(config: pytest.Config, alias: str) -> tuple[str, ...]:

@@ -34,6 +34,7 @@ from sqlalchemy.pool import NullPool
 from .._errors import ConfigurationError, ProvisioningError
 from .._settings import DatabaseSettings, hide_password, mask_url
 from ..backends import Backend, SQLiteBackend, backend_for
+from ..context import _seam
 from ._names import BaseNames
 from ._schema import SchemaBuilder
 
@@ -292,6 +293,7 @@ class TestDatabase:
             self.backend.check_driver(async_url, self.setting)
             return asyncio.run(self._run_async(async_url, fn, options))
         engine = create_engine(sync_url, **options)
+        _seam.own_engine(engine)
         self.backend.prepare_engine(engine)
         try:
             try:
@@ -311,6 +313,7 @@ class TestDatabase:
         from sqlalchemy.ext.asyncio import create_async_engine
 
         engine = create_async_engine(url, **options)
+        _seam.own_engine(engine.sync_engine)
         self.backend.prepare_engine(engine.sync_engine)
         try:
             try:

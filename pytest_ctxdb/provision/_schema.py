@@ -15,6 +15,7 @@ from sqlalchemy.exc import DBAPIError
 from .._errors import ConfigurationError, CtxdbError, ProvisioningError
 from .._importing import import_object
 from .._settings import hide_password
+from ..context import _seam
 from ._fingerprint import schema_fingerprint
 
 __all__ = ("SchemaBuilder", "create_schema", "load_metadata")
@@ -243,7 +244,15 @@ class SchemaBuilder:
                     # env.py files that follow Alembic's cookbook use this connection;
                     # others connect to sqlalchemy.url, which names the same database.
                     config.attributes["connection"] = connection
-                    with _statements_on(connection) as statements:
+                    guard = (
+                        f"alias {self.alias!r}: `alembic upgrade head` was stopped before it "
+                        "wrote to the app's own database: env.py ignored "
+                        'config.attributes["connection"] (the template\'s connection) and '
+                        "connected with its own settings; see the Alembic cookbook recipe "
+                        '"Sharing a Connection across one or more programmatic migration '
+                        'commands" (use that connection when it is there).'
+                    )
+                    with _statements_on(connection) as statements, _seam.building(guard):
                         command.upgrade(config, "head")
                     if not statements and not inspect(connection).has_table("alembic_version"):
                         raise ProvisioningError(self._ignored_connection(config, url))
