@@ -170,6 +170,7 @@ class EngineAdapter(Adapter):
         self.is_async = isinstance(engine, AsyncEngine)
         self.sync_engine: Engine = engine.sync_engine if self.is_async else engine
         self._binding: EngineBinding | None = None
+        self._verified: Connection | None = None
 
     def engines(self) -> Iterable[Engine]:
         return (self.sync_engine,)
@@ -179,7 +180,11 @@ class EngineAdapter(Adapter):
         self.restore()
         binding = self._binding = EngineBinding(self.sync_engine, trunk, self.label)
         binding.install()
-        binding.verify()
+        if self._verified is not trunk:
+            # By effect, once per test connection (reused from test to test): the same
+            # binding of the same engine to the same connection has the same effect.
+            binding.verify()
+            self._verified = trunk
 
     def restore(self) -> None:
         binding, self._binding = self._binding, None
@@ -202,6 +207,7 @@ class ContextAsyncSQLAlchemyAdapter(Adapter):
 
     def __init__(self) -> None:
         self._original: Any = None
+        self._verified: Any = None
 
     @staticmethod
     def _dbconnect() -> Any:
@@ -242,9 +248,40 @@ class ContextAsyncSQLAlchemyAdapter(Adapter):
         if self._original is None:
             self._original = cls.__dict__["session_maker"]
         cls.session_maker = session_maker
-        if cls.session_maker is not session_maker:
-            self.restore()
-            raise ContextError(f"{self.label}: patching DBConnect.session_maker had no effect")
+        if self._verified is not connection:
+            problem = self._check(cls, makers, _sync_connection(connection))
+            if problem is not None:
+                self.restore()
+                raise ContextError(f"{self.label}: patching DBConnect.session_maker had no "
+                                   f"effect: {problem}")
+            self._verified = connection
+
+    @staticmethod
+    def _check(dbconnect: Any, makers: dict[int, Any], expected: Connection) -> str | None:
+        """By effect: a ``DBConnect``'s ``session_maker()`` makes sessions whose ``get_bind()``
+        is the test connection (no I/O: the coroutine awaits nothing, the session is closed
+        before it connects). ``None`` if so, else what happened."""
+        probe = dbconnect.__new__(dbconnect)  # a bare instance: no engine is made
+        try:
+            coroutine = dbconnect.session_maker(probe)
+            try:
+                coroutine.send(None)
+            except StopIteration as done:
+                maker = done.value
+            else:
+                coroutine.close()
+                return "DBConnect.session_maker() awaited something"
+            session = maker()
+            sync_session = getattr(session, "sync_session", session)
+            try:
+                bind = sync_session.get_bind()
+            finally:
+                sync_session.close()
+            return None if bind is expected else f"its sessions bind to {bind!r}"
+        except Exception as exc:  # noqa: BLE001 - any failure means "not verified"
+            return f"{type(exc).__name__}: {exc}"
+        finally:
+            makers.pop(id(probe), None)
 
     def refuse(self) -> None:
         """Without an async binding, make the library fail clearly instead of connecting."""

@@ -244,6 +244,8 @@ def watch_engine(engine: Any, label: str, *, own: bool = False, hint: str | None
     """
     if _source is None and _ambient is None and _blocked is None and not own:
         return
+    if engine in _watched:  # the usual case, every test: before any work
+        return
     url = engine.url.render_as_string(hide_password=True)
 
     def guard(*args: Any) -> None:
