@@ -785,7 +785,10 @@ def write_paired_suite(root: Path, backend: str, body: str, options: argparse.Na
     directory.mkdir(parents=True)
     variants = variants_of(options)
     engines = "engines" in variants
-    (directory / "pytest.ini").write_text(ini_source(backend, "engines" if engines else "ctxdb"))
+    # The floor and recipe tests share the process and touch databases without pytest-ctxdb's
+    # fixtures (the recipe's admin connection goes to the --db-url database): not blocked.
+    ini = ini_source(backend, "engines" if engines else "ctxdb") + "db_block_access = false\n"
+    (directory / "pytest.ini").write_text(ini)
     (directory / "conftest.py").write_text(
         paired_conftest_source(backend, options.pg_url, variants)
     )

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -354,33 +354,47 @@ def app_database(
         admin.dispose()
 
 
-def write_suite(
-    pytester: pytest.Pytester, ini: object, app_database: AppDatabase, *ini_lines: str, **files: str
-) -> None:
-    settings = f"SYNC_URL = {app_database.sync_url!r}\nASYNC_URL = {app_database.async_url!r}\n"
-    ini(*ini_lines, "filterwarnings = error")  # type: ignore[operator]
-    pytester.makepyfile(settings=settings, **files)
+@dataclass
+class Suite:
+    """One inner suite: its app database, files, ini lines, and the run checking its end."""
+
+    driver: Backend
+    app_database: AppDatabase
+    pytester: pytest.Pytester
+    ini: Callable[..., None]
+    name: str
+
+    def run(self, *ini_lines: str, url: str | None = None, **files: str) -> pytest.RunResult:
+        """Write the app's settings, ``files`` and the ini, run the suite with the driver's URL
+        (or ``url``), and check that its test database was dropped."""
+        database = self.app_database
+        settings = f"SYNC_URL = {database.sync_url!r}\nASYNC_URL = {database.async_url!r}\n"
+        self.ini(*ini_lines, "filterwarnings = error")
+        self.pytester.makepyfile(settings=settings, **files)
+        args = self.driver.args if url is None else ("--db-url", url)
+        result = self.pytester.runpytest_subprocess(
+            *args, "-ra", "-p", "no:cacheprovider", "--db-test-name", self.name
+        )
+        assert self.name not in self.driver.leftover_test_databases()
+        return result
 
 
-def run(driver: Backend, pytester: pytest.Pytester, name: str) -> pytest.RunResult:
-    result = driver.runpytest(pytester, "-ra", "-p", "no:cacheprovider", "--db-test-name", name)
-    assert name not in driver.leftover_test_databases()
-    return result
-
-
-def test_every_engine_shape_runs_in_the_test_transaction(
+@pytest.fixture
+def suite(
     driver: Backend,
     app_database: AppDatabase,
     pytester: pytest.Pytester,
-    ini: object,
+    ini: Callable[..., None],
     request: pytest.FixtureRequest,
-) -> None:
+) -> Suite:
+    name = f"test_ctxdb_engines_{zlib.crc32(request.node.nodeid.encode()):08x}"
+    return Suite(driver, app_database, pytester, ini, name)
+
+
+def test_every_engine_shape_runs_in_the_test_transaction(suite: Suite) -> None:
     """Session(engine), sessionmakers made at import, connect()/begin(), async twins, an app
     Session subclass: all commit inside the test; neither database keeps a row."""
-    write_suite(
-        pytester,
-        ini,
-        app_database,
+    result = suite.run(
         "db_metadata = models:Base.metadata",
         *APP_INI,
         models=MODELS,
@@ -388,33 +402,20 @@ def test_every_engine_shape_runs_in_the_test_transaction(
         test_app=APP_TESTS,
         test_zz_nothing_left=NOTHING_LEFT,
     )
-    name = f"test_ctxdb_engines_{zlib.crc32(request.node.nodeid.encode()):08x}"
-    result = run(driver, pytester, name)
     result.assert_outcomes(passed=8)
-    assert app_database.count("item") == 0, "the app's own database got rows"
+    assert suite.app_database.count("item") == 0, "the app's own database got rows"
 
 
-def test_sqlmodel_fastapi_app_from_ini_lines_only(
-    driver: Backend,
-    app_database: AppDatabase,
-    pytester: pytest.Pytester,
-    ini: object,
-    request: pytest.FixtureRequest,
-) -> None:
+def test_sqlmodel_fastapi_app_from_ini_lines_only(suite: Suite) -> None:
     """SQLModel's tutorial app (module-level engine, Session(engine) in a dependency) driven by
     FastAPI's TestClient; db_session is SQLModel's Session (it has .exec())."""
-    write_suite(
-        pytester,
-        ini,
-        app_database,
+    result = suite.run(
         *SQLMODEL_INI,
         heroes=SQLMODEL_APP,
         test_heroes=SQLMODEL_TESTS,
     )
-    name = f"test_ctxdb_sqlmodel_{zlib.crc32(request.node.nodeid.encode()):08x}"
-    result = run(driver, pytester, name)
     result.assert_outcomes(passed=3)
-    assert app_database.count("hero") == 0, "the app's own database got rows"
+    assert suite.app_database.count("hero") == 0, "the app's own database got rows"
 
 
 #: paths db_engines cannot bind: the error says so, and does not advise listing the engine.
@@ -456,21 +457,13 @@ async def test_sync_engine_in_an_async_only_test(async_db_session):
 '''
 
 
-def test_unbound_paths_fail_naming_the_cause(
-    driver: Backend,
-    app_database: AppDatabase,
-    pytester: pytest.Pytester,
-    ini: object,
-    request: pytest.FixtureRequest,
-) -> None:
+def test_unbound_paths_fail_naming_the_cause(suite: Suite) -> None:
     """An engine listed in db_engines used by a path it cannot bind fails the test with a
     message saying what is bound, never advising to list it; the app's database gets nothing."""
-    write_suite(
-        pytester, ini, app_database, "db_engines = app:engine", app=UNBOUND_APP,
+    result = suite.run(
+        "db_engines = app:engine", app=UNBOUND_APP,
         test_unbound=UNBOUND_TESTS,
     )
-    name = f"test_ctxdb_unbound_{zlib.crc32(request.node.nodeid.encode()):08x}"
-    result = run(driver, pytester, name)
     result.assert_outcomes(failed=2)
     result.stdout.fnmatch_lines(
         [
@@ -480,28 +473,20 @@ def test_unbound_paths_fail_naming_the_cause(
         ]
     )
     assert "list the engine in ini db_engines" not in result.stdout.str()
-    assert app_database.count("item") == 0
+    assert suite.app_database.count("item") == 0
 
 
-def test_sessionmaker_whose_sessions_ignore_the_bind_is_refused(
-    driver: Backend,
-    app_database: AppDatabase,
-    pytester: pytest.Pytester,
-    ini: object,
-    request: pytest.FixtureRequest,
-) -> None:
+def test_sessionmaker_whose_sessions_ignore_the_bind_is_refused(suite: Suite) -> None:
     """db_sessionmakers is checked by what its sessions' get_bind() returns: a Session class
     that picks the app engine itself is refused before anything runs, not committed for real."""
-    write_suite(
-        pytester, ini, app_database, "db_sessionmakers = app:RoutedLocal", app=UNBOUND_APP,
+    result = suite.run(
+        "db_sessionmakers = app:RoutedLocal", app=UNBOUND_APP,
         test_routed=(
             "import app\n\n\ndef test_one(db_session):\n"
             "    with app.RoutedLocal() as session:\n"
             "        session.execute(__import__('sqlalchemy').text('SELECT 1'))\n"
         ),
     )
-    name = f"test_ctxdb_routed_{zlib.crc32(request.node.nodeid.encode()):08x}"
-    result = run(driver, pytester, name)
     result.assert_outcomes(errors=1)  # at db_session's set-up, before the test body
     result.stdout.fnmatch_lines(
         [
@@ -510,7 +495,7 @@ def test_sessionmaker_whose_sessions_ignore_the_bind_is_refused(
             "commit for real. List the engine they use in ini db_engines*",
         ]
     )
-    assert app_database.count("item") == 0
+    assert suite.app_database.count("item") == 0
 
 
 LAZY_APP = '''
@@ -542,11 +527,11 @@ db = Extension()
     ids=["none", "raising-property", "raising-import", "not-a-session-class"],
 )
 def test_bad_import_strings_are_usage_errors(
-    pytester: pytest.Pytester, ini: object, line: str, pattern: str
+    pytester: pytest.Pytester, ini: Callable[..., None], line: str, pattern: str
 ) -> None:
     """An import string that names None, raises on import or on reading, or names the wrong
     kind of class stops the run with one usage error naming the ini key: no INTERNALERROR."""
-    ini(line)  # type: ignore[operator]
+    ini(line)
     pytester.makepyfile(
         lazy=LAZY_APP,
         lazy_broken="import os\n\nengine = os.environ['APP_SECRET_KEY']\n",
@@ -591,20 +576,16 @@ async def test_a_task_leaves_its_session_open(committed_at_teardown):
 
 
 @pytest.mark.parametrize("driver", [("sqlite", None)], indirect=True, ids=["sqlite"])
-def test_a_savepoint_left_by_a_finished_task_fails_at_once(
-    pytester: pytest.Pytester, ini: object, app_database: AppDatabase, driver: Backend,
-    request: pytest.FixtureRequest,
-) -> None:
+def test_a_savepoint_left_by_a_finished_task_fails_at_once(suite: Suite) -> None:
     """Ending a savepoint under one that a finished task left open fails within about a
     second, naming the cause, instead of waiting 30 s; nothing reaches either database. (The
     savepoint arbiter is backend-independent: SQLite only.)"""
-    write_suite(
-        pytester, ini, app_database, "db_metadata = models:Base.metadata",
+    started = time.monotonic()
+    result = suite.run(
+        "db_metadata = models:Base.metadata",
         "db_engines = app:async_engine", models=MODELS, app=APP, test_orphan=ORPHAN_TESTS,
         test_zz_nothing_left=NOTHING_LEFT,
     )
-    started = time.monotonic()
-    result = run(driver, pytester, "unused")
     elapsed = time.monotonic() - started
     result.assert_outcomes(passed=2, errors=1)
     result.stdout.fnmatch_lines(
@@ -612,7 +593,7 @@ def test_a_savepoint_left_by_a_finished_task_fails_at_once(
          "sa_savepoint_2 was opened by a task or thread that has finished without ending it*"]
     )
     assert elapsed < 15, f"the run took {elapsed:.1f} s: it waited instead of failing"
-    assert app_database.count("item") == 0
+    assert suite.app_database.count("item") == 0
 
 
 #: two sessions of the app apart in production: a read-only transaction left open by one
@@ -665,24 +646,16 @@ def test_reads_after_giving_way_run_in_a_new_savepoint(db_session):
 '''
 
 
-def test_sessions_apart_in_production_stay_apart(
-    driver: Backend,
-    app_database: AppDatabase,
-    pytester: pytest.Pytester,
-    ini: object,
-    request: pytest.FixtureRequest,
-) -> None:
+def test_sessions_apart_in_production_stay_apart(suite: Suite) -> None:
     """A session that only read since its last commit gives its savepoint way to another
     session's, so its rollback cannot undo that session's commit (as in production)."""
-    write_suite(
-        pytester, ini, app_database, "db_metadata = models:Base.metadata", *APP_INI,
+    result = suite.run(
+        "db_metadata = models:Base.metadata", *APP_INI,
         models=MODELS, app=APP, test_interleaved=INTERLEAVED_TESTS,
         test_zz_nothing_left=NOTHING_LEFT,
     )
-    name = f"test_ctxdb_apart_{zlib.crc32(request.node.nodeid.encode()):08x}"
-    result = run(driver, pytester, name)
     result.assert_outcomes(passed=4)
-    assert app_database.count("item") == 0
+    assert suite.app_database.count("item") == 0
 
 
 UNLISTED_TESTS = '''
@@ -699,23 +672,16 @@ def test_nor_in_a_test_without_a_database():
 '''
 
 
-def test_an_unlisted_engine_on_the_urls_database_is_refused(
-    driver: Backend,
-    app_database: AppDatabase,
-    pytester: pytest.Pytester,
-    ini: object,
-    request: pytest.FixtureRequest,
-) -> None:
+def test_an_unlisted_engine_on_the_urls_database_is_refused(suite: Suite) -> None:
     """The URL names the app's own database (as when PYTEST_CTXDB_URL comes from the app's
     settings) and the app's engine is not in db_engines: its connections there are refused
     during tests, naming db_engines, and the app's database gets nothing."""
-    write_suite(
-        pytester, ini, app_database, "db_metadata = models:Base.metadata", models=MODELS,
-        app=APP, test_unlisted=UNLISTED_TESTS,
-    )
-    name = f"test_ctxdb_unlisted_{zlib.crc32(request.node.nodeid.encode()):08x}"
-    result = pytester.runpytest_subprocess(
-        "-p", "no:cacheprovider", "--db-url", app_database.sync_url, "--db-test-name", name
+    result = suite.run(
+        "db_metadata = models:Base.metadata",
+        url=suite.app_database.sync_url,
+        models=MODELS,
+        app=APP,
+        test_unlisted=UNLISTED_TESTS,
     )
     result.assert_outcomes(failed=2)
     result.stdout.fnmatch_lines(
@@ -726,5 +692,4 @@ def test_an_unlisted_engine_on_the_urls_database_is_refused(
             "*ContextError: Database access not allowed*is the database --db-url names*",
         ]
     )
-    assert app_database.count("item") == 0, "the app's own database got rows"
-    assert name not in driver.leftover_test_databases()
+    assert suite.app_database.count("item") == 0, "the app's own database got rows"
