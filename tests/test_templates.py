@@ -1161,8 +1161,8 @@ def test_schema_hook_raising_is_one_error_naming_it(
 def test_sqlite_failed_template_build_leaves_no_file(
     pytester: pytest.Pytester, template_dir: Path
 ) -> None:
-    """A schema hook that fails: the run stops with the error, and the half-built template
-    file is removed (the sweep does not look for it)."""
+    """A schema hook whose statement fails: the run stops with the error naming the hook, and
+    the half-built template file is removed (the sweep does not look for it)."""
     write_suite(
         pytester.path,
         conftest=(
@@ -1172,6 +1172,10 @@ def test_sqlite_failed_template_build_leaves_no_file(
     )
     result, _ = run_inner(pytester)
     assert result.ret == USAGE_ERROR
+    result.stderr.fnmatch_lines(  # the stage that ran the statement is named
+        ["ERROR: pytest-ctxdb: alias 'default': a statement of pytest_ctxdb_setup_schema failed "
+         "(template of test database *): *"]
+    )
     assert template_files(template_dir) == []  # never built
     assert list(template_dir.rglob("*.building")) == [], list(template_dir.rglob("*"))
 

@@ -224,6 +224,6 @@ class EngineSessionSource:
             f"{label} ({url}) was asked for a connection while a fixture ran: it would bypass "
             "the test database. A fixture that runs before the test's binding opens must "
             "request db_session (or async_db_session) to bind app engines; module- and "
-            "session-scoped fixtures cannot write through them (use pytest_ctxdb.context "
-            "sessions there)."
+            "session-scoped fixtures cannot use app engines yet, even to read (make the "
+            "fixture function-scoped, or use pytest_ctxdb.context sessions there)."
         )

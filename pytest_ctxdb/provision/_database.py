@@ -337,10 +337,12 @@ class TestDatabase:
             if self.run_id is None  # a chosen name; generated ones carry the run id
             else ""
         )
-        return ProvisioningError(
-            f"alias {self.alias!r}: a statement on the server failed (test database "
-            f"{self.name!r}): {text}.{hint}"
-        )
+        stage = getattr(exc, "ctxdb_stage", None)  # set by SchemaBuilder.build
+        if stage:
+            where = f"a statement of {stage} failed (template of test database {self.name!r})"
+        else:
+            where = f"a statement on the server failed (test database {self.name!r})"
+        return ProvisioningError(f"alias {self.alias!r}: {where}: {text}.{hint}")
 
     def _server_error(self, exc: BaseException, url: URL) -> ProvisioningError:
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()

@@ -261,7 +261,10 @@ class SchemaBuilder:
                 stage = "pytest_ctxdb_setup_schema"
                 if self.hook is not None:
                     self.hook(connection, self.alias)
-        except (DBAPIError, CtxdbError):
+        except DBAPIError as exc:
+            exc.ctxdb_stage = stage  # type: ignore[attr-defined]  # named by the error message
+            raise
+        except CtxdbError:
             raise
         except Exception as exc:
             # e.g. an Alembic error quoting sqlalchemy.url
