@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from test_context_patching import NOTHING_LEFT
+from test_context_patching import CASA_APP, NOTHING_LEFT
 from test_context_runtime import MODELS
 from test_engines import Suite, app_database, driver, suite  # noqa: F401 - fixtures
 
@@ -256,6 +256,34 @@ def test_sync_testclient_with_an_async_app_fails_at_once_naming_the_fix(suite: S
     result.stdout.fnmatch_lines(["*FAILED*test_with_block_runs_the_lifespan_in_the_portal*"])
     assert "attached to a different loop" not in result.stdout.str()
     assert elapsed < 20, f"the run took {elapsed:.1f} s: it waited instead of failing"
+    assert suite.app_database.count("item") == 0, "the app's own database got rows"
+
+
+CASA_TESTS = """
+from fastapi.testclient import TestClient
+
+import casa
+
+
+def test_context_async_sqlalchemy_app_under_the_sync_client(async_db_session):
+    client = TestClient(casa.api, raise_server_exceptions=False)
+    assert client.post("/items/would fail").status_code == 500
+"""
+
+
+@BACKENDS
+def test_context_async_sqlalchemy_under_the_sync_testclient_fails(suite: Suite) -> None:
+    """context-async-sqlalchemy's session maker is refused from the TestClient's loop too; the
+    500 its middleware makes of it still fails the test."""
+    result = suite.run(
+        "db_metadata = models:Base.metadata", models=MODELS, casa=CASA_APP,
+        test_casa=CASA_TESTS, test_zz_nothing_left=NOTHING_LEFT,
+    )
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(
+        ["*pytest-ctxdb: an AsyncSession was made on the test's async connection from the event "
+         "loop of thread 'asyncio-portal-*'*sync TestClient*httpx.ASGITransport*"]
+    )
     assert suite.app_database.count("item") == 0, "the app's own database got rows"
 
 
