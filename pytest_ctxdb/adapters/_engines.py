@@ -29,7 +29,7 @@ from sqlalchemy.engine.base import OptionEngine
 from sqlalchemy.util import immutabledict
 
 from .._errors import ContextError
-from ..binding import guard_branch, yield_when_covered
+from ..binding import check_loop, guard_branch, yield_when_covered
 
 __all__ = ("BranchConnection", "EngineBinding", "bound_engine")
 
@@ -269,7 +269,10 @@ class EngineBinding:
 
         :param engine: the engine asked (the app engine, or an ``execution_options`` copy of
             it, whose options the branch takes, connection-wide ones excepted).
+        :raises ContextError: an async test connection asked from another event loop than
+            the test's (an app driven by a sync ``TestClient``; see ``LoopGuard``).
         """
+        check_loop(self.trunk, f"{self.label}: connect() was called")
         branch = BranchConnection(self.trunk, engine or self.engine, self.label)
         self._branches.add(branch)
         return branch

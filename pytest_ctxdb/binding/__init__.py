@@ -11,6 +11,7 @@ from ._outer import (
     JOIN_MODE,
     OuterTransaction,
     ReusedConnection,
+    check_loop,
     guard_branch,
     yield_when_covered,
 )
@@ -28,6 +29,7 @@ __all__ = (
     "ReusedConnection",
     "TestBinding",
     "TestSessionSource",
+    "check_loop",
     "guard_branch",
     "load_session_classes",
     "yield_when_covered",

@@ -25,6 +25,7 @@ the event loop); sync ones with a condition variable (threads).
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 import time
 import weakref
@@ -39,7 +40,7 @@ from sqlalchemy.util.concurrency import in_greenlet
 
 from .._errors import ContextError
 
-__all__ = ("SavepointArbiter",)
+__all__ = ("LoopGuard", "SavepointArbiter")
 
 #: seconds a task waits for a savepoint whose opener (and its ancestors) have all finished.
 _ORPHAN_GRACE = 1.0
@@ -105,6 +106,90 @@ def _ancestors(actor: Any, lineage: tuple[Any, ...]) -> set[Any]:
     return found
 
 
+#: (module prefix, what it is) of code that runs an ASGI app in another thread's event loop,
+#: looked for in the stacks of the test's thread and of the thread that used the connection.
+_PORTALS = (
+    ("starlette.testclient", "Starlette's / FastAPI's sync TestClient"),
+    ("litestar.testing", "Litestar's TestClient / AsyncTestClient"),
+    ("anyio.from_thread", "an anyio blocking portal"),
+)
+
+#: how to drive an async app inside the test's own event loop.
+LOOP_FIX = (
+    "Drive the app in the test's own event loop: an async test with "
+    "`httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=\"http://test\")`, "
+    "running the app's lifespan in that loop too (`async with app.router.lifespan_context(app):`"
+    ", or asgi-lifespan's `LifespanManager(app)`); see the README section \"Test clients\"."
+)
+
+
+def _portal(threads: tuple[int, ...]) -> str | None:
+    """What runs the app in another thread's loop, read from the stacks of ``threads``."""
+    frames = sys._current_frames()
+    modules: set[str] = set()
+    for ident in threads:
+        frame = frames.get(ident)
+        while frame is not None:
+            modules.add(str(frame.f_globals.get("__name__", "")))
+            frame = frame.f_back
+    for prefix, name in _PORTALS:
+        if any(module == prefix or module.startswith(prefix + ".") for module in modules):
+            return name
+    return None
+
+
+class LoopGuard:
+    """The event loop an async test connection belongs to (the test's), and what to do when
+    the connection is about to be used from another loop.
+
+    An asyncpg connection works only in the loop it was made in ("attached to a different
+    loop"); aiosqlite's answers are delivered to the loop that made the connection's futures.
+    An app driven from another thread's loop (a sync ``TestClient``'s blocking portal) would
+    turn that error into a bare 500. :meth:`check` raises :class:`ContextError` before anything
+    is sent and reports it (the plugin records it like an escape, so the test fails even if the
+    app swallows it).
+
+    :param loop: the test's event loop (where the connection was made and its transaction began).
+    :param report: called with the message of every refused use.
+    """
+
+    __slots__ = ("loop", "report", "thread")
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, report: Callable[[str], None] | None = None
+    ) -> None:
+        self.loop = loop
+        self.thread = threading.current_thread()
+        self.report = report
+
+    def check(self, what: str) -> None:
+        """Raise :class:`ContextError` if the running loop is not the test's.
+
+        :param what: what was about to use the connection, e.g. ``"an AsyncSession was made"``.
+        """
+        running = asyncio._get_running_loop()
+        if running is None or running is self.loop:
+            return
+        __tracebackhide__ = True
+        current = threading.current_thread()
+        portal = _portal((self.thread.ident or 0, current.ident or 0))
+        cause = (
+            f"{portal} runs the app in a thread of its own, with its own event loop."
+            if portal is not None
+            else "The app runs in another thread or event loop (a test client's blocking "
+            "portal, asyncio.run(), a thread with a loop of its own)."
+        )
+        message = (
+            f"{what} on the test's async connection from the event loop of thread "
+            f"{current.name!r}, but that connection belongs to the test's event loop (thread "
+            f"{self.thread.name!r}): an async driver connection works only in the loop it was "
+            f"made in. {cause} {LOOP_FIX}"
+        )
+        if self.report is not None:
+            self.report(message)
+        raise ContextError(message)
+
+
 @dataclass
 class _Entry:
     name: str
@@ -149,6 +234,8 @@ class SavepointArbiter:
         self._sleeping = 0
         self._root: Any = None
         self._connection = connection
+        #: set by the async test binding: savepoints from another event loop are refused.
+        self.loop_guard: LoopGuard | None = None
         self._hook(connection)
 
     def _hook(self, connection: Connection) -> None:
@@ -171,6 +258,8 @@ class SavepointArbiter:
         rollback = connection._rollback_impl
 
         def savepoint_impl(name: str | None = None) -> str:
+            if self.loop_guard is not None:  # every session's first statement opens one
+                self.loop_guard.check("a transaction (SAVEPOINT) was about to begin")
             entry = self._on_savepoint(connection, name)
             try:
                 return savepoint(name)

@@ -13,7 +13,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from ._commit import CommitTransaction
-from ._outer import JOIN_MODE, OuterTransaction, prepare_connection
+from ._outer import JOIN_MODE, OuterTransaction, check_loop, prepare_connection
 
 __all__ = ("AsyncOuterTransaction", "AsyncReusedConnection")
 
@@ -76,10 +76,13 @@ class AsyncOuterTransaction:
         :param class_: the session class (an app's ``async_sessionmaker(class_=...)``).
         :returns: an ``AsyncSession`` with ``join_transaction_mode="create_savepoint"``
             (in commit mode: a plain one on the engine), closed by :meth:`rollback`.
+        :raises ContextError: called from an event loop other than the test's (see
+            :class:`~pytest_ctxdb.binding._arbiter.LoopGuard`).
         """
         if isinstance(self.sync, CommitTransaction):
             session = class_(bind=self.connection.engine, **options)
         else:
+            check_loop(self.sync.connection, f"an {class_.__name__} was made")
             session = class_(bind=self.connection, join_transaction_mode=JOIN_MODE, **options)
         self.sync.adopt(session.sync_session)
         return session

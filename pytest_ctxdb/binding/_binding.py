@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from sqlalchemy.engine import Connection
@@ -10,10 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .._errors import ContextError, TransactionError
 from .._settings import DEFAULT_ALIAS
-from ._arbiter import track_tasks
+from ._arbiter import LoopGuard, track_tasks
 from ._async import AsyncOuterTransaction
 from ._commit import CommitTransaction
-from ._outer import OuterTransaction
+from ._outer import OuterTransaction, arbiter_of
 
 __all__ = ("AsyncTestBinding", "BindingPlan", "Cleanup", "TestBinding")
 
@@ -162,6 +163,8 @@ class AsyncTestBinding:
         self.plan = plan or BindingPlan()
         self._cleanup = cleanup
         self._outer: dict[str, AsyncOuterTransaction] = {}
+        #: the test's event loop, set by :meth:`open_all`; its connections refuse other loops.
+        self.loop_guard: LoopGuard | None = None
 
     async def open(self, alias: str) -> AsyncOuterTransaction:
         """Begin (once) and return the transaction of ``alias``."""
@@ -181,10 +184,17 @@ class AsyncTestBinding:
         return outer
 
     async def open_all(self) -> None:
-        """Open every declared alias (async work cannot begin lazily from sync code)."""
+        """Open every declared alias (async work cannot begin lazily from sync code), in the
+        running loop: the test's. From now on their connections refuse use from another event
+        loop (:class:`~pytest_ctxdb.binding._arbiter.LoopGuard`)."""
         track_tasks()
+        guard = self.loop_guard = LoopGuard(asyncio.get_running_loop())
         for alias in self.plan.physical_aliases():
-            await self.open(alias)
+            outer = await self.open(alias)
+            sync_connection = outer.connection.sync_connection
+            arbiter = None if sync_connection is None else arbiter_of(sync_connection)
+            if arbiter is not None:
+                arbiter.loop_guard = guard
 
     def outer(self, alias: str) -> AsyncOuterTransaction:
         """Return the opened transaction of ``alias``.
@@ -198,6 +208,10 @@ class AsyncTestBinding:
         errors: list[tuple[str, BaseException]] = []
         outers, self._outer = self._outer, {}
         for alias, outer in outers.items():
+            sync_connection = outer.connection.sync_connection
+            arbiter = None if sync_connection is None else arbiter_of(sync_connection)
+            if arbiter is not None:
+                arbiter.loop_guard = None
             try:
                 await outer.rollback()
             except Exception as exc:  # noqa: BLE001 - collected and re-raised below

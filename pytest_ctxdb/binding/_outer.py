@@ -28,12 +28,14 @@ from sqlalchemy.engine import Connection, Engine, RootTransaction
 from sqlalchemy.orm import Session
 
 from .._errors import TransactionError
-from ._arbiter import SavepointArbiter
+from ._arbiter import LoopGuard, SavepointArbiter
 
 __all__ = (
     "JOIN_MODE",
     "OuterTransaction",
     "ReusedConnection",
+    "arbiter_of",
+    "check_loop",
     "guard_branch",
     "prepare_connection",
     "yield_when_covered",
@@ -111,6 +113,27 @@ def yield_when_covered(
     arbiter = connection.info.get(_ARBITER)
     if arbiter is not None:
         arbiter.yield_when_covered(name, release_if_idle)
+
+
+def arbiter_of(connection: Connection) -> SavepointArbiter | None:
+    """The savepoint arbiter of a rollback-mode test connection (``None`` on any other)."""
+    arbiter: SavepointArbiter | None = connection.info.get(_ARBITER)
+    return arbiter
+
+
+def check_loop(connection: Connection, what: str) -> None:
+    """Refuse to use an async test connection from an event loop other than the test's (see
+    :class:`~pytest_ctxdb.binding._arbiter.LoopGuard`); no-op on other connections.
+
+    :param connection: the test connection (an ``AsyncConnection``'s ``sync_connection``).
+    :param what: what was about to use it, for the message.
+    :raises ContextError: the running event loop is not the test's.
+    """
+    arbiter: SavepointArbiter | None = connection.info.get(_ARBITER)
+    guard: LoopGuard | None = None if arbiter is None else arbiter.loop_guard
+    if guard is not None:
+        __tracebackhide__ = True
+        guard.check(what)
 
 
 def _reset_arbiter(connection: Connection) -> None:

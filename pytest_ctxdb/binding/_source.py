@@ -131,8 +131,13 @@ class TestSessionSource:
                 adapter.apply(outer.connection, outer.session)
 
     def attach_async(self, binding: AsyncTestBinding, alias: str = DEFAULT_ALIAS) -> None:
-        """Use ``binding`` for async sessions and apply the async adapters to its connection."""
+        """Use ``binding`` for async sessions and apply the async adapters to its connection.
+
+        A use of its connections from another event loop is recorded like an escape.
+        """
         self.async_binding = binding
+        if binding.loop_guard is not None:
+            binding.loop_guard.report = self.escapes.append
         if not binding.plan.declares(alias):
             return
         outer = binding.outer(alias)

@@ -27,6 +27,7 @@ from ..provision import (
 from ._fixtures import (
     ASYNC_FIXTURES,
     SYNC_FIXTURES,
+    _ctxdb_anyio_binding,
     _ctxdb_async,
     _ctxdb_binding,
     _ctxdb_state,
@@ -56,6 +57,7 @@ else:
 
 __all__ = (
     "STATE_KEY",
+    "_ctxdb_anyio_binding",
     "_ctxdb_async",
     "_ctxdb_binding",
     "_ctxdb_state",

@@ -10,52 +10,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
 import pytest_asyncio
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-from sqlalchemy.pool import NullPool
 
-from ..binding import AsyncReusedConnection, AsyncTestBinding
+from ..binding import AsyncTestBinding
+from ._async_connections import AsyncConnections
 from ._fixtures import ASYNC_REQUEST_KEY
-from ._state import RunState, active_state, guard_own_engine
-
-
-class AsyncConnections:
-    """The async engines and reused connections of one loop, per alias, made on demand.
-
-    An async connection belongs to the event loop it was made in, so each loop scope keeps
-    its own, and disposes them in that loop.
-    """
-
-    def __init__(self, state: RunState, scope: str) -> None:
-        self._state = state
-        self._options: dict[str, Any] = {"poolclass": NullPool} if scope == "function" else {}
-        self._reused: dict[str, AsyncReusedConnection] = {}
-
-    def _for(self, alias: str) -> AsyncReusedConnection:
-        alias = self._state.physical(alias)
-        reused = self._reused.get(alias)
-        if reused is None:
-            engine = self._state.database(alias).create_async_engine(**self._options)
-            guard_own_engine(engine.sync_engine, alias)
-            reused = self._reused[alias] = AsyncReusedConnection(engine)
-        return reused
-
-    def engine(self, alias: str) -> AsyncEngine:
-        return self._for(alias).engine
-
-    async def connect(self, alias: str, fresh: bool) -> AsyncConnection:
-        reused = self._for(alias)
-        return await (reused.engine.connect() if fresh else reused.get())
-
-    async def close(self) -> None:
-        for reused in self._reused.values():
-            try:
-                await reused.close()
-            finally:
-                # Dispose in this loop: aiosqlite >= 0.22 otherwise keeps a thread alive at exit.
-                await reused.engine.dispose()
-        self._reused.clear()
+from ._state import RunState, active_state
 
 
 def _define(scope: Any) -> tuple[Any, Any]:

@@ -26,6 +26,7 @@ __all__ = (
     "SYNC_FIXTURES",
     "AsyncHandles",
     "TestHandles",
+    "_ctxdb_anyio_binding",
     "_ctxdb_async",
     "_ctxdb_binding",
     "_ctxdb_state",
@@ -356,35 +357,122 @@ def async_handles(state: RunState) -> AsyncHandles:
     existing: AsyncHandles | None = item.stash.get(_ASYNC_KEY, None)
     if existing is not None:
         return existing
+    request: pytest.FixtureRequest | None = getattr(item, "_request", None)
+    if request is None:
+        pytest.fail(f"pytest-ctxdb: {item.nodeid} is not a test function", pytrace=False)
+    if "anyio_backend" in getattr(item, "fixturenames", ()):
+        # anyio's pytest plugin runs this test (@pytest.mark.anyio, or anyio_backend
+        # requested): the connection is made in anyio's runner, the loop the test runs in.
+        return _anyio_handles(item, state, request)
     try:
         import pytest_asyncio  # noqa: F401
     except ImportError:
         pytest.fail(
-            "pytest-ctxdb: async fixtures need pytest-asyncio; "
-            "install it with: pip install 'pytest-ctxdb[async]'",
+            "pytest-ctxdb: async fixtures need pytest-asyncio (or anyio's pytest plugin with "
+            "@pytest.mark.anyio); install it with: pip install 'pytest-ctxdb[async]'",
             pytrace=False,
         )
     scope = _loop_scope(item)
     if scope not in _LOOP_SCOPES:
         pytest.fail(f"pytest-ctxdb: unknown asyncio loop scope {scope!r}", pytrace=False)
-    request: pytest.FixtureRequest | None = getattr(item, "_request", None)
-    if request is None:
-        pytest.fail(f"pytest-ctxdb: {item.nodeid} is not a test function", pytrace=False)
-    handles = test_handles(item, state)
-    try:
-        # Provision here, outside any event loop (provisioning may run its own loop).
-        state.provision(handles.plan.physical_aliases(), sync=False, async_=True)
-    except CtxdbError as exc:
-        fail_on_error(exc)
+    handles = _provisioned(item, state, async_=True)
     connections = request.getfixturevalue(f"_ctxdb_async_connection_{scope}")
     item.stash[ASYNC_REQUEST_KEY] = (connections, handles)
     binding: AsyncTestBinding = request.getfixturevalue(f"_ctxdb_async_binding_{scope}")
+    return _attach_async(item, handles, connections, binding)
+
+
+def _provisioned(item: pytest.Item, state: RunState, *, async_: bool) -> TestHandles:
+    handles = test_handles(item, state)
+    try:
+        # Provision here, outside any event loop (provisioning may run its own loop).
+        state.provision(handles.plan.physical_aliases(), sync=False, async_=async_)
+    except CtxdbError as exc:
+        fail_on_error(exc)
+    return handles
+
+
+def _attach_async(
+    item: pytest.Item, handles: TestHandles, connections: Any, binding: AsyncTestBinding
+) -> AsyncHandles:
     try:
         handles.source.attach_async(binding)
     except CtxdbError as exc:
         fail_on_error(exc)
     result = item.stash[_ASYNC_KEY] = AsyncHandles(connections, binding, handles.source)
     return result
+
+
+def _anyio_backend_name(backend: Any) -> str:
+    """The backend name of an ``anyio_backend`` value (``"asyncio"`` or ``("asyncio", {...})``)."""
+    name = backend[0] if isinstance(backend, tuple) and backend else backend
+    return str(name)
+
+
+def _anyio_handles(
+    item: pytest.Item, state: RunState, request: pytest.FixtureRequest
+) -> AsyncHandles:
+    """:func:`async_handles` for a test that anyio's pytest plugin runs."""
+    backend = request.getfixturevalue("anyio_backend")
+    name = _anyio_backend_name(backend)
+    if name != "asyncio":
+        pytest.fail(
+            f"pytest-ctxdb: {item.nodeid} runs on anyio backend {name!r}; SQLAlchemy's "
+            "asyncio extension (AsyncSession, asyncpg, aiosqlite) needs asyncio, so "
+            "pytest-ctxdb's async fixtures support anyio_backend = 'asyncio' only. Define "
+            "the fixture `anyio_backend` returning 'asyncio' (conftest.py, or "
+            "@pytest.mark.parametrize('anyio_backend', ['asyncio'])).",
+            pytrace=False,
+        )
+    handles = _provisioned(item, state, async_=True)
+    item.stash[ASYNC_REQUEST_KEY] = (None, handles)
+    connections, binding = request.getfixturevalue("_ctxdb_anyio_binding")
+    return _attach_async(item, handles, connections, binding)
+
+
+@pytest.fixture
+def _ctxdb_anyio_binding(anyio_backend: Any) -> Iterator[tuple[Any, AsyncTestBinding]]:
+    """The connections and binding of a test run by anyio's pytest plugin.
+
+    A plain fixture, so neither pytest-asyncio nor anyio wraps it: it runs its set-up and
+    teardown itself in anyio's test runner (``anyio.pytest_plugin.get_runner``, as anyio runs
+    async fixtures), holding a lease on it, so the test's coroutine runs in the same event
+    loop. anyio closes the runner when its last lease ends (after each test unless a wider
+    fixture holds one), so the engine and connection are made and disposed per test.
+    """
+    try:
+        from anyio.pytest_plugin import extract_backend_and_options, get_runner
+    except ImportError as exc:  # an anyio without them (they exist in anyio 4)
+        pytest.fail(f"pytest-ctxdb: anyio's pytest plugin cannot be used: {exc}", pytrace=False)
+    from ._async_connections import AsyncConnections
+
+    state = active_state()
+    item = state.current_item
+    assert item is not None
+    handles = item.stash[ASYNC_REQUEST_KEY][1]
+    connections = AsyncConnections(state, "function")
+    binding = AsyncTestBinding(connections.connect, handles.plan, state.cleanup)
+
+    async def close() -> None:
+        try:
+            await binding.close()
+        finally:
+            await connections.close()
+
+    async def open_() -> None:
+        try:
+            await binding.open_all()
+        except BaseException:
+            await close()
+            raise
+
+    backend_name, options = extract_backend_and_options(anyio_backend)
+    with get_runner(backend_name, options) as runner:
+        runner.run_fixture(open_, {})
+        try:
+            yield connections, binding
+        finally:
+            runner.run_fixture(close, {})
 
 
 @pytest.fixture
