@@ -202,6 +202,13 @@ def test_early_app_is_bound_too(early_app, db_session):
     assert db_session.scalars(select(User.name)).all() == ["early"]
 
 
+def test_a_test_without_a_database_is_blocked(early_app):
+    from pytest_ctxdb import ContextError
+
+    with early_app.app_context(), pytest.raises(ContextError, match="Database access not allowed"):
+        db.session.scalar(select(User.name))
+
+
 def test_undeclared_bind_is_refused(app, db_session):
     db.session.add(Event(what="not declared"))
     db.session.commit()
@@ -335,7 +342,7 @@ def test_flask_sqlalchemy_app_runs_in_the_test_transactions(
     tables of db.metadatas; the app's own databases get nothing; the undeclared bind key is
     refused naming the alias and the marker."""
     result = flask_suite.run(conftest, test_app=TESTS)
-    result.assert_outcomes(passed=7, failed=1)
+    result.assert_outcomes(passed=8, failed=1)
     result.stdout.fnmatch_lines(
         [
             "E*ContextError: db_flask_sqlalchemy myapp:db bind key 'audit': "
