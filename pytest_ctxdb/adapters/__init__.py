@@ -4,12 +4,16 @@
 * ``db_engines`` (ini): ``Engine`` / ``AsyncEngine`` objects, left where the app keeps them;
   per test their ``connect()`` returns a :class:`BranchConnection` on the test connection,
   whose transactions are savepoints there;
+* ``db_flask_sqlalchemy`` (ini): Flask-SQLAlchemy ``SQLAlchemy()`` objects; every engine of
+  every app they are initialised on is bound to the test connection of the alias named after
+  its bind key;
 * context-async-sqlalchemy: ``DBConnect.session_maker`` patched, when the app imports it.
 """
 
 from __future__ import annotations
 
 from ._engines import BranchConnection, EngineBinding
+from ._flask import FlaskSQLAlchemyAdapter
 from ._patches import (
     Adapter,
     ContextAsyncSQLAlchemyAdapter,
@@ -24,6 +28,7 @@ __all__ = (
     "ContextAsyncSQLAlchemyAdapter",
     "EngineAdapter",
     "EngineBinding",
+    "FlaskSQLAlchemyAdapter",
     "SessionmakerAdapter",
     "load_adapters",
 )

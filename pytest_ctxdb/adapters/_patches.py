@@ -9,9 +9,10 @@ escape detection, so a reference the patch could not reach fails the test loudly
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from sqlalchemy import MetaData
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
 from sqlalchemy.orm import sessionmaker
@@ -64,6 +65,40 @@ class Adapter:
     def restore(self) -> None:
         """Undo :meth:`apply`; idempotent."""
         raise NotImplementedError
+
+    #: ``True``: the adapter binds engines of several aliases itself, through
+    #: :meth:`apply_aliases`, instead of being given the default alias's connection.
+    binds_aliases: bool = False
+
+    def apply_aliases(
+        self,
+        connection_of: Callable[[str], Connection],
+        refused: Callable[[ContextError], ContextError],
+    ) -> None:
+        """Bind to the test connections of several aliases for one test (when
+        :attr:`binds_aliases`).
+
+        :param connection_of: the test connection of an alias, its transaction begun;
+            raises :class:`ContextError` (naming the ``db`` marker) for an alias the test
+            did not declare.
+        :param refused: records an error the app may swallow (the test fails anyway) and
+            returns it, to raise.
+        """
+        raise NotImplementedError
+
+    def aliases(self) -> Mapping[str, str]:
+        """alias -> what names it: aliases this adapter's app uses, given a test database
+        when they have no URL (before any is provisioned)."""
+        return {}
+
+    def schema(self, alias: str) -> tuple[MetaData, ...] | None:
+        """The tables of ``alias`` when no ``db_metadata`` / ``db_alembic_ini`` line names it,
+        or ``None``."""
+        return None
+
+    def close(self) -> None:
+        """Undo what the adapter changed for the run (at its end)."""
+        self.restore()
 
 
 class SessionmakerAdapter(Adapter):
@@ -306,12 +341,16 @@ class ContextAsyncSQLAlchemyAdapter(Adapter):
         self._original = None
 
 
-def load_adapters(sessionmakers: Iterable[str], engines: Iterable[str]) -> list[Adapter]:
-    """Import the objects named by ini ``db_engines`` and ``db_sessionmakers``.
+def load_adapters(
+    sessionmakers: Iterable[str], engines: Iterable[str], flask_sqlalchemy: Iterable[str] = ()
+) -> list[Adapter]:
+    """Import the objects named by ini ``db_engines``, ``db_sessionmakers`` and
+    ``db_flask_sqlalchemy``.
 
     :returns: one adapter per engine (an engine named twice is bound once), then one per
-        sessionmaker, then the context-async-sqlalchemy adapter: engines are bound first, so
-        that a sessionmaker's check can see a session reach a bound engine.
+        Flask-SQLAlchemy extension, then one per sessionmaker, then the
+        context-async-sqlalchemy adapter: engines are bound first, so that a sessionmaker's
+        check can see a session reach a bound engine.
     :raises ConfigurationError: a string does not import, names ``None`` or names the wrong
         kind of object; the message names the ini key.
     """
@@ -327,6 +366,13 @@ def load_adapters(sessionmakers: Iterable[str], engines: Iterable[str]) -> list[
         if id(engine) not in seen:
             seen.add(id(engine))
             adapters.append(EngineAdapter(spec, engine))
+    for spec in flask_sqlalchemy:
+        from ._flask import FlaskSQLAlchemyAdapter
+
+        db = import_object(spec, "db_flask_sqlalchemy")[0]
+        if id(db) not in seen:
+            seen.add(id(db))
+            adapters.append(FlaskSQLAlchemyAdapter(spec, db))
     for spec in sessionmakers:
         maker = import_object(spec, "db_sessionmakers")[0]
         if not isinstance(maker, (sessionmaker, async_sessionmaker)):

@@ -120,14 +120,22 @@ class TestSessionSource:
         """Use ``binding`` for sync sessions and apply the sync adapters to its connection.
 
         Adapters serve the app's main database, ``alias``; a test that did not declare it
-        leaves them unapplied (their engines stay guarded).
+        leaves them unapplied (their engines stay guarded). Adapters that bind several aliases
+        (``binds_aliases``: Flask-SQLAlchemy's bind keys) are given every declared alias's
+        connection, opened on first use.
         """
         self.sync_binding = binding
-        if not binding.plan.declares(alias):
-            return
-        outer = binding.outer(alias)
+        declared = binding.plan.declares(alias)
         for adapter in self.adapters:
-            if not adapter.is_async:
+            if adapter.is_async:
+                continue
+            if getattr(adapter, "binds_aliases", False):
+                # Adapters of apps with several databases (Flask-SQLAlchemy's bind keys) bind
+                # each alias's engines themselves; undeclared aliases refuse with the plan's
+                # access-control error.
+                adapter.apply_aliases(lambda name: binding.outer(name).connection, self.refused)
+            elif declared:
+                outer = binding.outer(alias)
                 adapter.apply(outer.connection, outer.session)
 
     def attach_async(self, binding: AsyncTestBinding, alias: str = DEFAULT_ALIAS) -> None:
@@ -187,6 +195,14 @@ class TestSessionSource:
                 "request the db_session (or db_connection) fixture."
             )
         return self.sync_binding.outer(alias).session(**options)
+
+    def refused(self, error: ContextError) -> ContextError:
+        """Record ``error`` (an adapter refused a connection: e.g. an engine of an alias the
+        test did not declare), so that the test fails even if the app swallows it."""
+        message = str(error)
+        if message not in self.escapes:
+            self.escapes.append(message)
+        return error
 
     def escaped(self, label: str, url: str, hint: str | None = None) -> ContextError:
         advice = hint or (

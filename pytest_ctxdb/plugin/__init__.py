@@ -159,6 +159,7 @@ def pytest_configure(config: pytest.Config) -> None:
             name_suffix=suffix,
             sessionmaker_specs=tuple(config.getini("db_sessionmakers")),
             engine_specs=tuple(config.getini("db_engines")),
+            flask_specs=tuple(config.getini("db_flask_sqlalchemy")),
             session_class_specs=tuple(config.getini("db_session_class")),
             block_access=bool(config.getini("db_block_access")),
             run_id=run_id,
@@ -302,11 +303,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.hookimpl(tryfirst=True)  # before the terminal reporter's, which asks for the report
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """An alias that a ``db`` marker of a selected test names and that is not configured
-    gets a test database of its own (see ``RunState.add_alias``), before any is provisioned;
+    """An alias that a ``db`` marker of a selected test names (or a bind key of ini
+    ``db_flask_sqlalchemy``) and that is not configured gets a test database of its own (see ``RunState.add_alias``), before any is provisioned;
     ``pytest_report_collectionfinish`` names it."""
     state = session.config.stash.get(STATE_KEY, None)
     if state is not None:
+        # Bind keys of ini db_flask_sqlalchemy first (the test modules imported the app's
+        # models by now); a bad import string is reported once by pytest_runtestloop.
+        with contextlib.suppress(CtxdbError):
+            state.add_adapter_aliases()
         for item in session.items:
             _add_marker_aliases(item, state)
 
@@ -381,6 +386,7 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
     if not aliases:
         return None
     try:
+        state.add_adapter_aliases()
         state.provision(list(aliases), sync=needs_sync, async_=needs_async)
         state.adapters()
         state.session_classes()

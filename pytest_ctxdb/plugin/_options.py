@@ -54,6 +54,14 @@ HELP_ENGINES = (
     "(so Session(engine), sessionmakers made from it at import, engine.begin(), "
     "AsyncSession(engine)) runs on the test connection, where commits release savepoints."
 )
+HELP_FLASK_SQLALCHEMY = (
+    "module:attribute of the app's Flask-SQLAlchemy SQLAlchemy() object, one per line, e.g. "
+    "myapp.extensions:db. During each test, the engines of every app it is initialised on "
+    "(apps made before the test, or by a factory during it) run on the test connection of the "
+    "alias named after their bind key (None: default), so db.session, db.engine and "
+    "db.engines[key] commit inside the test's transactions; each such alias gets the tables "
+    "of db.metadatas[key] unless db_metadata names it."
+)
 HELP_SESSION_CLASS = (
     "[ALIAS=]module:Class of the test's own sessions (db_session, async_db_session, "
     "db_sessions[...]): a Session or AsyncSession subclass, e.g. sqlmodel:Session and "
@@ -167,6 +175,9 @@ def add_options(parser: pytest.Parser) -> None:
     parser.addini("db_container_missing", default="error", help=HELP_CONTAINER_MISSING)
     parser.addini("db_sessionmakers", type="linelist", default=[], help=HELP_SESSIONMAKERS)
     parser.addini("db_engines", type="linelist", default=[], help=HELP_ENGINES)
+    parser.addini(
+        "db_flask_sqlalchemy", type="linelist", default=[], help=HELP_FLASK_SQLALCHEMY
+    )
     parser.addini("db_session_class", type="linelist", default=[], help=HELP_SESSION_CLASS)
 
 

@@ -41,6 +41,8 @@ class RunState:
     #: ini ``db_sessionmakers`` / ``db_engines`` import strings, loaded by :meth:`adapters`.
     sessionmaker_specs: tuple[str, ...] = ()
     engine_specs: tuple[str, ...] = ()
+    #: ini ``db_flask_sqlalchemy`` import strings of Flask-SQLAlchemy ``SQLAlchemy()`` objects.
+    flask_specs: tuple[str, ...] = ()
     #: ini ``db_session_class`` lines (``[ALIAS=]module:Class``), loaded by :meth:`session_class`.
     session_class_specs: tuple[str, ...] = ()
     #: ``False`` when ini ``db_block_access`` turns access blocking off.
@@ -201,12 +203,13 @@ class RunState:
                 database.check_driver(is_async=True)
             if alias in self.provisioned:
                 continue
+            metadata, alembic_ini = self._schema_of(alias)
             schema = SchemaBuilder(
                 alias,
-                load_metadata(self.settings[alias].metadata),
+                metadata,
                 self.schema_hook if self.hook_sources else None,
                 self.hook_sources,
-                self.settings[alias].alembic_ini,
+                alembic_ini,
                 self.fingerprint_inputs(alias) if self.fingerprint_inputs else (),
             )
             database.create(
@@ -220,14 +223,49 @@ class RunState:
             if database.nontransactional:
                 self.nontransactional[alias] = database.nontransactional
 
+    def _schema_of(self, alias: str) -> tuple[tuple[MetaData, ...], str | None]:
+        """``(metadata, alembic_ini)`` that build ``alias``'s schema: its ``db_metadata`` /
+        ``db_alembic_ini`` lines, unless none names it and an adapter knows its tables
+        (Flask-SQLAlchemy's ``db.metadatas[bind key]``). A line names the default alias if it
+        applies to it at all; another alias only with ``ALIAS=``.
+
+        :raises CtxdbError: an import string fails.
+        """
+        settings = self.settings[alias]
+        if alias == DEFAULT_ALIAS:
+            named = bool(settings.metadata) or settings.alembic_ini is not None
+        else:
+            lines = self.schema_lines
+            named = alias in lines.metadata or alias in lines.alembic
+        if not named and self.flask_specs:
+            for adapter in self.adapters():
+                found = adapter.schema(alias)
+                if found is not None:
+                    return found, None
+        return load_metadata(settings.metadata), settings.alembic_ini
+
     def adapters(self) -> list[Adapter]:
         """The run's adapters, imported on first use.
 
         :raises CtxdbError: an import string fails or names the wrong kind of object.
         """
         if self._adapters is None:
-            self._adapters = load_adapters(self.sessionmaker_specs, self.engine_specs)
+            self._adapters = load_adapters(
+                self.sessionmaker_specs, self.engine_specs, self.flask_specs
+            )
         return self._adapters
+
+    def add_adapter_aliases(self) -> None:
+        """Give each alias an adapter names (a Flask-SQLAlchemy bind key) a test database when
+        it has none (see :meth:`add_alias`); called after collection, before provisioning.
+
+        :raises CtxdbError: an import string fails, or an alias cannot get a test database.
+        """
+        if not self.flask_specs:
+            return
+        for adapter in self.adapters():
+            for alias, named_by in adapter.aliases().items():
+                self.add_alias(alias, named_by)
 
     def session_classes(self) -> dict[tuple[str | None, bool], type]:
         """ini ``db_session_class``, imported on first use: ``(alias, is_async)`` -> class;
@@ -328,6 +366,11 @@ class RunState:
 
         :param report: called with a message for each failure; clean-up goes on regardless.
         """
+        for adapter in self._adapters or ():
+            try:
+                adapter.close()
+            except Exception as exc:  # noqa: BLE001 - teardown must reach the drops
+                report(f"{adapter.label}: undoing its patches failed: {exc}")
         for reused in self._connections.values():
             try:
                 reused.close()
