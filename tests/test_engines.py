@@ -339,9 +339,10 @@ def app_database(
             connection.exec_driver_sql(statement)
     engine.dispose()
     if driver.name == "postgresql":
-        sync, async_ = own.set(drivername="postgresql+psycopg"), own.set(drivername="postgresql+asyncpg")
+        drivers = ("postgresql+psycopg", "postgresql+asyncpg")
     else:
-        sync, async_ = own.set(drivername="mysql+pymysql"), own.set(drivername="mysql+asyncmy")
+        drivers = ("mysql+pymysql", "mysql+asyncmy")
+    sync, async_ = (own.set(drivername=name) for name in drivers)
     try:
         yield AppDatabase(
             sync.render_as_string(hide_password=False),

@@ -15,8 +15,8 @@ Every savepoint is a ``NestedTransaction`` of the test connection itself, so the
 arbiter (:mod:`pytest_ctxdb.binding._arbiter`) orders them with the test's own sessions' ones.
 The engine object is never replaced: the adapter shadows its ``connect`` for the test only
 (and ``OptionEngine.connect``, for ``engine.execution_options(...)`` copies), so every
-reference the app holds, however it was taken, reaches the test connection. ``AsyncEngine`` follows: its ``connect()`` and sessions call
-``sync_engine.connect()``.
+reference the app holds, however it was taken, reaches the test connection. ``AsyncEngine``
+follows: its ``connect()`` and sessions call ``sync_engine.connect()``.
 """
 
 from __future__ import annotations
@@ -134,8 +134,10 @@ class BranchConnection(Connection):
         # Newest first: the arbiter ends savepoints in stack order.
         savepoints, self._savepoints = self._savepoints, {}
         for savepoint in reversed(list(savepoints.values())):
-            if savepoint.is_active:
-                savepoint.commit() if commit else savepoint.rollback()
+            if savepoint.is_active and commit:
+                savepoint.commit()
+            elif savepoint.is_active:
+                savepoint.rollback()
 
     def _commit_impl(self) -> None:
         self._reopen = False

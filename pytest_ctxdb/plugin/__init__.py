@@ -304,8 +304,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.hookimpl(tryfirst=True)  # before the terminal reporter's, which asks for the report
 def pytest_collection_finish(session: pytest.Session) -> None:
     """An alias that a ``db`` marker of a selected test names (or a bind key of ini
-    ``db_flask_sqlalchemy``) and that is not configured gets a test database of its own (see ``RunState.add_alias``), before any is provisioned;
-    ``pytest_report_collectionfinish`` names it."""
+    ``db_flask_sqlalchemy``) and that is not configured gets a test database of its own (see
+    ``RunState.add_alias``), before any is provisioned; ``pytest_report_collectionfinish``
+    names it."""
     state = session.config.stash.get(STATE_KEY, None)
     if state is not None:
         # Bind keys of ini db_flask_sqlalchemy first (the test modules imported the app's
