@@ -342,15 +342,19 @@ class ContextAsyncSQLAlchemyAdapter(Adapter):
 
 
 def load_adapters(
-    sessionmakers: Iterable[str], engines: Iterable[str], flask_sqlalchemy: Iterable[str] = ()
+    sessionmakers: Iterable[str],
+    engines: Iterable[str],
+    flask_sqlalchemy: Iterable[str] = (),
+    advanced_alchemy: Iterable[str] = (),
 ) -> list[Adapter]:
-    """Import the objects named by ini ``db_engines``, ``db_sessionmakers`` and
-    ``db_flask_sqlalchemy``.
+    """Import the objects named by ini ``db_engines``, ``db_sessionmakers``,
+    ``db_flask_sqlalchemy`` and ``db_advanced_alchemy``.
 
     :returns: one adapter per engine (an engine named twice is bound once), then one per
-        Flask-SQLAlchemy extension, then one per sessionmaker, then the
-        context-async-sqlalchemy adapter: engines are bound first, so that a sessionmaker's
-        check can see a session reach a bound engine.
+        Flask-SQLAlchemy extension, then one per sessionmaker, then the two advanced-alchemy
+        adapters (sync and async configs: those named, and those detected when the app
+        imports the library), then the context-async-sqlalchemy adapter: engines are bound
+        first, so that a sessionmaker's check can see a session reach a bound engine.
     :raises ConfigurationError: a string does not import, names ``None`` or names the wrong
         kind of object; the message names the ini key.
     """
@@ -386,5 +390,9 @@ def load_adapters(
                 f"sqlalchemy.orm.sessionmaker or async_sessionmaker.{hint}"
             )
         adapters.append(SessionmakerAdapter(spec, maker))
+    from ._advanced_alchemy import advanced_alchemy_adapters
+
+    configs = [(spec, import_object(spec, "db_advanced_alchemy")[0]) for spec in advanced_alchemy]
+    adapters.extend(advanced_alchemy_adapters(configs))
     adapters.append(ContextAsyncSQLAlchemyAdapter())
     return adapters

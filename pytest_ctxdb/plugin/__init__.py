@@ -160,6 +160,7 @@ def pytest_configure(config: pytest.Config) -> None:
             sessionmaker_specs=tuple(config.getini("db_sessionmakers")),
             engine_specs=tuple(config.getini("db_engines")),
             flask_specs=tuple(config.getini("db_flask_sqlalchemy")),
+            advanced_alchemy_specs=tuple(config.getini("db_advanced_alchemy")),
             session_class_specs=tuple(config.getini("db_session_class")),
             block_access=bool(config.getini("db_block_access")),
             run_id=run_id,

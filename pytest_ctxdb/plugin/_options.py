@@ -62,6 +62,15 @@ HELP_FLASK_SQLALCHEMY = (
     "db.engines[key] commit inside the test's transactions; each such alias gets the tables "
     "of db.metadatas[key] unless db_metadata names it."
 )
+HELP_ADVANCED_ALCHEMY = (
+    "module:attribute of the app's advanced-alchemy SQLAlchemyAsyncConfig / SQLAlchemySyncConfig "
+    "(Litestar's, FastAPI's, ... subclasses too), one per line, e.g. myapp.db:alchemy_config. "
+    "Its engine is made at start-up (get_engine(), no connection); during each test with a "
+    "binding of its kind (async config: async_db_session; sync: db_session) it runs on the test "
+    "connection of the default alias, so get_session(), provide_session, the session makers, "
+    "repositories, services and the Litestar plugin's request sessions commit inside the "
+    "test's transaction. Configs the app makes are detected too, once it imports the library."
+)
 HELP_SESSION_CLASS = (
     "[ALIAS=]module:Class of the test's own sessions (db_session, async_db_session, "
     "db_sessions[...]): a Session or AsyncSession subclass, e.g. sqlmodel:Session and "
@@ -177,6 +186,9 @@ def add_options(parser: pytest.Parser) -> None:
     parser.addini("db_engines", type="linelist", default=[], help=HELP_ENGINES)
     parser.addini(
         "db_flask_sqlalchemy", type="linelist", default=[], help=HELP_FLASK_SQLALCHEMY
+    )
+    parser.addini(
+        "db_advanced_alchemy", type="linelist", default=[], help=HELP_ADVANCED_ALCHEMY
     )
     parser.addini("db_session_class", type="linelist", default=[], help=HELP_SESSION_CLASS)
 

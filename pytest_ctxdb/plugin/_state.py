@@ -43,6 +43,8 @@ class RunState:
     engine_specs: tuple[str, ...] = ()
     #: ini ``db_flask_sqlalchemy`` import strings of Flask-SQLAlchemy ``SQLAlchemy()`` objects.
     flask_specs: tuple[str, ...] = ()
+    #: ini ``db_advanced_alchemy`` import strings of advanced-alchemy config objects.
+    advanced_alchemy_specs: tuple[str, ...] = ()
     #: ini ``db_session_class`` lines (``[ALIAS=]module:Class``), loaded by :meth:`session_class`.
     session_class_specs: tuple[str, ...] = ()
     #: ``False`` when ini ``db_block_access`` turns access blocking off.
@@ -251,7 +253,10 @@ class RunState:
         """
         if self._adapters is None:
             self._adapters = load_adapters(
-                self.sessionmaker_specs, self.engine_specs, self.flask_specs
+                self.sessionmaker_specs,
+                self.engine_specs,
+                self.flask_specs,
+                self.advanced_alchemy_specs,
             )
         return self._adapters
 
