@@ -60,6 +60,15 @@ class Backend:
         """Run pytest in a subprocess against this backend."""
         return pytester.runpytest_subprocess(*self.args, *args)
 
+    def run_named(self, pytester: pytest.Pytester, name: str, *args: str) -> pytest.RunResult:
+        """Run the inner suite with test database ``name`` (``--db-test-name``), ``-ra`` and no
+        cache; the run's test database must be gone afterwards."""
+        result = self.runpytest(
+            pytester, *args, "-ra", "-p", "no:cacheprovider", "--db-test-name", name
+        )
+        assert name not in self.leftover_test_databases(), f"{name} was left on the server"
+        return result
+
     def leftover_test_databases(self) -> list[str]:
         """Names of databases carrying pytest-ctxdb's ownership mark still on the server."""
         if self.url is None:

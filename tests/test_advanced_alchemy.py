@@ -308,11 +308,7 @@ class Suite:
             myapp=APP,
             **files,
         )
-        result = self.pytester.runpytest_subprocess(
-            *self.backend.args, "-ra", "-p", "no:cacheprovider", "--db-test-name", self.name
-        )
-        assert self.name not in self.backend.leftover_test_databases()
-        return result
+        return self.backend.run_named(self.pytester, self.name)
 
 
 @pytest.fixture

@@ -191,9 +191,8 @@ async def test_every_async_shape_runs_in_the_test_transaction(async_db_session, 
     assert (await async_db_session.scalars(NAMES)).all() == []
     await app.with_async_everything(prefix)
     names = (await async_db_session.scalars(NAMES)).all()
-    assert names == sorted(
-        f"{prefix} {suffix}" for suffix in ("AsyncSession", "async_sessionmaker", "begin", "connect")
-    )
+    suffixes = ("AsyncSession", "async_sessionmaker", "begin", "connect")
+    assert names == sorted(f"{prefix} {suffix}" for suffix in suffixes)
 '''
 
 #: a FastAPI + SQLModel app written as SQLModel's tutorial writes it.
@@ -372,12 +371,10 @@ class Suite:
         settings = f"SYNC_URL = {database.sync_url!r}\nASYNC_URL = {database.async_url!r}\n"
         self.ini(*ini_lines, "filterwarnings = error")
         self.pytester.makepyfile(settings=settings, **files)
-        args = self.driver.args if url is None else ("--db-url", url)
-        result = self.pytester.runpytest_subprocess(
-            *args, "-ra", "-p", "no:cacheprovider", "--db-test-name", self.name
-        )
-        assert self.name not in self.driver.leftover_test_databases()
-        return result
+        backend = self.driver
+        if url is not None:  # the same server, another URL
+            backend = Backend(backend.name, backend.url, ("--db-url", url))
+        return backend.run_named(self.pytester, self.name)
 
 
 @pytest.fixture

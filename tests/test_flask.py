@@ -308,11 +308,8 @@ class FlaskSuite:
             conftest=conftest,
             **files,
         )
-        result = self.pytester.runpytest_subprocess(
-            *self.backend.args, "-ra", "-p", "no:cacheprovider", "--db-test-name", self.name
-        )
+        result = self.backend.run_named(self.pytester, self.name)
         leftovers = self.backend.leftover_test_databases()  # templates and spares are kept
-        assert self.name not in leftovers
         audit = re.compile(rf"{self.name}_audit_[0-9a-f]{{8}}")  # the audit alias's clone
         assert not [name for name in leftovers if audit.fullmatch(name)]
         return result
