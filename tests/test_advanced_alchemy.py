@@ -368,3 +368,102 @@ def test_bad_ini_value_is_a_usage_error(suite: Suite, line: str, message: str) -
     )
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([message])
+
+
+#: polyfactory's SQLAlchemyFactory on the app's own sessions: the async and sync configs'
+#: session makers (``create_session_maker()``, made at import), or session makers the app
+#: makes at import from the configs' engines (listed in db_engines too: bound once).
+FACTORIES = '''
+import itertools
+
+from polyfactory import Use
+from polyfactory.factories.sqlalchemy_factory import SQLAlchemyFactory
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.orm import sessionmaker
+
+from myapp import Author, alchemy_config, sync_config
+
+async_engine = alchemy_config.get_engine()
+sync_engine = sync_config.get_engine()
+if FROM_ENGINES:
+    SESSION = sessionmaker(sync_engine)
+    ASYNC_SESSION = async_sessionmaker(async_engine, expire_on_commit=False)
+else:
+    SESSION = sync_config.create_session_maker()
+    ASYNC_SESSION = alchemy_config.create_session_maker()
+
+_numbers = itertools.count()
+
+
+class AuthorFactory(SQLAlchemyFactory[Author]):
+    __session__ = SESSION
+    __async_session__ = ASYNC_SESSION
+    __set_as_default_factory_for_type__ = True
+    __set_primary_key__ = False
+    name = Use(lambda: f"author {next(_numbers)}")
+'''
+
+FACTORY_TESTS = '''
+import pytest
+from sqlalchemy import create_engine, func, select
+from sqlalchemy.pool import NullPool
+
+from myapp import Author, count_authors
+from myfactories import AuthorFactory
+
+COUNT = select(func.count()).select_from(Author)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("run", [1, 2])
+async def test_create_async(async_db_session, run):
+    assert await async_db_session.scalar(COUNT) == 0
+    author = await AuthorFactory.create_async()
+    await AuthorFactory.create_batch_async(2)
+    assert await async_db_session.scalar(COUNT) == 3
+    assert await count_authors() == 3  # the app's own service sees them
+    assert author.name.startswith("author ")
+
+
+@pytest.mark.parametrize("run", [1, 2])
+def test_create_sync(db_session, run):
+    assert db_session.scalar(COUNT) == 0
+    AuthorFactory.create_sync()
+    AuthorFactory.create_batch_sync(2)
+    assert db_session.scalar(COUNT) == 3
+
+
+def test_zz_nothing_left(db_engine):
+    engine = create_engine(db_engine.url, poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            assert connection.scalar(COUNT) == 0
+    finally:
+        engine.dispose()
+'''
+
+
+@pytest.mark.parametrize(
+    ("from_engines", "ini_lines"),
+    [
+        (False, ("db_advanced_alchemy =\n    myapp:alchemy_config\n    myapp:sync_config",)),
+        (False, ()),
+        (True, ("db_engines =\n    myfactories:async_engine\n    myfactories:sync_engine",)),
+    ],
+    ids=["configs-ini", "configs-detected", "engines-listed"],
+)
+def test_polyfactory_on_the_apps_sessions(
+    suite: Suite, from_engines: bool, ini_lines: tuple[str, ...]
+) -> None:
+    """polyfactory's SQLAlchemyFactory with __session__ / __async_session__ set to the sync and
+    async configs' session makers, or to session makers made at import from the configs'
+    engines listed in db_engines (each engine then bound once, by db_engines): create_sync and
+    create_async commit inside the test's transaction; the app's own database gets nothing."""
+    result = suite.run(
+        *ini_lines,
+        myfactories=f"FROM_ENGINES = {from_engines}\n{FACTORIES}",
+        test_factories=FACTORY_TESTS,
+    )
+    result.assert_outcomes(passed=5)
+    result.stdout.no_fnmatch_line("*INTERNALERROR*")
+    assert suite.database.rows() == 0

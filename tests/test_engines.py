@@ -691,3 +691,146 @@ def test_an_unlisted_engine_on_the_urls_database_is_refused(suite: Suite) -> Non
         ]
     )
     assert suite.app_database.count("item") == 0, "the app's own database got rows"
+
+
+#: polyfactory's SQLAlchemyFactory on the app's own session makers, made at import from the
+#: engines listed in db_engines: an owner factory that is the default for its type (so the pet
+#: factory builds each pet's owner with it), sync and async persistence, both committing.
+POLYFACTORY_APP = '''
+import itertools
+
+from polyfactory import Use
+from polyfactory.factories.sqlalchemy_factory import SQLAlchemyFactory
+from sqlalchemy import ForeignKey, String, create_engine, func, select
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
+
+from settings import ASYNC_URL, SYNC_URL
+
+engine = create_engine(SYNC_URL)
+async_engine = create_async_engine(ASYNC_URL)
+SessionLocal = sessionmaker(engine)  # made at import, listed nowhere
+AsyncSessionLocal = async_sessionmaker(async_engine, expire_on_commit=False)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Owner(Base):
+    __tablename__ = "owner"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(50), unique=True)
+
+
+class Pet(Base):
+    __tablename__ = "pet"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(50))
+    owner_id: Mapped[int] = mapped_column(ForeignKey("owner.id"))
+    owner: Mapped[Owner] = relationship()
+
+
+_numbers = itertools.count()
+
+
+class OwnerFactory(SQLAlchemyFactory[Owner]):
+    __session__ = SessionLocal
+    __async_session__ = AsyncSessionLocal
+    __set_as_default_factory_for_type__ = True
+    __set_primary_key__ = False
+    name = Use(lambda: f"owner {next(_numbers)}")
+
+
+class PetFactory(SQLAlchemyFactory[Pet]):
+    __session__ = SessionLocal
+    __async_session__ = AsyncSessionLocal
+    __set_primary_key__ = False
+    __set_foreign_keys__ = False  # the owner comes from OwnerFactory, through the relationship
+    name = Use(lambda: f"pet {next(_numbers)}")
+
+
+OWNER_OF_THE_PET = select(Owner.name).join(Pet, Pet.owner_id == Owner.id)
+
+
+def counts(session):
+    return tuple(session.scalar(select(func.count()).select_from(t)) for t in (Owner, Pet))
+
+
+async def async_counts(session):
+    return tuple(
+        [await session.scalar(select(func.count()).select_from(t)) for t in (Owner, Pet)]
+    )
+'''
+
+POLYFACTORY_TESTS = '''
+import pytest
+
+from factories import OWNER_OF_THE_PET, OwnerFactory, PetFactory, async_counts, counts
+
+
+@pytest.mark.parametrize("run", [1, 2])
+def test_create_sync_commits_in_the_test_transaction(db_session, run):
+    assert counts(db_session) == (0, 0)
+    PetFactory.create_sync()
+    OwnerFactory.create_batch_sync(2)
+    assert counts(db_session) == (3, 1)
+    assert db_session.scalar(OWNER_OF_THE_PET).startswith("owner ")  # the default factory's
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("run", [1, 2])
+async def test_create_async_commits_in_the_test_transaction(async_db_session, run):
+    assert await async_counts(async_db_session) == (0, 0)
+    await PetFactory.create_async()
+    await OwnerFactory.create_batch_async(2)
+    assert await async_counts(async_db_session) == (3, 1)
+    assert (await async_db_session.scalar(OWNER_OF_THE_PET)).startswith("owner ")
+
+
+def test_zz_nothing_left(db_engine):
+    from sqlalchemy import create_engine
+    from sqlalchemy.orm import Session
+    from sqlalchemy.pool import NullPool
+
+    engine = create_engine(db_engine.url, poolclass=NullPool)
+    try:
+        with Session(engine) as session:
+            assert counts(session) == (0, 0)
+    finally:
+        engine.dispose()
+'''
+
+POLYFACTORY_DDL = (
+    "CREATE TABLE owner (id INTEGER PRIMARY KEY, name VARCHAR(50) UNIQUE)",
+    "CREATE TABLE pet (id INTEGER PRIMARY KEY, name VARCHAR(50), "
+    "owner_id INTEGER REFERENCES owner (id))",
+)
+
+
+@pytest.mark.parametrize(
+    "driver",
+    [("sqlite", None), ("postgresql", "postgresql+psycopg")],
+    indirect=True,
+    ids=["sqlite", "postgresql"],
+)
+def test_polyfactory_on_session_makers_of_listed_engines(suite: Suite) -> None:
+    """polyfactory's SQLAlchemyFactory with __session__ / __async_session__ set to the app's
+    sessionmaker / async_sessionmaker made at import from engines listed in db_engines:
+    create_sync and create_async (single, batch, a related model built by the factory set as
+    default for its type) commit inside the test's transaction; the app's own database,
+    which has the same tables, gets nothing."""
+    engine = create_engine(suite.app_database.check_url, poolclass=NullPool)
+    with engine.begin() as connection:
+        for statement in POLYFACTORY_DDL:
+            connection.exec_driver_sql(statement)
+    engine.dispose()
+    result = suite.run(
+        "db_metadata = factories:Base.metadata",
+        "db_engines =\n    factories:engine\n    factories:async_engine",
+        factories=POLYFACTORY_APP,
+        test_factories=POLYFACTORY_TESTS,
+    )
+    result.assert_outcomes(passed=5)
+    assert suite.app_database.count("owner") == 0, "the app's own database got owners"
+    assert suite.app_database.count("pet") == 0, "the app's own database got pets"
