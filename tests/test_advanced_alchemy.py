@@ -293,9 +293,11 @@ class Suite:
     ini: Callable[..., None]
     name: str
 
-    def run(self, *ini_lines: str, **files: str) -> pytest.RunResult:
+    def run(
+        self, *ini_lines: str, metadata: str = "myapp:Base.metadata", **files: str
+    ) -> pytest.RunResult:
         self.ini(
-            "db_metadata = myapp:Base.metadata",
+            f"db_metadata = {metadata}",
             *ini_lines,
             # advanced-alchemy 1.x on SQLAlchemy 2.1: its mixins still use declarative_mixin.
             "filterwarnings =\n    error\n    ignore:The declarative_mixin decorator",
@@ -467,3 +469,99 @@ def test_polyfactory_on_the_apps_sessions(
     result.assert_outcomes(passed=5)
     result.stdout.no_fnmatch_line("*INTERNALERROR*")
     assert suite.database.rows() == 0
+
+
+#: the tables in a module of their own, and the app's configs in another one that the tests
+#: import lazily, in fixtures that run after the test's binding opened: advanced-alchemy is
+#: first imported during a test.
+LAZY_MODELS = '''
+from sqlalchemy import String
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Author(Base):
+    __tablename__ = "author"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(50), unique=True)
+'''
+
+LAZY_APP = '''
+from advanced_alchemy.config import SQLAlchemyAsyncConfig, SQLAlchemySyncConfig
+
+import settings
+from models import Author
+
+config = SQLAlchemyAsyncConfig(connection_string=settings.ASYNC_URI)
+sync_config = SQLAlchemySyncConfig(connection_string=settings.SYNC_URI)
+
+
+async def add(name):
+    async with config.get_session() as session:
+        session.add(Author(name=name))
+        await session.commit()
+
+
+def add_sync(name):
+    with sync_config.get_session() as session:
+        session.add(Author(name=name))
+        session.commit()
+'''
+
+LAZY_FIXTURE = '''
+import sys
+
+import pytest
+from sqlalchemy import select
+
+from models import Author
+
+
+@pytest.fixture
+def lazy_app(request):
+    request.getfixturevalue(request.param)  # the test's binding opens first
+    assert "advanced_alchemy" not in sys.modules
+    import lazyapp
+
+    return lazyapp
+'''
+
+#: one test per inner run: only the first test of a run imports the library.
+LAZY_TESTS = {
+    "async": '''
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("lazy_app", ["async_db_session"], indirect=True)
+async def test_config_of_an_app_imported_during_the_test(lazy_app, async_db_session):
+    await lazy_app.add("lazy")
+    assert (await async_db_session.scalars(select(Author.name))).all() == ["lazy"]
+''',
+    "sync": '''
+
+@pytest.mark.parametrize("lazy_app", ["db_session"], indirect=True)
+def test_config_of_an_app_imported_during_the_test(lazy_app, db_session):
+    lazy_app.add_sync("lazy sync")
+    assert db_session.scalars(select(Author.name)).all() == ["lazy sync"]
+''',
+}
+
+
+@pytest.mark.parametrize("which", ["async", "sync"])
+def test_configs_of_an_app_first_imported_during_a_test_are_bound(
+    suite: Suite, which: str
+) -> None:
+    """advanced-alchemy imported for the first time during a test (a fixture importing the
+    app lazily, after the binding opened): the configs the app makes then are bound at once.
+    They used to be neither bound nor guarded: the test passed and its commit stayed in the
+    app's own database."""
+    result = suite.run(
+        metadata="models:Base.metadata",
+        models=LAZY_MODELS,
+        lazyapp=LAZY_APP,
+        test_lazy=LAZY_FIXTURE + LAZY_TESTS[which],
+    )
+    result.assert_outcomes(passed=1)
+    assert suite.database.rows() == 0, "the app's own database got rows"

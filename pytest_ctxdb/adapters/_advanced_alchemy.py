@@ -15,7 +15,10 @@ base config class, wrapped for the run:
 
 * ``GenericSQLAlchemyConfig.__post_init__``: each config made from then on is tracked
   (configs made earlier are found once, when the library is first seen imported, by a scan
-  of the garbage collector's objects);
+  of the garbage collector's objects). If the library is not imported when the run's adapters
+  load, an import hook (a ``sys.meta_path`` finder) wraps them right after its base config
+  module is executed: an app first imported during a test (a fixture importing it lazily)
+  would otherwise make configs whose engines were neither bound nor guarded;
 * ``GenericSQLAlchemyConfig.get_engine``: an engine a config makes while the run goes on is
   guarded by escape detection at once, and bound at once when a test binding of its kind
   (async config: the async one; sync config: the sync one) is open.
@@ -33,9 +36,12 @@ advanced-alchemy is never imported here: the module is looked up in ``sys.module
 from __future__ import annotations
 
 import gc
+import importlib.abc
+import importlib.machinery
 import sys
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from types import ModuleType
 from typing import Any
 
 from sqlalchemy.engine import Connection, Engine
@@ -75,6 +81,40 @@ def _is_async(config: Any) -> bool:
     return isinstance(maker_class, type) and issubclass(maker_class, async_sessionmaker)
 
 
+class _ImportWatch(importlib.abc.MetaPathFinder):
+    """Calls ``on_import`` right after advanced-alchemy's base config module is executed, so
+    that configs an app makes when it first imports the library *during a test* (a fixture
+    importing the app lazily) are tracked, guarded and bound like the others."""
+
+    def __init__(self, on_import: Callable[[], None]) -> None:
+        self.on_import = on_import
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname != _COMMON:
+            return None
+        for finder in sys.meta_path:
+            find_spec = None if finder is self else getattr(finder, "find_spec", None)
+            spec = None if find_spec is None else find_spec(fullname, path, target)
+            if spec is not None:
+                break
+        else:
+            return None
+        loader = spec.loader
+        exec_module = getattr(loader, "exec_module", None)
+        if exec_module is None:
+            return spec
+        on_import = self.on_import
+
+        def exec_then_hook(module: ModuleType) -> None:
+            exec_module(module)
+            on_import()
+
+        loader.exec_module = exec_then_hook  # type: ignore[union-attr,method-assign]
+        return spec
+
+
 class AdvancedAlchemyTracker:
     """The advanced-alchemy configs of the run, and the hooks that find them.
 
@@ -92,6 +132,7 @@ class AdvancedAlchemyTracker:
         self._originals: dict[str, Any] = {}
         #: the adapters (sync, async) told about engines made while the run goes on.
         self.adapters: list[AdvancedAlchemyAdapter] = []
+        self._watch: _ImportWatch | None = None
         for spec, config in configs:
             if not is_config(config):
                 raise ConfigurationError(
@@ -114,6 +155,14 @@ class AdvancedAlchemyTracker:
                     f"{type(exc).__name__}: {exc}"
                 ) from None
         self.hook()
+        if self._hooked is None:  # not imported yet: hook as soon as it is
+            self._watch = _ImportWatch(self.hook)
+            sys.meta_path.insert(0, self._watch)
+
+    def _unwatch(self) -> None:
+        watch, self._watch = self._watch, None
+        if watch is not None and watch in sys.meta_path:
+            sys.meta_path.remove(watch)
 
     # -- finding configs -------------------------------------------------------------------
 
@@ -151,6 +200,7 @@ class AdvancedAlchemyTracker:
         base = _base_class()
         if base is None:
             return
+        self._unwatch()
         self._hooked = base
         original_init = self._originals["__post_init__"] = base.__dict__["__post_init__"]
         original_get_engine = self._originals["get_engine"] = base.__dict__["get_engine"]
@@ -175,6 +225,7 @@ class AdvancedAlchemyTracker:
 
     def close(self) -> None:
         """Undo the class hooks (end of the run); a hook wrapped since is left in place."""
+        self._unwatch()
         base, self._hooked = self._hooked, None
         if base is None:
             return
