@@ -94,12 +94,13 @@ class _ImportWatch(importlib.abc.MetaPathFinder):
     ) -> importlib.machinery.ModuleSpec | None:
         if fullname != _COMMON:
             return None
+        spec: importlib.machinery.ModuleSpec | None = None
         for finder in sys.meta_path:
             find_spec = None if finder is self else getattr(finder, "find_spec", None)
             spec = None if find_spec is None else find_spec(fullname, path, target)
             if spec is not None:
                 break
-        else:
+        if spec is None:
             return None
         loader = spec.loader
         exec_module = getattr(loader, "exec_module", None)
@@ -111,7 +112,7 @@ class _ImportWatch(importlib.abc.MetaPathFinder):
             exec_module(module)
             on_import()
 
-        loader.exec_module = exec_then_hook  # type: ignore[union-attr,method-assign]
+        setattr(loader, "exec_module", exec_then_hook)  # noqa: B010 - the loader object's own
         return spec
 
 
