@@ -101,7 +101,8 @@ In the paired design (the default under ``--db-engines``) all five variants run 
 process; ``bench_app`` is imported by every run. The ini line applies to the whole run, so the
 conftest carries a hook that, before each test, hands pytest-ctxdb the adapter list it would
 have loaded without ``db_engines`` for the ``ctxdb`` tests (the loaded list minus its
-``EngineAdapter``\ s), and the full list for the others. It reads pytest-ctxdb's run state
+``EngineAdapter``\ s), and the full list for the engines and app tests (the
+:data:`ADAPTER_SWITCH` hook, shared with ``--integrations``). It reads pytest-ctxdb's run state
 (``pytest_ctxdb.plugin._state.STATE_KEY``), a private name, and fails loudly if the list is
 not what the ini line should have made. The separate design (``--design separate``) runs each
 variant in its own process; there every suite imports ``bench_app`` and only ``engines`` and
@@ -109,10 +110,48 @@ variant in its own process; there every suite imports ``bench_app`` and only ``e
 ``db_engines`` adds to the same tests, and ``overhead(app) / overhead(engines)``, what
 writing through the app's sessionmaker costs against db_session; each also run by run.
 
+Integration adapters (``--integrations``) and the cross-loop check (``--cross-loop``)
+------------------------------------------------------------------------------------------
+Paired design only. ``--integrations flask,advanced-alchemy,casa`` writes a generated module
+``bench_integrations`` into each paired suite, made once at import on URLs of the app's own
+database that must never be connected (as for ``bench_app``): a Flask app with
+Flask-SQLAlchemy (``db = SQLAlchemy()``, ``db.init_app(flask_app)``; ini
+``db_flask_sqlalchemy``) on the sync backends, an advanced-alchemy ``SQLAlchemySyncConfig``
+(sync backends) or ``SQLAlchemyAsyncConfig`` (async backends) ``alchemy_config`` (ini
+``db_advanced_alchemy``), and a context-async-sqlalchemy ``DBConnect`` ``connect`` on the
+async backends (no ini line: its adapter acts once the app imports the library; the conftest
+imports ``bench_integrations``). Per integration that runs on the backend, two variants:
+
+``flask`` / ``aa`` / ``casa``
+    The ``ctxdb`` tests, unchanged (db_session / async_db_session bodies), with the
+    integration's adapter applied.
+``flaskown`` / ``aaown`` / ``casaown`` (left out with ``--no-own-session``)
+    The same bodies through the integration's own session, adapter applied: ``with
+    flask_app.app_context(): session = db.session``; ``with alchemy_config.get_session() as
+    session`` (``async with`` on the async backends); ``async with
+    new_non_ctx_session(connect) as session``. The test still requests the fixture.
+
+The conftest's :data:`ADAPTER_SWITCH` (the ``--db-engines`` hook, generalized) hands
+pytest-ctxdb, before each test, the loaded adapter list without the adapters of every
+switched class but the test variant's own: the ``ctxdb`` tests run with none of the
+integrations' adapters, each integration's tests with its own only. (In a run without the
+integrations the advanced-alchemy and context-async-sqlalchemy adapters are still loaded,
+idle; here the ``ctxdb`` tests do not carry them at all, a difference of a few dictionary
+look-ups.) Reported: ``overhead(<integration>) / overhead(ctxdb)`` (target at most 1.10) and
+``overhead(<integration>own) / overhead(<integration>)``, each also run by run.
+
+``--cross-loop`` adds ``noloop`` on the async backends: the ``ctxdb`` tests with
+pytest-ctxdb's event-loop check switched off. The conftest's :data:`LOOP_SWITCH` wraps
+``AsyncTestBinding.open_all`` (for every test alike) and, for the ``noloop`` tests, removes the
+``LoopGuard`` it installs on the binding and on each connection's savepoint arbiter, so no
+check runs. Reported: ``overhead(ctxdb) / overhead(noloop)``, what the check costs.
+
 Usage::
 
     python bench/run.py                                  # 500 tests, 20 tables, 5 repeats
     python bench/run.py --db-engines --tests 300 --repeat 3   # db_engines against ctxdb
+    python bench/run.py --integrations flask,advanced-alchemy,casa --cross-loop \\
+        --tests 300 --repeat 3                           # adapters, the event-loop check
     PYTHONPATH=/tmp/rev python bench/run.py              # a pytest_ctxdb copied to /tmp/rev
     python bench/run.py --tests 50 --repeat 1            # smoke run
     python bench/run.py --backends sqlite,postgresql --body select1 --json results.json
@@ -143,6 +182,28 @@ VARIANTS = ("floor", "recipe", "ctxdb")
 #: module-level engines (same bodies, on db_session / async_db_session); ``app`` runs with the
 #: same ini line but its bodies write through the app's own sessionmaker made at import.
 ENGINE_VARIANTS = ("engines", "app")
+#: ``--integrations``: the integrations, the kinds of backend each runs on (sync
+#: integrations on the sync backends, async ones on the async backends), and their variants
+#: (no ``_`` in a variant name: the paired timing plugin splits test names on it):
+#: ``<variant>`` is the ``ctxdb`` tests (same db_session / async_db_session bodies) with the
+#: integration's adapter applied; ``<variant>own`` the same bodies through the integration's
+#: own session (``db.session`` in an app context, ``config.get_session()``,
+#: ``new_non_ctx_session(connect)``), with the adapter too.
+INTEGRATIONS = {
+    # name: (variant, runs on sync backends, runs on async backends, adapter class)
+    "flask": ("flask", True, False, "FlaskSQLAlchemyAdapter"),
+    "advanced-alchemy": ("aa", True, True, "AdvancedAlchemyAdapter"),
+    "casa": ("casa", False, True, "ContextAsyncSQLAlchemyAdapter"),
+}
+#: how many adapters of each class the paired run must have loaded (checked by its conftest).
+ADAPTER_COUNTS = {
+    "FlaskSQLAlchemyAdapter": 1,
+    "AdvancedAlchemyAdapter": 2,  # one for sync configs, one for async ones (always loaded)
+    "ContextAsyncSQLAlchemyAdapter": 1,  # always loaded; a no-op unless the app imports it
+}
+#: ``--cross-loop``: the ``ctxdb`` tests with pytest-ctxdb's event-loop check switched off
+#: (async backends); see :data:`LOOP_SWITCH`.
+NOLOOP_VARIANT = "noloop"
 #: the ctxdb-like variants: run on pytest-ctxdb's fixtures (the others run with -p no:ctxdb).
 CTXDB_VARIANTS = ("ctxdb", *ENGINE_VARIANTS)
 #: what the app module imports before making its engines (a FastAPI app's usual load: web
@@ -243,6 +304,46 @@ def models_source(tables: int) -> str:
     ) + "".join(fillers)
 
 
+#: bodies written through an app's own session instead of the fixture's: kind -> (sync
+#: opener, async opener, imports); an opener's first line opens the block, the others start
+#: its body. ``app``: the sessionmaker of ``bench_app`` (``--db-engines``); the others: the
+#: integrations of ``bench_integrations`` (``--integrations``).
+OWN_SESSIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {
+    "app": (
+        ("with SessionLocal() as session:",),
+        ("async with AsyncSessionLocal() as session:",),
+        ("from bench_app import {maker}",),
+    ),
+    "flask": (
+        ("with flask_app.app_context():", "session = db.session"),
+        (),
+        ("from bench_integrations import db, flask_app",),
+    ),
+    "aa": (
+        ("with alchemy_config.get_session() as session:",),
+        ("async with alchemy_config.get_session() as session:",),
+        ("from bench_integrations import alchemy_config",),
+    ),
+    "casa": (
+        (),
+        ("async with new_non_ctx_session(connect) as session:",),
+        (
+            "from context_async_sqlalchemy import new_non_ctx_session",
+            "from bench_integrations import connect",
+        ),
+    ),
+}
+
+
+def own_session_kind(variant: str) -> str:
+    """The :data:`OWN_SESSIONS` kind a variant's bodies write through (``""``: the fixture's
+    session): ``app`` for ``app``, ``flask`` for ``flaskown``, ..."""
+    if variant == "app":
+        return "app"
+    kind = variant[: -len("own")] if variant.endswith("own") else ""
+    return kind if kind in OWN_SESSIONS else ""
+
+
 def test_source(
     index: int,
     body: str,
@@ -250,17 +351,19 @@ def test_source(
     floor: bool,
     fixture: str = "",
     suffix: str = "",
-    app: bool = False,
+    app: bool | str = False,
 ) -> str:
     """One test function. Every variant requests a fixture of the same name (in the paired
     design each variant has its own ``fixture`` and the test name its ``suffix``). With
-    ``app`` the body runs on a session of the app's own sessionmaker (``SessionLocal`` /
-    ``AsyncSessionLocal`` from ``bench_app``) instead of the fixture's session; the fixture is
-    still requested, as the test's database binding."""
+    ``app`` (``True`` or ``"app"``) the body runs on a session of the app's own sessionmaker
+    (``SessionLocal`` / ``AsyncSessionLocal`` from ``bench_app``) instead of the fixture's
+    session, with another :data:`OWN_SESSIONS` kind on that integration's own session; the
+    fixture is still requested, as the test's database binding."""
     fixture = fixture or ("async_db_session" if is_async else "db_session")
     a_def = "async def" if is_async else "def"
     aw = "await " if is_async else ""
-    session = "session" if app else fixture
+    own = "app" if app is True else (app or "")
+    session = "session" if own else fixture
     if floor:
         lines = [f"assert {fixture} is None"]
     elif body == "select1":
@@ -287,19 +390,21 @@ def test_source(
             "skus = sorted(item.sku for item in found.items)",
             f'assert skus == ["sku-{index}-a", "sku-{index}-b"]',
         ]
-    if app:
-        maker = "AsyncSessionLocal" if is_async else "SessionLocal"
-        lines = [
-            f"{'async with' if is_async else 'with'} {maker}() as session:",
-            *(f"    {line}" for line in lines),
-        ]
+    if own:
+        opener = OWN_SESSIONS[own][1 if is_async else 0]
+        if not opener:
+            raise ValueError(f"no {'async' if is_async else 'sync'} {own!r} session")
+        lines = [opener[0], *(f"    {line}" for line in (*opener[1:], *lines))]
     body_text = "".join(f"    {line}\n" for line in lines)
     return f"\n\n{a_def} test_{index:04d}{suffix}({fixture}):\n{body_text}"
 
 
-def module_header(body: str, is_async: bool, floor: bool, app: bool = False) -> str:
+def module_header(
+    body: str, is_async: bool, floor: bool, app: bool = False, own: tuple[str, ...] = ()
+) -> str:
     """The imports (and pytest-asyncio marker) every generated test module starts with;
-    ``app``: also the app's sessionmaker, for the ``app`` variant's bodies."""
+    ``app``: also the app's sessionmaker, for the ``app`` variant's bodies; ``own``: also what
+    the bodies of those :data:`OWN_SESSIONS` kinds use."""
     header = ["from __future__ import annotations", ""]
     if is_async:
         header += ["import pytest", ""]
@@ -313,9 +418,9 @@ def module_header(body: str, is_async: bool, floor: bool, app: bool = False) -> 
                 "",
                 "from bench_models import Item, Order, User",
             ]
-        if app:
-            maker = "AsyncSessionLocal" if is_async else "SessionLocal"
-            header += [f"from bench_app import {maker}"]
+        maker = "AsyncSessionLocal" if is_async else "SessionLocal"
+        for kind in dict.fromkeys((*(("app",) if app else ()), *own)):
+            header += [line.format(maker=maker) for line in OWN_SESSIONS[kind][2]]
     if is_async:
         header += ["", "pytestmark = pytest.mark.asyncio  # loop scope: ini default (session)"]
     return "\n".join(header) + "\n"
@@ -339,14 +444,16 @@ def paired_test_modules(
     tests: int, body: str, is_async: bool, variants: tuple[str, ...] = VARIANTS
 ) -> dict[str, str]:
     """The paired design's tests: for each index one test per variant (a floor, a recipe and
-    a ctxdb test, plus an engines and an app test with ``--db-engines``), in an order rotated
+    a ctxdb test, plus an engines and an app test with ``--db-engines``, and the
+    ``--integrations`` / ``--cross-loop`` variants), in an order rotated
     from index to index (no variant always runs first or after the same one)."""
     fixtures = {"floor": "floor_session", "recipe": "recipe_session"}
     count = len(variants)
     per_module = TESTS_PER_MODULE // count  # indices per module, one test per variant each
+    own = tuple(kind for kind in map(own_session_kind, variants) if kind)
     modules: dict[str, str] = {}
     for start in range(0, tests, per_module):
-        text = module_header(body, is_async, False, "app" in variants)
+        text = module_header(body, is_async, False, own=own)
         for i in range(start, min(start + per_module, tests)):
             for variant in variants[i % count :] + variants[: i % count]:
                 text += test_source(
@@ -356,7 +463,7 @@ def paired_test_modules(
                     variant == "floor",
                     fixtures.get(variant, ""),
                     f"_{variant}",
-                    app=variant == "app",
+                    app=own_session_kind(variant),
                 )
         modules[f"test_bench_{start // per_module:03d}.py"] = text
     return modules
@@ -651,34 +758,157 @@ async_engine = create_async_engine(__ASYNC_URL__)
 AsyncSessionLocal = async_sessionmaker(async_engine)
 """
 
-ENGINES_SWITCH = """\
-# -- db_engines on and off in one process (bench/run.py --db-engines, paired design) --------
-# ini db_engines names the app's engines for the whole run. The ctxdb tests run as if the line
-# were absent: before each test, the run's adapter list is swapped for the one pytest-ctxdb
-# loads without db_engines (the same list minus its EngineAdapters), so that only the
-# engines and app tests bind the app's engines. Every test pays for this hook alike.
+ADAPTER_SWITCH = """\
+# -- adapters on and off in one process (bench/run.py --db-engines / --integrations, paired) --
+# The ini lines (db_engines, db_flask_sqlalchemy, db_advanced_alchemy) and the app's imports
+# (context-async-sqlalchemy) apply to the whole run. Before each test, the run's adapter list
+# is swapped for the one that test's variant measures: the loaded list minus the adapters of
+# every switched class but the variant's own (the ctxdb tests: minus all of them), so each
+# variant runs with its own adapter only. Every test pays for this hook alike.
 import pytest as _pytest
 
-from pytest_ctxdb.adapters import EngineAdapter as _EngineAdapter
+import pytest_ctxdb.adapters as _adapters
 from pytest_ctxdb.plugin._state import STATE_KEY as _STATE_KEY
 
-_ENGINES = __ENGINES__  # EngineAdapters the ini line must have made
+_SWITCHED = __SWITCHED__  # adapter class -> how many the run must have loaded
+_KEEPS = __KEEPS__  # variant -> the switched adapter classes its tests keep
+_CLASSES = {name: getattr(_adapters, name) for name in _SWITCHED}
 _adapter_lists = {}
+_loaded = []
 
 
 @_pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item):
     state = item.config.stash[_STATE_KEY]
-    if not _adapter_lists:
-        loaded = list(state.adapters())
-        engines = [a for a in loaded if isinstance(a, _EngineAdapter)]
-        if len(engines) != _ENGINES:
-            raise RuntimeError(f"expected {_ENGINES} EngineAdapters from db_engines: {loaded}")
-        _adapter_lists["with"] = loaded
-        _adapter_lists["without"] = [a for a in loaded if not isinstance(a, _EngineAdapter)]
-    without = item.name.endswith("_ctxdb")
-    state._adapters = _adapter_lists["without" if without else "with"]
+    if not _loaded:
+        _loaded.extend(state.adapters())
+        counts = {
+            name: sum(isinstance(a, cls) for a in _loaded) for name, cls in _CLASSES.items()
+        }
+        if counts != _SWITCHED:
+            raise RuntimeError(f"expected adapters {_SWITCHED}, loaded {counts}: {_loaded}")
+    variant = item.name.rsplit("_", 1)[-1]
+    adapters = _adapter_lists.get(variant)
+    if adapters is None:
+        dropped = tuple(
+            cls for name, cls in _CLASSES.items() if name not in _KEEPS.get(variant, ())
+        )
+        adapters = _adapter_lists[variant] = [a for a in _loaded if not isinstance(a, dropped)]
+    state._adapters = adapters
 """
+
+LOOP_SWITCH = """\
+# -- the event-loop check on and off in one process (bench/run.py --cross-loop, paired) -------
+# pytest-ctxdb checks, on an async test connection, that each session and savepoint is used
+# from the test's own event loop (binding._arbiter.LoopGuard, installed by
+# AsyncTestBinding.open_all on the binding and on each connection's SavepointArbiter). For the
+# noloop tests the guard is taken off again right after open_all, so no check runs; every test
+# goes through this wrapper alike.
+import pytest as _pytest
+from pytest_ctxdb.binding._binding import AsyncTestBinding as _AsyncTestBinding
+from pytest_ctxdb.binding._outer import arbiter_of as _arbiter_of
+
+_open_all = _AsyncTestBinding.open_all
+_loop_guard_off = [False]
+
+
+async def _open_all_switched(self):
+    await _open_all(self)
+    if _loop_guard_off[0]:
+        self.loop_guard = None
+        for alias in self.plan.physical_aliases():
+            sync = self.outer(alias).connection.sync_connection
+            arbiter = None if sync is None else _arbiter_of(sync)
+            if arbiter is None or arbiter.loop_guard is None:
+                raise RuntimeError("no loop guard to switch off: pytest-ctxdb changed")
+            arbiter.loop_guard = None
+
+
+_AsyncTestBinding.open_all = _open_all_switched
+
+
+@_pytest.hookimpl(tryfirst=True)
+def pytest_runtest_logstart(nodeid, location):
+    _loop_guard_off[0] = nodeid.endswith("_noloop")
+"""
+
+INTEGRATIONS_MODULE = """\
+\"\"\"Generated by bench/run.py --integrations: an app on the integrations pytest-ctxdb binds.
+
+Every object is made once at import, on URLs of the app's own database, which no test may
+reach: pytest-ctxdb binds their engines to the test connection, so it is never connected (on
+SQLite the file is never created).
+\"\"\"
+"""
+
+INTEGRATION_SOURCES = {
+    "flask": """
+from flask import Flask
+from flask_sqlalchemy import SQLAlchemy
+
+flask_app = Flask("bench_integrations")
+flask_app.config["SQLALCHEMY_DATABASE_URI"] = __URL__
+db = SQLAlchemy()
+db.init_app(flask_app)
+""",
+    "advanced-alchemy": """
+from advanced_alchemy.config import __CONFIG__
+
+alchemy_config = __CONFIG__(connection_string=__URL__)
+""",
+    "casa": """
+from context_async_sqlalchemy import DBConnect
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+
+connect = DBConnect(
+    engine_creator=create_async_engine,
+    session_maker_creator=lambda engine: async_sessionmaker(engine, expire_on_commit=False),
+    host=__URL__,
+)
+""",
+}
+
+
+def app_urls(backend: str, directory: Path, pg_url: str) -> tuple[str, str]:
+    """The URLs (sync, async) of an app's own database, which must never be connected: a
+    SQLite file in ``directory`` (never created), or PostgreSQL database
+    ``bench_app_never_connected``."""
+    from sqlalchemy.engine import make_url
+
+    if backend.startswith("sqlite"):
+        return (
+            f"sqlite:///{directory / 'bench_app.db'}",
+            f"sqlite+aiosqlite:///{directory / 'bench_app.db'}",
+        )
+    server = make_url(pg_url).set(database="bench_app_never_connected")
+    return (
+        server.render_as_string(hide_password=False),
+        server.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False),
+    )
+
+
+def backend_integrations(backend: str, integrations: list[str]) -> list[str]:
+    """The ``integrations`` that run on ``backend`` (sync ones on the sync backends, async ones
+    on the async backends)."""
+    is_async = backend.endswith("-async")
+    return [name for name in integrations if INTEGRATIONS[name][2 if is_async else 1]]
+
+
+def integrations_source(
+    backend: str, directory: Path, pg_url: str, integrations: list[str]
+) -> str:
+    """The ``bench_integrations`` module for ``backend``: a Flask app with Flask-SQLAlchemy
+    (``db = SQLAlchemy()``, ``db.init_app(flask_app)``), an advanced-alchemy
+    ``SQLAlchemySyncConfig`` (sync backends) or ``SQLAlchemyAsyncConfig`` (async backends)
+    ``alchemy_config``, a context-async-sqlalchemy ``DBConnect`` ``connect``: those of
+    ``integrations`` that run on ``backend``."""
+    is_async = backend.endswith("-async")
+    url = repr(app_urls(backend, directory, pg_url)[1 if is_async else 0])
+    config = "SQLAlchemyAsyncConfig" if is_async else "SQLAlchemySyncConfig"
+    text = INTEGRATIONS_MODULE
+    for name in backend_integrations(backend, integrations):
+        text += INTEGRATION_SOURCES[name].replace("__URL__", url).replace("__CONFIG__", config)
+    return text
 
 
 def app_source(backend: str, directory: Path, pg_url: str) -> str:
@@ -686,17 +916,7 @@ def app_source(backend: str, directory: Path, pg_url: str) -> str:
     ``AsyncEngine`` and ``AsyncSessionLocal`` on the async backends, all made at import, on
     URLs of the app's own database (a SQLite file in ``directory``, a PostgreSQL database
     that need not exist) that pytest-ctxdb must keep them from ever connecting to."""
-    from sqlalchemy.engine import make_url
-
-    if backend.startswith("sqlite"):
-        url = f"sqlite:///{directory / 'bench_app.db'}"
-        async_url = f"sqlite+aiosqlite:///{directory / 'bench_app.db'}"
-    else:
-        server = make_url(pg_url).set(database="bench_app_never_connected")
-        url = server.render_as_string(hide_password=False)
-        async_url = server.set(drivername="postgresql+asyncpg").render_as_string(
-            hide_password=False
-        )
+    url, async_url = app_urls(backend, directory, pg_url)
     text = APP_MODULE.replace("__IMPORTS__", repr(APP_IMPORTS)).replace("__URL__", repr(url))
     if backend.endswith("-async"):
         text += APP_MODULE_ASYNC.replace("__ASYNC_URL__", repr(async_url))
@@ -754,12 +974,45 @@ def conftest_source(backend: str, variant: str, pg_url: str, db_engines: bool = 
     )
 
 
+def integration_of(variant: str) -> str | None:
+    """The ``--integrations`` name whose adapter a variant measures (``aa`` and ``aaown``:
+    ``advanced-alchemy``), or ``None``."""
+    base = variant[: -len("own")] if variant.endswith("own") else variant
+    for name, (integration_variant, *_rest) in INTEGRATIONS.items():
+        if integration_variant == base:
+            return name
+    return None
+
+
+def adapter_switch(backend: str, variants: tuple[str, ...]) -> str:
+    """The :data:`ADAPTER_SWITCH` of a paired suite: which adapter classes are switched, and
+    which variant keeps which (engines and app: the EngineAdapters; an integration's
+    variants: its adapter); ``""`` if no variant needs one."""
+    switched: dict[str, int] = {}
+    keeps: dict[str, tuple[str, ...]] = {}
+    for variant in variants:
+        if variant in ENGINE_VARIANTS:
+            switched["EngineAdapter"] = len(app_engine_specs(backend))
+            keeps[variant] = ("EngineAdapter",)
+        integration = integration_of(variant)
+        if integration is not None:
+            adapter = INTEGRATIONS[integration][3]
+            switched[adapter] = ADAPTER_COUNTS[adapter]
+            keeps[variant] = (adapter,)
+    if not switched:
+        return ""
+    return ADAPTER_SWITCH.replace("__SWITCHED__", repr(switched)).replace(
+        "__KEEPS__", repr(keeps)
+    )
+
+
 def paired_conftest_source(
     backend: str, pg_url: str, variants: tuple[str, ...] = VARIANTS
 ) -> str:
     """One conftest with the recipe's fixture as ``recipe_session`` (engine
     ``recipe_engine``) and the floor's as ``floor_session``; ctxdb's are the plugin's. With
-    the ``--db-engines`` variants, also :data:`ENGINES_SWITCH`."""
+    the ``--db-engines`` or ``--integrations`` variants, also :data:`ADAPTER_SWITCH` (and the
+    import of ``bench_integrations``); with ``--cross-loop``, :data:`LOOP_SWITCH`."""
     is_async = backend.endswith("-async")
     recipe = conftest_source(backend, "recipe", pg_url).split(TIMING_PLUGIN, 1)[1]
     floor = FLOOR_ASYNC if is_async else FLOOR_SYNC
@@ -769,11 +1022,15 @@ def paired_conftest_source(
     recipe = recipe.replace("with engine.connect() as connection:", "with recipe_engine.connect() as connection:")
     floor = floor.replace(f"def {fixture}():", "def floor_session():")
     timing = PAIRED_TIMING_PLUGIN.replace("_FIRST = 3", f"_FIRST = {len(variants)}")
-    switch = ""
-    if "engines" in variants:
-        switch = "\n" + ENGINES_SWITCH.replace(
-            "__ENGINES__", str(len(app_engine_specs(backend)))
-        )
+    switch = adapter_switch(backend, variants)
+    if switch:
+        switch = "\n" + switch
+    if any(integration_of(v) for v in variants):
+        # context-async-sqlalchemy is named by no ini line: the app's import makes its adapter
+        # act (the other integrations' objects are imported by their ini lines anyway).
+        switch += "\nimport bench_integrations  # noqa: E402,F401 - the app's integrations\n"
+    if NOLOOP_VARIANT in variants:
+        switch += "\n" + LOOP_SWITCH
     return (
         f'"""Generated by bench/run.py ({backend}, paired)."""\n\n{timing}\n{recipe}\n{floor}'
         f"{switch}"
@@ -783,18 +1040,23 @@ def paired_conftest_source(
 def write_paired_suite(root: Path, backend: str, body: str, options: argparse.Namespace) -> Suite:
     directory = root / f"{backend}-{body}-paired"
     directory.mkdir(parents=True)
-    variants = variants_of(options)
+    variants = variants_of(options, backend)
     engines = "engines" in variants
+    integrations = backend_integrations(backend, options.integrations)
     # The floor and recipe tests share the process and touch databases without pytest-ctxdb's
     # fixtures (the recipe's admin connection goes to the --db-url database): not blocked.
-    ini = ini_source(backend, "engines" if engines else "ctxdb") + "db_block_access = false\n"
-    (directory / "pytest.ini").write_text(ini)
+    ini = ini_source(backend, "engines" if engines else "ctxdb", integrations)
+    (directory / "pytest.ini").write_text(ini + "db_block_access = false\n")
     (directory / "conftest.py").write_text(
         paired_conftest_source(backend, options.pg_url, variants)
     )
     (directory / "bench_models.py").write_text(models_source(options.tables))
     if engines:
         write_app(directory, backend, options.pg_url)
+    if integrations:
+        (directory / "bench_integrations.py").write_text(
+            integrations_source(backend, directory, options.pg_url, integrations)
+        )
     is_async = backend.endswith("-async")
     for name, text in paired_test_modules(options.tests, body, is_async, variants).items():
         (directory / name).write_text(text)
@@ -804,9 +1066,12 @@ def write_paired_suite(root: Path, backend: str, body: str, options: argparse.Na
     return Suite(backend, body, "paired", directory, tuple(args))
 
 
-def ini_source(backend: str, variant: str) -> str:
+def ini_source(
+    backend: str, variant: str, integrations: list[str] | tuple[str, ...] = ()
+) -> str:
     """``pytest.ini`` of a suite; the ``engines`` and ``app`` variants list the app's engines
-    in ``db_engines``."""
+    in ``db_engines``; ``integrations`` (paired design) adds ``db_flask_sqlalchemy`` /
+    ``db_advanced_alchemy`` lines naming ``bench_integrations``' objects."""
     lines = ["[pytest]", "pythonpath = .", "asyncio_mode = strict"]
     if backend.endswith("-async"):
         lines += [
@@ -819,6 +1084,10 @@ def ini_source(backend: str, variant: str) -> str:
         lines += ["db_metadata = bench_models:Base.metadata"]
     if variant in ENGINE_VARIANTS:
         lines += ["db_engines ="] + [f"    {spec}" for spec in app_engine_specs(backend)]
+    if "flask" in integrations:
+        lines += ["db_flask_sqlalchemy = bench_integrations:db"]
+    if "advanced-alchemy" in integrations:
+        lines += ["db_advanced_alchemy = bench_integrations:alchemy_config"]
     return "\n".join(lines) + "\n"
 
 
@@ -907,10 +1176,24 @@ def run_paired_suite(
     return measured
 
 
-def variants_of(options: argparse.Namespace) -> tuple[str, ...]:
-    """The variants measured: floor, recipe and ctxdb, plus engines and app with
-    ``--db-engines``."""
-    return VARIANTS + (ENGINE_VARIANTS if options.db_engines else ())
+def variants_of(options: argparse.Namespace, backend: str | None = None) -> tuple[str, ...]:
+    """The variants measured on ``backend``: floor, recipe and ctxdb, plus engines and app
+    with ``--db-engines``, noloop with ``--cross-loop`` (async backends), and each integration
+    of ``--integrations`` that runs on ``backend`` (with its ``own`` variant unless
+    ``--no-own-session``). Without ``backend``: those of every backend, in order."""
+    if backend is None:
+        found: dict[str, None] = {}
+        for each in options.backends:
+            found.update(dict.fromkeys(variants_of(options, each)))
+        return tuple(found)
+    variants = VARIANTS + (ENGINE_VARIANTS if options.db_engines else ())
+    if options.cross_loop and backend.endswith("-async"):
+        variants += (NOLOOP_VARIANT,)
+    for name in backend_integrations(backend, options.integrations):
+        variants += (INTEGRATIONS[name][0],)
+        if options.own_session:
+            variants += (f"{INTEGRATIONS[name][0]}own",)
+    return variants
 
 
 def check_postgresql(url: str) -> str:
@@ -1001,10 +1284,11 @@ def summarize(
     rows = []
     for backend in backends:
         for body in bodies:
-            med = {v: statistics.median(samples[(backend, body, v)]) for v in variants}
+            present = [v for v in variants if (backend, body, v) in samples]
+            med = {v: statistics.median(samples[(backend, body, v)]) for v in present}
             recipe = med["recipe"] - med["floor"]
             ctxdb = med["ctxdb"] - med["floor"]
-            runs = {v: samples[(backend, body, v)] for v in variants}
+            runs = {v: samples[(backend, body, v)] for v in present}
             row: dict[str, Any] = {
                 "backend": backend,
                 "body": body,
@@ -1015,8 +1299,9 @@ def summarize(
                 "ctxdb_overhead_us": ctxdb,
                 "ratio": ctxdb / recipe if recipe > 0 else None,
                 "samples_us": runs,
+                "medians_us": med,
             }
-            if "engines" in variants:
+            if "engines" in present:
                 row.update(engines_figures(runs, med))
             rows.append(row)
     return rows
@@ -1112,6 +1397,129 @@ def app_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def pair_figures(
+    wall: dict[str, Any], cpu: dict[str, Any], variant: str, base: str
+) -> dict[str, Any] | None:
+    """One (backend, body) row's figures of ``variant`` against ``base`` (both paired in each
+    run), from the summarized rows of both clocks: overheads over the floor (medians over the
+    runs), ``ratio`` = overhead(variant) / overhead(base), and the ratio run by run; ``None``
+    if the row has no ``variant``."""
+    if variant not in wall["medians_us"] or base not in wall["medians_us"]:
+        return None
+    figures: dict[str, Any] = {"variant": variant, "base": base}
+    for clock, row in (("wall", wall), ("cpu", cpu)):
+        med, runs = row["medians_us"], row["samples_us"]
+        over = med[variant] - med["floor"]
+        over_base = med[base] - med["floor"]
+        figures[f"{clock}_overhead_us"] = over
+        figures[f"{clock}_base_overhead_us"] = over_base
+        figures[f"{clock}_ratio"] = _ratio(over, over_base)
+        figures[f"{clock}_run_ratios"] = [
+            _ratio(v - f, b - f) for v, b, f in zip(runs[variant], runs[base], runs["floor"])
+        ]
+    return figures
+
+
+def pairs_table(
+    wall: list[dict[str, Any]],
+    cpu: list[dict[str, Any]],
+    pairs: list[tuple[str, str, str]],
+    header: tuple[str, str],
+    difference: bool = False,
+) -> tuple[str, list[dict[str, Any]]]:
+    """A markdown table of ``pairs`` (label, variant, base variant) for each (backend, body)
+    row that has them: overheads over the floor of base and variant (wall / CPU, us per test),
+    the ratio variant / base on both clocks and the CPU ratio run by run (with ``difference``:
+    also variant - base, us per test, wall / CPU). ``header`` names the base and the variant
+    columns. Returns the table and its figures (for the JSON output)."""
+    out = [
+        f"| backend | body | what | {header[0]} (wall / CPU) | {header[1]} (wall / CPU) | "
+        + (f"{header[1]} - {header[0]} (wall / CPU) | " if difference else "")
+        + "ratio wall | ratio CPU | CPU ratio per run | wall ratio per run |",
+        "|---|---|---|---:|---:|" + ("---:|" if difference else "") + "---:|---:|---|---|",
+    ]
+    found = []
+    for wall_row, cpu_row in zip(wall, cpu):
+        for label, variant, base in pairs:
+            fig = pair_figures(wall_row, cpu_row, variant, base)
+            if fig is None:
+                continue
+            fig.update(backend=wall_row["backend"], body=wall_row["body"], what=label)
+            found.append(fig)
+            diff = (
+                f"{fig['wall_overhead_us'] - fig['wall_base_overhead_us']:+.0f} / "
+                f"{fig['cpu_overhead_us'] - fig['cpu_base_overhead_us']:+.0f} | "
+                if difference
+                else ""
+            )
+            out.append(
+                f"| {fig['backend']} | {fig['body']} | {label} | "
+                f"{fig['wall_base_overhead_us']:.0f} / {fig['cpu_base_overhead_us']:.0f} | "
+                f"{fig['wall_overhead_us']:.0f} / {fig['cpu_overhead_us']:.0f} | {diff}"
+                f"{_ratio_text(fig['wall_ratio'])} | {_ratio_text(fig['cpu_ratio'])} | "
+                + " ".join(_ratio_text(r) for r in fig["cpu_run_ratios"])
+                + " | "
+                + " ".join(_ratio_text(r) for r in fig["wall_run_ratios"])
+                + " |"
+            )
+    return "\n".join(out), found
+
+
+def print_integration_tables(
+    wall: list[dict[str, Any]], cpu: list[dict[str, Any]], options: argparse.Namespace
+) -> dict[str, list[dict[str, Any]]]:
+    """Print the ``--integrations`` and ``--cross-loop`` tables (paired design); return their
+    figures."""
+    figures: dict[str, list[dict[str, Any]]] = {}
+    names = options.integrations
+    if names:
+        pairs = [(name, INTEGRATIONS[name][0], "ctxdb") for name in names]
+        table, figures["integrations"] = pairs_table(
+            wall, cpu, pairs, ("ctxdb", "ctxdb+adapter")
+        )
+        print(
+            "integrations, paired design: ctxdb's overhead over the floor without and with the "
+            "integration's adapter (same db_session / async_db_session bodies; us per test); "
+            "ratio = ctxdb+adapter / ctxdb (target: <= 1.10):"
+        )
+        print()
+        print(table)
+        print()
+    if names and options.own_session:
+        pairs = [
+            (name, f"{INTEGRATIONS[name][0]}own", INTEGRATIONS[name][0]) for name in names
+        ]
+        table, figures["own_sessions"] = pairs_table(
+            wall, cpu, pairs, ("db_session+adapter", "own session")
+        )
+        print(
+            "integrations, paired design: the same body through the integration's own session "
+            "(db.session in an app context; config.get_session(); new_non_ctx_session(connect))"
+            " against the body on db_session / async_db_session, both with the adapter; "
+            "ratio = own session / db_session:"
+        )
+        print()
+        print(table)
+        print()
+    if options.cross_loop:
+        table, figures["cross_loop"] = pairs_table(
+            wall,
+            cpu,
+            [("loop check", "ctxdb", NOLOOP_VARIANT)],
+            ("check off", "check on"),
+            difference=True,
+        )
+        print(
+            "cross-loop check, paired design (async backends): ctxdb's overhead with "
+            "pytest-ctxdb's event-loop check switched off (noloop) and on (ctxdb, as shipped); "
+            "ratio = on / off:"
+        )
+        print()
+        print(table)
+        print()
+    return figures
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Per-test overhead of pytest-ctxdb vs SQLAlchemy's hand-written recipe.",
@@ -1146,22 +1554,49 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "same, bodies writing through the app's sessionmaker); report their overhead against "
         "ctxdb's",
     )
+    parser.add_argument(
+        "--integrations",
+        default="",
+        metavar="LIST",
+        help=f"comma-separated subset of {','.join(INTEGRATIONS)} (casa: context-async-"
+        "sqlalchemy): add, per integration, a variant of the ctxdb tests with its adapter "
+        "applied (sync integrations on the sync backends, async ones on the async backends) "
+        "and one writing the body through its own session; paired design only",
+    )
+    parser.add_argument(
+        "--no-own-session",
+        dest="own_session",
+        action="store_false",
+        help="with --integrations: leave out the bodies written through each integration's "
+        "own session",
+    )
+    parser.add_argument(
+        "--cross-loop",
+        action="store_true",
+        help="add the variant noloop on the async backends: the ctxdb tests with "
+        "pytest-ctxdb's event-loop check (LoopGuard) switched off; paired design only",
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
     parser.add_argument("--keep", action="store_true", help="keep the generated suites")
     options = parser.parse_args(argv)
     options.backends = [b.strip() for b in options.backends.split(",") if b.strip()]
     options.bodies = [b.strip() for b in options.body.split(",") if b.strip()]
+    options.integrations = [i.strip() for i in options.integrations.split(",") if i.strip()]
+    paired_only = bool(options.integrations) or options.cross_loop
     if options.design is None:
-        options.design = "paired" if options.db_engines else "separate,paired"
+        options.design = "paired" if options.db_engines or paired_only else "separate,paired"
     options.designs = [d.strip() for d in options.design.split(",") if d.strip()]
     for name, given, known in (
         ("--backends", options.backends, BACKENDS),
         ("--body", options.bodies, BODIES),
         ("--design", options.designs, ("separate", "paired")),
+        ("--integrations", options.integrations or list(INTEGRATIONS), tuple(INTEGRATIONS)),
     ):
         unknown = sorted(set(given) - set(known))
         if unknown or not given:
             parser.error(f"{name}: unknown or empty {unknown}; choose from {', '.join(known)}")
+    if paired_only and options.designs != ["paired"]:
+        parser.error("--integrations and --cross-loop run in the paired design only")
     if options.tests < 3:
         parser.error("--tests must be at least 3")
     if options.repeat < 1:
@@ -1244,6 +1679,19 @@ def main(argv: list[str] | None = None) -> int:
             "in ini db_engines (bench_app:engine; also bench_app:async_engine on the async "
             "backends); bench_app imports a FastAPI app's load first (every variant)."
         )
+    if options.integrations:
+        print(
+            "integrations: each variant runs the ctxdb tests with one integration's adapter "
+            "(the others' adapters taken off), on bench_integrations made at import: "
+            + "; ".join(
+                f"{name} on the {'/'.join(k for k, on in zip(('sync', 'async'), spec[1:3]) if on)}"
+                " backends"
+                for name, spec in INTEGRATIONS.items()
+                if name in options.integrations
+            )
+        )
+    if options.cross_loop:
+        print("cross-loop: the noloop variant runs the ctxdb tests with the event-loop check off")
     print(f"cpus: {os.cpu_count()}, load average at start: {os.getloadavg()[0]:.2f}", flush=True)
 
     root = Path(tempfile.mkdtemp(prefix="ctxdb-bench-"))
@@ -1260,20 +1708,19 @@ def main(argv: list[str] | None = None) -> int:
             for backend in options.backends
             for body in options.bodies
             for variant in variants
+            if "separate" in options.designs
         ]
         paired_suites = [
             write_paired_suite(root, backend, body, options)
             for backend in options.backends
             for body in options.bodies
+            if "paired" in options.designs
         ]
-        if "separate" not in options.designs:
-            suites = []
-        if "paired" not in options.designs:
-            paired_suites = []
         for round_ in range(options.repeat + 1):
             what = "warm-up" if round_ == 0 else f"run {round_}/{options.repeat}"
             for suite in paired_suites:
-                measured_paired = run_paired_suite(suite, options.tests, variants)
+                suite_variants = variants_of(options, suite.backend)
+                measured_paired = run_paired_suite(suite, options.tests, suite_variants)
                 modules[suite.label] = int(measured_paired.pop("modules")["count"])
                 if round_ > 0:
                     for variant, values in measured_paired.items():
@@ -1283,7 +1730,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(
                     f"  [{what}] {suite.label}: "
                     + ", ".join(
-                        f"{v} {measured_paired[v]['median_us']:.0f}" for v in variants
+                        f"{v} {measured_paired[v]['median_us']:.0f}" for v in suite_variants
                     )
                     + f" us/test (medians); {modules[suite.label]} modules",
                     file=sys.stderr,
@@ -1312,6 +1759,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(root, ignore_errors=True)
 
     results: dict[str, list[dict]] = {}
+    integration_figures: dict[str, list[dict[str, Any]]] = {}
     if suites:
         results = {
             m: summarize(samples[m], options.backends, options.bodies, variants)
@@ -1359,6 +1807,9 @@ def main(argv: list[str] | None = None) -> int:
             print_engines_tables(
                 results["paired_median_us"], results["paired_cpu_median_us"], "paired design"
             )
+        integration_figures = print_integration_tables(
+            results["paired_median_us"], results["paired_cpu_median_us"], options
+        )
     if modules:
         counts = sorted(set(modules.values()))
         print(f"modules loaded at the end of a suite (len(sys.modules)): {counts[0]}-{counts[-1]}")
@@ -1383,6 +1834,7 @@ def main(argv: list[str] | None = None) -> int:
                     "median_gap_results": results.get("median_gap_us"),
                     "paired_results": results.get("paired_median_us"),
                     "paired_cpu_results": results.get("paired_cpu_median_us"),
+                    "paired_pairs": integration_figures,
                 },
                 indent=2,
             )
