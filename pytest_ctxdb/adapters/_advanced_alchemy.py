@@ -275,8 +275,8 @@ class AdvancedAlchemyAdapter(Adapter):
         #: the test connection (opened on first call), while a test binding is open.
         self._connection_of: Callable[[], Connection | None] | None = None
         self._bindings: list[EngineBinding] = []
-        #: engine -> the test connection its binding was verified on (reused across tests).
-        self._verified: weakref.WeakKeyDictionary[Engine, Connection] = (
+        #: engine -> the test connection its sessions were checked on (reused across tests).
+        self._sessions_checked: weakref.WeakKeyDictionary[Engine, Connection] = (
             weakref.WeakKeyDictionary()
         )
         tracker.adapters.append(self)
@@ -366,18 +366,17 @@ class AdvancedAlchemyAdapter(Adapter):
         binding = EngineBinding(engine, trunk, label)
         binding.install()
         self._bindings.append(binding)
-        if self._verified.get(engine) is trunk:
+        binding.verify()  # by effect, once per engine and test connection
+        if not verify_sessions or self._sessions_checked.get(engine) is trunk:
             return
-        binding.verify()  # by effect: engine.connect() runs on the test connection
-        if verify_sessions:
-            problem = self._check_sessions(config, trunk)
-            if problem is not None:
-                self.restore()
-                raise ContextError(
-                    f"{label}: binding its engine had no effect on its sessions: {problem}. "
-                    "They would commit for real."
-                )
-        self._verified[engine] = trunk
+        problem = self._check_sessions(config, trunk)
+        if problem is not None:
+            self.restore()
+            raise ContextError(
+                f"{label}: binding its engine had no effect on its sessions: {problem}. "
+                "They would commit for real."
+            )
+        self._sessions_checked[engine] = trunk
 
     @staticmethod
     def _check_sessions(config: Any, expected: Connection) -> str | None:

@@ -31,7 +31,7 @@ from sqlalchemy.util import immutabledict
 from .._errors import ContextError
 from ..binding import check_loop, guard_branch, yield_when_covered
 
-__all__ = ("BranchConnection", "EngineBinding", "bound_engine")
+__all__ = ("BranchConnection", "EngineBinding", "bound_engine", "connects_to")
 
 #: execution options a branch ignores: they would change the shared test connection itself
 #: (``isolation_level="AUTOCOMMIT"`` would end the test's outer transaction).
@@ -228,6 +228,20 @@ class BranchConnection(Connection):
         self._Connection__can_reconnect = False
 
 
+#: app engine -> the test connection its binding was checked on (see EngineBinding.verify).
+_verified: weakref.WeakKeyDictionary[Engine, Connection] = weakref.WeakKeyDictionary()
+
+
+def connects_to(engine: Engine, trunk: Connection) -> bool:
+    """By effect: ``engine.connect()`` hands out a connection on ``trunk``'s DBAPI connection
+    (no I/O: the probe is closed before it begins anything)."""
+    probe = engine.connect()
+    try:
+        return probe.connection.dbapi_connection is trunk.connection.dbapi_connection
+    finally:
+        probe.close()
+
+
 #: app engine -> its binding, while a test runs (read by the patched ``OptionEngine.connect``).
 _bindings: weakref.WeakKeyDictionary[Engine, EngineBinding] = weakref.WeakKeyDictionary()
 
@@ -285,24 +299,26 @@ class EngineBinding:
         if OptionEngine.__dict__.get("connect") is not _option_engine_connect:
             OptionEngine.connect = _option_engine_connect  # type: ignore[method-assign,assignment]
 
-    def verify(self) -> None:
-        """Check by its effect that ``engine.connect()`` now runs on the test connection.
+    def verify(self) -> bool:
+        """Check by its effect that ``engine.connect()`` now runs on the test connection, once
+        per engine and test connection (the test connection is reused from test to test, and
+        the same binding of the same engine to it has the same effect).
 
+        :returns: ``True`` if checked now, ``False`` if checked on this connection before.
         :raises ContextError: it does not (the engine's class defines ``__slots__`` or
             ``connect`` is resolved elsewhere).
         """
-        probe = self.engine.connect()
-        try:
-            effective = probe.connection.dbapi_connection is self.trunk.connection.dbapi_connection
-        finally:
-            probe.close()
-        if not effective:
+        if _verified.get(self.engine) is self.trunk:
+            return False
+        if not connects_to(self.engine, self.trunk):
             self.remove()
             raise ContextError(
                 f"{self.label}: binding the engine had no effect: engine.connect() still "
                 "returns its own connections. Report this with the engine's class "
                 f"({type(self.engine).__module__}.{type(self.engine).__qualname__})."
             )
+        _verified[self.engine] = self.trunk
+        return True
 
     def remove(self) -> None:
         vars(self.engine).pop("connect", None)

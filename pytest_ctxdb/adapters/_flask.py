@@ -29,7 +29,6 @@ Flask and Flask-SQLAlchemy are never imported here: the extension object is give
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -91,10 +90,6 @@ class FlaskSQLAlchemyAdapter(Adapter):
         self._refused: Callable[[ContextError], ContextError] | None = None
         self._bindings: list[EngineBinding] = []
         self._refusing: list[Engine] = []
-        #: engine -> the test connection its binding was verified on (reused across tests).
-        self._verified: weakref.WeakKeyDictionary[Engine, Connection] = (
-            weakref.WeakKeyDictionary()
-        )
         self._original_make_engine = db._make_engine
         self._hook_make_engine()
 
@@ -210,9 +205,7 @@ class FlaskSQLAlchemyAdapter(Adapter):
         binding = EngineBinding(engine, trunk, label)
         binding.install()
         self._bindings.append(binding)
-        if self._verified.get(engine) is not trunk:
-            binding.verify()  # by effect: engine.connect() runs on the test connection
-            self._verified[engine] = trunk
+        binding.verify()  # by effect, once per engine and test connection
 
     def _refuse(self, engine: Engine, problem: ContextError) -> None:
         refused = self._refused

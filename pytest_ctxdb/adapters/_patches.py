@@ -21,7 +21,7 @@ from .._errors import ConfigurationError, ContextError
 from .._importing import import_object
 from .._settings import mask_url
 from ..binding import JOIN_MODE
-from ._engines import EngineBinding, bound_engine
+from ._engines import EngineBinding, bound_engine, connects_to
 
 __all__ = (
     "Adapter",
@@ -168,13 +168,8 @@ def _runs_on(bind: Any, expected: Connection) -> str | None:
     if bind is expected:
         return None
     if isinstance(bind, Engine):
-        if bound_engine(bind):  # bound by db_engines: check the connection it hands out
-            probe = bind.connect()
-            try:
-                if probe.connection.dbapi_connection is expected.connection.dbapi_connection:
-                    return None
-            finally:
-                probe.close()
+        if bound_engine(bind) and connects_to(bind, expected):  # bound by an adapter
+            return None
         return f"its get_bind() returns {mask_url(bind.url)!r}, the app's own engine"
     return f"its get_bind() returns {bind!r}"
 
@@ -205,7 +200,6 @@ class EngineAdapter(Adapter):
         self.is_async = isinstance(engine, AsyncEngine)
         self.sync_engine: Engine = engine.sync_engine if self.is_async else engine
         self._binding: EngineBinding | None = None
-        self._verified: Connection | None = None
 
     def engines(self) -> Iterable[Engine]:
         return (self.sync_engine,)
@@ -215,11 +209,7 @@ class EngineAdapter(Adapter):
         self.restore()
         binding = self._binding = EngineBinding(self.sync_engine, trunk, self.label)
         binding.install()
-        if self._verified is not trunk:
-            # By effect, once per test connection (reused from test to test): the same
-            # binding of the same engine to the same connection has the same effect.
-            binding.verify()
-            self._verified = trunk
+        binding.verify()
 
     def restore(self) -> None:
         binding, self._binding = self._binding, None

@@ -14,8 +14,6 @@ The rule a user can rely on (documented in the README):
 
 from __future__ import annotations
 
-import re
-
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -24,13 +22,11 @@ from sqlalchemy.orm import Session
 
 from .._errors import ConfigurationError, ContextError
 from .._importing import import_object
-from .._settings import DEFAULT_ALIAS, split_alias
+from .._settings import DEFAULT_ALIAS, split_optional_alias
 from ._binding import AsyncTestBinding, TestBinding
 
 __all__ = ("EngineSessionSource", "TestSessionSource", "load_session_classes")
 
-#: ``ALIAS=`` at the start of an ini line (an import string has no ``=``).
-_ALIAS_PREFIX = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 _FIXED = frozenset({"bind", "binds", "join_transaction_mode"})
 #: session options that can be set on an existing Session.
 _SETTABLE = frozenset({"expire_on_commit", "autoflush"})
@@ -49,9 +45,7 @@ def load_session_classes(specs: Iterable[str]) -> dict[tuple[str | None, bool], 
     for entry in specs:
         if not entry.strip():
             continue
-        alias: str | None = None
-        if _ALIAS_PREFIX.match(entry.strip()):
-            alias, entry = split_alias(entry)
+        alias, entry = split_optional_alias(entry)
         cls = import_object(entry, "db_session_class")[0]
         if isinstance(cls, type) and issubclass(cls, AsyncSession):
             is_async = True

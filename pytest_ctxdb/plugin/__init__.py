@@ -350,11 +350,9 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     _seam.set_ambient(state.ambient_source if uses_db else None)
     if state.block_access:
         _seam.block(None if uses_db else ACCESS_NOT_ALLOWED)
-    if (uses_db or state.block_access) and not state._adapters_guarded:
-        state._adapters_guarded = True
+    if uses_db or state.block_access:
         with contextlib.suppress(CtxdbError):  # a bad import string fails elsewhere, once
-            for adapter in state.adapters():
-                adapter.guard_engines()
+            state.guard_adapters()
 
 
 @pytest.hookimpl(tryfirst=True)

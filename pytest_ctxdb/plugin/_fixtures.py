@@ -136,12 +136,7 @@ class TestHandles:
         source.root_scope = root = _scope.SessionScope()
         self._token = _scope._current.set(root)
         _seam.install_source(source)
-        if not state._adapters_guarded:
-            # Once per run: the guards stay attached; engines an adapter meets later (a Flask
-            # app or an advanced-alchemy config made during the run) are guarded when made.
-            state._adapters_guarded = True
-            for adapter in adapters:
-                adapter.guard_engines()
+        state.guard_adapters()
         self._failed_before = item.session.testsfailed
 
     def close(self) -> None:

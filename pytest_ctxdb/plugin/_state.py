@@ -260,6 +260,18 @@ class RunState:
             )
         return self._adapters
 
+    def guard_adapters(self) -> None:
+        """Guard the adapters' engines against escapes, once per run: the guards stay
+        attached; engines an adapter meets later (a Flask app or an advanced-alchemy config
+        made during the run) are guarded when made.
+
+        :raises CtxdbError: an import string fails.
+        """
+        if not self._adapters_guarded:
+            self._adapters_guarded = True  # tried once: a bad import string fails elsewhere
+            for adapter in self.adapters():
+                adapter.guard_engines()
+
     def add_adapter_aliases(self) -> None:
         """Give each alias an adapter names (a Flask-SQLAlchemy bind key) a test database when
         it has none (see :meth:`add_alias`); called after collection, before provisioning.
