@@ -138,6 +138,14 @@ def uninstall_source(source: SessionSource) -> None:
             _source = None
 
 
+def _guarding_source() -> SessionSource | None:
+    """The source a guarded connection is reported to: the test's, else (unless access is
+    blocked) the ambient one of a wider fixture; ``None`` outside tests or while blocked."""
+    if _source is not None:
+        return _source
+    return None if _blocked else _ambient
+
+
 def _family(name: str) -> str:
     return "mysql" if name == "mariadb" else name
 
@@ -203,7 +211,7 @@ def _refuse_protected(dialect: Any, conn_rec: Any, cargs: Any, cparams: Any) -> 
     __tracebackhide__ = True  # its arguments hold the connect parameters (password)
     if not _protected or dialect in _own_dialects:
         return
-    installed = _source if _source is not None else (None if _blocked else _ambient)
+    installed = _guarding_source()
     if installed is None and _blocked is None and _building is None:
         return  # no test is running: the app may use its database
     database = _database_of(dialect, cargs, cparams)
@@ -251,7 +259,7 @@ def watch_engine(engine: Any, label: str, *, own: bool = False, hint: str | None
     def guard(*args: Any) -> None:
         # Hidden from tracebacks: its arguments hold the DBAPI connect parameters (password).
         __tracebackhide__ = True
-        installed = _source if _source is not None else (None if _blocked else _ambient)
+        installed = _guarding_source()
         if installed is not None:
             if not own:
                 raise installed.escaped(label, url, hint)
