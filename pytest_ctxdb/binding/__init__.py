@@ -7,6 +7,7 @@ from __future__ import annotations
 from ._async import AsyncOuterTransaction, AsyncReusedConnection
 from ._binding import AsyncTestBinding, BindingPlan, TestBinding
 from ._commit import CommitTransaction
+from ._layers import LayerCursor, LayerError, LayerScope, LayerStack, layers_of
 from ._outer import (
     JOIN_MODE,
     OuterTransaction,
@@ -25,12 +26,17 @@ __all__ = (
     "BindingPlan",
     "CommitTransaction",
     "EngineSessionSource",
+    "LayerCursor",
+    "LayerError",
+    "LayerScope",
+    "LayerStack",
     "OuterTransaction",
     "ReusedConnection",
     "TestBinding",
     "TestSessionSource",
     "check_loop",
     "guard_branch",
+    "layers_of",
     "load_session_classes",
     "yield_when_covered",
 )

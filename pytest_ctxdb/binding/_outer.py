@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 
 from .._errors import TransactionError
 from ._arbiter import LoopGuard, SavepointArbiter
+from ._layers import LayerCursor, layers_of, prepare_layers
 
 __all__ = (
     "JOIN_MODE",
@@ -80,9 +81,11 @@ def _refuse_implicit_commit(
         )
 
 
-def prepare_connection(connection: Connection) -> None:
+def prepare_connection(connection: Connection, cursor: LayerCursor | None = None) -> None:
     """Install the guards and the savepoint arbiter on a new rollback-mode test connection:
     the outer COMMIT is refused, and on MySQL/MariaDB so are implicitly committing statements.
+    With the run's ``cursor``, the connection also gets its :class:`~pytest_ctxdb.binding.LayerStack` (the data of
+    wider-scoped fixtures; see :mod:`pytest_ctxdb.binding._layers`).
 
     The COMMIT guard shadows ``Connection._commit_impl`` (where SQLAlchemy would dispatch the
     ``commit`` event) rather than listening to that event: see
@@ -96,6 +99,8 @@ def prepare_connection(connection: Connection) -> None:
     if connection.dialect.name in ("mysql", "mariadb"):
         event.listen(connection, "before_cursor_execute", _refuse_implicit_commit)
     connection.info[_ARBITER] = SavepointArbiter(connection)
+    if cursor is not None:
+        prepare_layers(connection, cursor, lambda: _reset_arbiter(connection))
 
 
 def guard_branch(connection: Connection) -> None:
@@ -148,21 +153,28 @@ class ReusedConnection:
     """Keeps one ``Connection`` of ``engine`` checked out across tests.
 
     :param engine: the session-scoped engine of the test database.
+    :param cursor: the run's :class:`LayerCursor` (layers of wider-scoped fixtures' data).
 
     A connection that was closed or invalidated by a test is replaced on the next
     :meth:`get`. The commit guard is installed once per connection.
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, cursor: LayerCursor | None = None) -> None:
         self.engine = engine
+        self.cursor = cursor
         self._connection: Connection | None = None
+
+    @property
+    def current(self) -> Connection | None:
+        """The connection handed out last (it may have been closed or invalidated since)."""
+        return self._connection
 
     def get(self) -> Connection:
         """Return the live connection, connecting if there is none (no transaction begun)."""
         connection = self._connection
         if connection is None or connection.closed or connection.invalidated:
             connection = self._connection = self.engine.connect()
-            prepare_connection(connection)
+            prepare_connection(connection, self.cursor)
         return connection
 
     def close(self) -> None:
@@ -175,14 +187,18 @@ class ReusedConnection:
 class OuterTransaction:
     """One test's outer transaction on ``connection`` and the sessions joined to it.
 
-    :param connection: a connection with no transaction in progress.
+    :param connection: a connection with no transaction in progress, or one whose
+        :class:`~pytest_ctxdb.binding.LayerStack` holds the outer transaction (wider-scoped fixtures' data).
     :raises sqlalchemy.exc.InvalidRequestError: the connection is already in a transaction.
+
+    On a connection with layers, the test's transaction is the test savepoint above them
+    (see :mod:`pytest_ctxdb.binding._layers`) instead of the outer transaction.
 
     Sync only; :class:`~pytest_ctxdb.binding.AsyncOuterTransaction` drives this same object
     through ``AsyncConnection.run_sync``.
     """
 
-    __slots__ = ("_sessions", "_transaction", "connection")
+    __slots__ = ("_layered", "_layers", "_sessions", "_transaction", "connection")
 
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
@@ -191,8 +207,13 @@ class OuterTransaction:
         # time lets drivers reuse prepared statements (asyncpg prepares every new text).
         if hasattr(connection, "_Connection__savepoint_seq"):
             connection._Connection__savepoint_seq = 0
-        self._transaction: RootTransaction = connection.begin()
         self._sessions: list[Session] = []
+        self._transaction: RootTransaction | None = None
+        layers = self._layers = layers_of(connection)
+        self._layered = layers is not None and layers.begin_test()
+        if not self._layered:
+            root = None if layers is None else layers.adopt_root()
+            self._transaction = root if root is not None else connection.begin()
 
     def session(self, class_: type[Session] = Session, **options: Any) -> Session:
         """Return a new ``Session`` joined to the outer transaction.
@@ -215,6 +236,8 @@ class OuterTransaction:
     @property
     def is_active(self) -> bool:
         """``True`` while the outer transaction has neither been rolled back nor ended."""
+        if self._transaction is None:
+            return self._layered and self.connection.in_transaction()
         return self._transaction.is_active
 
     def rollback(self) -> None:
@@ -223,15 +246,27 @@ class OuterTransaction:
         If the outer transaction was ended by someone else (a session in a join mode
         other than ``create_savepoint``, a refused commit), the connection is invalidated
         so that the server discards whatever is left; :class:`ReusedConnection` reconnects.
-        Idempotent.
+        On a connection with layers, rolls back to the test savepoint instead; if the test
+        ended the outer transaction, the layers are lost (see :meth:`~pytest_ctxdb.binding.LayerStack.end_test`)
+        and the connection is invalidated likewise. Idempotent.
         """
+        layers, layered, self._layered = self._layers, self._layered, False
+        transaction, self._transaction = self._transaction, None
         try:
+            if layered:
+                assert layers is not None
+                if layers.end_test() is not None and not self.connection.invalidated:
+                    self.connection.invalidate()
             # (the arbiter forgets its savepoints when the connection rolls back)
-            if self._transaction.is_active:
-                self._transaction.rollback()
-            elif not self.connection.closed and not self.connection.invalidated:
+            elif transaction is not None and transaction.is_active:
+                transaction.rollback()
+            elif transaction is not None and not (
+                self.connection.closed or self.connection.invalidated
+            ):
                 self.connection.invalidate()
         finally:
             sessions, self._sessions = self._sessions, []
             for session in sessions:
                 session.close()
+            if layers is not None and not layered:
+                layers.settle_sessions()

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -24,6 +25,8 @@ from .._errors import ConfigurationError, ContextError
 from .._importing import import_object
 from .._settings import DEFAULT_ALIAS, split_optional_alias
 from ._binding import AsyncTestBinding, TestBinding
+from ._layers import LayerCursor, layers_of
+from ._outer import JOIN_MODE
 
 __all__ = ("EngineSessionSource", "TestSessionSource", "load_session_classes")
 
@@ -212,33 +215,59 @@ class TestSessionSource:
 
 
 class EngineSessionSource:
-    """The ambient source of a test that uses a database, outside its binding.
+    """The ambient source of a run's tests outside their bindings: what the context runtime
+    gets while a fixture is set up or torn down.
 
-    Fixtures of wider scopes (module, session) and their finalizers run before the test's
-    binding opens or after it ends; the app code they call gets sessions on the *test
-    database* engine, committing for real there (data a module fixture sets up for several
-    tests), never on the app's own engine.
+    * While a class-, module-, package- or session-scoped fixture runs (``cursor`` says
+      which), a sync alias's sessions are made on the alias's test connection, joined with
+      ``create_savepoint``: what they commit goes into that scope's layer (see
+      :mod:`pytest_ctxdb.binding._layers`), seen by the scope's tests and rolled back when
+      the scope ends. They are kept by the layer (rolled back after each test, closed at the
+      end of the scope).
+    * Otherwise (a function-scoped fixture outside the test's binding, or an async alias),
+      sessions are made on the *test database* engine and commit for real there, never on
+      the app's own engine.
 
     :param engine: ``engine(alias, is_async)`` returns the test database's ``Engine`` or
         ``AsyncEngine`` for ``alias``.
+    :param connect: ``connect(alias)`` returns the alias's rollback-mode test connection.
+    :param cursor: the run's :class:`~pytest_ctxdb.binding._layers.LayerCursor`.
     """
 
     __test__ = False
 
-    def __init__(self, engine: Any) -> None:
+    def __init__(
+        self,
+        engine: Any,
+        connect: Callable[[str], Connection] | None = None,
+        cursor: LayerCursor | None = None,
+    ) -> None:
         self._engine = engine
+        self._connect = connect
+        self._cursor = cursor
 
     def make_session(self, database: Any, scope: Any) -> Any:
         options = {k: v for k, v in database.session_options.items() if k not in _FIXED}
         if database.is_async:
             return AsyncSession(bind=self._engine(database.alias, True), **options)
+        cursor = self._cursor
+        if cursor is not None and cursor.current is not None and self._connect is not None:
+            connection = self._connect(database.alias)
+            layers = layers_of(connection)
+            assert layers is not None, "a rollback-mode test connection has layers"
+            layers.begin()
+            session = Session(bind=connection, join_transaction_mode=JOIN_MODE, **options)
+            layers.adopt(session)
+            return session
         return Session(bind=self._engine(database.alias, False), **options)
 
     def escaped(self, label: str, url: str, hint: str | None = None) -> ContextError:
+        advice = hint or (
+            "List the engine in ini db_engines (bound in class-, module-, package- and "
+            "session-scoped fixtures too), or make sessions through pytest_ctxdb.context."
+        )
         return ContextError(
             f"{label} ({url}) was asked for a connection while a fixture ran: it would bypass "
-            "the test database. A fixture that runs before the test's binding opens must "
-            "request db_session (or async_db_session) to bind app engines; module- and "
-            "session-scoped fixtures cannot use app engines yet, even to read (make the "
-            "fixture function-scoped, or use pytest_ctxdb.context sessions there)."
+            f"the test database. {advice} A function-scoped fixture that runs before the "
+            "test's binding opens must request db_session (or async_db_session) first."
         )

@@ -39,8 +39,10 @@ from ._fixtures import (
     db_engine,
     db_session,
     db_sessions,
+    db_setup_session,
     make_plan,
 )
+from ._layers import WIDER_SCOPES, run_scoped
 from ._marker import MARKER_HELP, MarkerError, read_marker
 from ._options import add_options, read_schema_lines, read_settings
 from ._state import STATE_KEY, RunState, activate, deactivate
@@ -69,11 +71,13 @@ __all__ = (
     "db_engine",
     "db_session",
     "db_sessions",
+    "db_setup_session",
     "pytest_addhooks",
     "pytest_addoption",
     "pytest_collection_finish",
     "pytest_collection_modifyitems",
     "pytest_configure",
+    "pytest_fixture_setup",
     "pytest_report_collectionfinish",
     "pytest_report_header",
     "pytest_runtest_setup",
@@ -353,6 +357,28 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     if uses_db or state.block_access:
         with contextlib.suppress(CtxdbError):  # a bad import string fails elsewhere, once
             state.guard_adapters()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_fixture_setup(fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest) -> Any:
+    """Run the set-up and teardown of class-, module-, package- and session-scoped fixtures
+    in their scope's layer (see :mod:`pytest_ctxdb.plugin._layers`), once the run has test
+    databases; function-scoped fixtures cost one comparison."""
+    if fixturedef.scope not in WIDER_SCOPES:
+        return (yield)
+    state = request.config.stash.get(STATE_KEY, None)
+    if state is None or not state.provisioned:
+        return (yield)
+    scoped = run_scoped(state, request, fixturedef)
+    scoped.enter()
+    try:
+        result = yield
+    except BaseException:
+        scoped.leave(failed=True)
+        raise
+    scoped.leave()
+    fixturedef.addfinalizer(scoped.enter)  # before its teardown (finalizers run LIFO)
+    return result
 
 
 @pytest.hookimpl(tryfirst=True)

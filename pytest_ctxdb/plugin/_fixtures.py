@@ -14,6 +14,7 @@ from .._errors import CtxdbError
 from .._settings import DEFAULT_ALIAS
 from ..binding import AsyncTestBinding, BindingPlan, TestBinding, TestSessionSource
 from ..context import _scope, _seam
+from ._layers import item_problem
 from ._marker import MarkerError, read_marker
 from ._state import RunState, active_state
 
@@ -39,6 +40,7 @@ __all__ = (
     "db_engine",
     "db_session",
     "db_sessions",
+    "db_setup_session",
     "fail_on_error",
     "make_plan",
     "sync_handles",
@@ -84,6 +86,27 @@ def db_engine(_ctxdb_state: RunState) -> Engine:
     except CtxdbError as exc:
         fail_on_error(exc)
         raise  # unreachable
+
+
+@pytest.fixture(scope="session")
+def db_setup_session(_ctxdb_state: RunState) -> Iterator[Session]:
+    """A sync ORM ``Session`` for fixtures of any scope (session scope; default alias).
+
+    What it commits goes into the layer of the fixture using it: used in a class-, module-,
+    package- or session-scoped fixture, into a SAVEPOINT of that scope on the test
+    connection, which every test of the scope sees, which each test's own changes are rolled
+    back over, and which is rolled back when the scope ends; used in a test or a
+    function-scoped fixture, into the test's transaction. ``commit()`` releases a SAVEPOINT
+    (``join_transaction_mode="create_savepoint"``); after each test and scope it is rolled
+    back, so objects it loaded are reloaded on next access. Ini ``db_session_class`` sets its
+    class. For an async alias use ``async_db_setup_session``.
+    """
+    try:
+        session = _ctxdb_state.setup_session(DEFAULT_ALIAS)
+    except CtxdbError as exc:
+        fail_on_error(exc)
+    yield session
+    session.close()
 
 
 def make_plan(item: pytest.Item, state: RunState) -> BindingPlan:
@@ -180,6 +203,22 @@ def _plan_or_fail(item: pytest.Item, state: RunState) -> BindingPlan:
         problem = f"In {item.nodeid}: {exc}"
     if problem is not None:  # outside the except block: one line, no chained exception
         pytest.fail(problem, pytrace=False)
+    problem = item_problem(item, state)
+    if problem is not None:
+        pytest.fail(f"pytest-ctxdb: {problem}.", pytrace=False)
+    if plan.transaction:
+        for alias in plan.physical_aliases():
+            labels = state.layered(alias)
+            if labels:
+                pytest.fail(
+                    f"pytest-ctxdb: {item.nodeid} is @pytest.mark.db(transaction=True), but "
+                    f"the test connection of alias {alias!r} holds the data of wider-scoped "
+                    f"fixtures of {', '.join(labels)} in savepoints: real commits run on "
+                    "another connection, which cannot see that data, and emptying the tables "
+                    "afterwards would wait for its locks. Move the test out of that scope, "
+                    "or give it function-scoped fixtures.",
+                    pytrace=False,
+                )
     if not plan.transaction and state.nontransactional:
         for alias in plan.physical_aliases():
             tables = state.nontransactional.get(alias)

@@ -13,11 +13,22 @@ from typing import Any
 import pytest
 from sqlalchemy import MetaData, Table, inspect
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.orm import Session
 
 from .._errors import CtxdbError, ProvisioningError
 from .._settings import DEFAULT_ALIAS, DatabaseSettings, SchemaLines, derive_settings
 from ..adapters import Adapter, load_adapters
-from ..binding import BindingPlan, EngineSessionSource, ReusedConnection, load_session_classes
+from ..binding import (
+    JOIN_MODE,
+    BindingPlan,
+    EngineSessionSource,
+    LayerCursor,
+    LayerScope,
+    LayerStack,
+    ReusedConnection,
+    layers_of,
+    load_session_classes,
+)
 from ..provision import ContainerServer, SchemaBuilder, SchemaHook, TestDatabase, load_metadata
 
 __all__ = ("STATE_KEY", "RunState", "activate", "active_state", "deactivate")
@@ -93,6 +104,13 @@ class RunState:
     _locations: dict[tuple[Any, ...], str] = field(default_factory=dict)
     #: the test being run (set by ``pytest_runtest_setup``), for the sync fixtures.
     current_item: pytest.Item | None = None
+    #: which scope's layer the database work running now belongs to (wider-scoped fixtures).
+    layer_cursor: LayerCursor = field(default_factory=LayerCursor)
+    #: keys of the scopes whose layers are closed by a finalizer of their node.
+    _open_scopes: set[str] = field(default_factory=set)
+    #: alias -> ``db_setup_session``'s session of that alias.
+    _setup_sessions: dict[str, Session] = field(default_factory=dict)
+    _layer_adapters: list[Adapter] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         for alias, settings in list(self.settings.items()):
@@ -318,8 +336,129 @@ class RunState:
 
     @functools.cached_property
     def ambient_source(self) -> EngineSessionSource:
-        """The source for wider-scoped fixtures of database tests (one per run)."""
-        return EngineSessionSource(self.ambient_engine)
+        """The source for fixtures of database tests outside the tests' bindings (one per
+        run): wider-scoped fixtures' sessions go into their scope's layer."""
+        return EngineSessionSource(self.ambient_engine, self.layer_connection, self.layer_cursor)
+
+    # -- layers: the data of wider-scoped fixtures ---------------------------------------
+
+    def layer_connection(self, alias: str) -> Connection:
+        """The rollback-mode test connection of ``alias`` inside its outer transaction (begun
+        here if need be), for a wider-scoped fixture's work."""
+        connection = self.connect(alias)
+        self._layers(connection).begin()
+        return connection
+
+    @staticmethod
+    def _layers(connection: Connection) -> LayerStack:
+        layers = layers_of(connection)
+        assert layers is not None, "a rollback-mode test connection has layers"
+        return layers
+
+    def _trunks(self) -> list[Connection]:
+        """The rollback-mode test connections open now (sync)."""
+        found = []
+        for reused in self._connections.values():
+            connection = reused.current
+            if connection is not None and not connection.closed and not connection.invalidated:
+                found.append(connection)
+        return found
+
+    def open_scope(self, key: str) -> bool:
+        """Note that scope ``key`` may get a layer; ``True`` the first time (the caller then
+        schedules :meth:`close_scope` at the end of the scope)."""
+        if key in self._open_scopes:
+            return False
+        self._open_scopes.add(key)
+        return True
+
+    def close_scope(self, key: str) -> None:
+        """The scope ``key`` ended (its fixtures are torn down): roll back its layer on every
+        test connection and forget that it was broken."""
+        self._open_scopes.discard(key)
+        self.layer_cursor.broken.pop(key, None)
+        for connection in self._trunks():
+            self._layers(connection).close(key)
+
+    def begin_layers(self) -> None:
+        """A wider-scoped fixture starts: begin the outer transaction of every open test
+        connection (nothing is sent on most drivers), so that sessions already bound to it
+        (``db_setup_session``, the app's) open savepoints in it instead of owning it."""
+        for connection in self._trunks():
+            self._layers(connection).begin()
+
+    def apply_layer_adapters(self) -> None:
+        """Bind the app's sync adapters (ini ``db_engines``, ``db_sessionmakers``,
+        ``db_flask_sqlalchemy``, ``db_advanced_alchemy``) to the test connections while a
+        wider-scoped fixture runs; :meth:`restore_layer_adapters` undoes it.
+
+        :raises CtxdbError: an import string fails, or a binding had no effect.
+        """
+        if DEFAULT_ALIAS not in self.provisioned or not (
+            self.engine_specs
+            or self.sessionmaker_specs
+            or self.flask_specs
+            or self.advanced_alchemy_specs
+        ):
+            return
+        self.guard_adapters()
+        for adapter in self.adapters():
+            if adapter.is_async:
+                continue
+            self._layer_adapters.append(adapter)
+            if adapter.binds_aliases:
+                adapter.apply_aliases(self.layer_connection, lambda error: error)
+            else:
+                connection = self.layer_connection(DEFAULT_ALIAS)
+                adapter.apply(connection, self._layer_session_maker(connection))
+
+    def _layer_session_maker(self, connection: Connection) -> Callable[..., Session]:
+        def make(class_: type[Session] = Session, **options: Any) -> Session:
+            session = class_(bind=connection, join_transaction_mode=JOIN_MODE, **options)
+            self._layers(connection).adopt(session)
+            return session
+
+        return make
+
+    def restore_layer_adapters(self) -> None:
+        adapters, self._layer_adapters = self._layer_adapters, []
+        for adapter in adapters:
+            adapter.restore()
+
+    def check_layers(
+        self, fixture: str, scope: LayerScope, opened: list[LayerStack], failed: bool
+    ) -> None:
+        """After a wider-scoped fixture ran: a layer it left broken (an aborted transaction
+        after it failed, or the outer transaction ended) marks its scope broken, so that the
+        scope's tests fail with one message, and is rolled back. After a failure the sessions
+        kept on the connections are rolled back too, so the next fixture starts clean."""
+        for connection in self._trunks():
+            layers = self._layers(connection)
+            problem = layers.check(fixture, scope, probe=failed and layers in opened)
+            if failed:
+                layers.settle_sessions()  # e.g. db_setup_session, left mid-flush
+            if problem is not None and not connection.invalidated:
+                connection.invalidate()
+
+    def layered(self, alias: str) -> list[str]:
+        """The labels of the scopes whose data the test connection of ``alias`` holds."""
+        reused = self._connections.get(self.physical(alias))
+        connection = None if reused is None else reused.current
+        if connection is None or connection.closed or connection.invalidated:
+            return []
+        return [layer.scope.label for layer in self._layers(connection).layers]
+
+    def setup_session(self, alias: str) -> Session:
+        """``db_setup_session``'s session of ``alias`` on its test connection, made once
+        and moved to a new test connection when the old one was replaced."""
+        alias = self.physical(alias)
+        session = self._setup_sessions.get(alias)
+        if session is None:
+            class_ = self.session_class(alias, False) or Session
+            session = class_(join_transaction_mode=JOIN_MODE)
+            self._setup_sessions[alias] = session
+            self.connect(alias)  # binds it
+        return session
 
     def ambient_engine(self, alias: str, is_async: bool) -> Any:
         """The engine wider-scoped fixtures' sessions use (see ``EngineSessionSource``): the
@@ -348,8 +487,18 @@ class RunState:
             return self.engine(alias).connect()
         reused = self._connections.get(alias)
         if reused is None:
-            reused = self._connections[alias] = ReusedConnection(self.engine(alias))
-        return reused.get()
+            reused = self._connections[alias] = ReusedConnection(
+                self.engine(alias), self.layer_cursor
+            )
+        connection = reused.get()
+        if self._setup_sessions:
+            setup = self._setup_sessions.get(alias)
+            if setup is not None and setup.bind is not connection:
+                # A new test connection (the last one was invalidated): move the session.
+                setup.close()
+                setup.bind = connection
+                self._layers(connection).kept.append(setup)
+        return connection
 
     def cleanup(
         self, alias: str, reset_sequences: bool
@@ -383,6 +532,9 @@ class RunState:
 
         :param report: called with a message for each failure; clean-up goes on regardless.
         """
+        for session in self._setup_sessions.values():
+            session.close()
+        self._setup_sessions.clear()
         for adapter in self._adapters or ():
             try:
                 adapter.close()

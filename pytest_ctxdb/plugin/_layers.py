@@ -1,0 +1,140 @@
+"""Scoped data: class-, module-, package- and session-scoped fixtures write into layers.
+
+The pytest side of :mod:`pytest_ctxdb.binding._layers`. Each set-up and teardown of a
+wider-scoped fixture runs "in" its scope (:class:`ScopedFixture`): the run's layer cursor
+names the scope, the app's sync adapters are bound to the test connections, the context
+runtime makes its sessions there, and database access is allowed. The scope's layer is
+rolled back by a finalizer of the scope's node, registered before the node's fixtures'
+own finalizers, so it runs after them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy.orm import Session
+
+from .._errors import CtxdbError
+from ..binding import LayerScope
+from ..context import _scope, _seam
+from ._state import RunState
+
+__all__ = ("WIDER_SCOPES", "ScopedFixture", "item_problem", "layer_scope", "run_scoped")
+
+#: fixture scopes whose data goes into a layer.
+WIDER_SCOPES = frozenset({"class", "module", "package", "session"})
+
+_SCOPE_KEY = pytest.StashKey[LayerScope]()
+
+
+def layer_scope(node: pytest.Item | pytest.Collector | pytest.Session, kind: str) -> LayerScope:
+    """The :class:`LayerScope` of the node a ``kind``-scoped fixture belongs to (its
+    ``request.node``: the session, a package, a module, a class, or the test itself for a
+    class-scoped fixture of a test outside any class), made once per node."""
+    scope = node.stash.get(_SCOPE_KEY, None)
+    if scope is None:
+        enclosing = frozenset(each.nodeid for each in node.listchain())
+        label = f"{kind} {node.nodeid}" if node.nodeid else "the session"
+        scope = node.stash[_SCOPE_KEY] = LayerScope(node.nodeid, kind, label, enclosing)
+    return scope
+
+
+def item_problem(item: pytest.Item, state: RunState) -> str | None:
+    """Why ``item`` cannot run: the data of a scope it lies in was lost, else ``None``."""
+    broken = state.layer_cursor.broken
+    if not broken:
+        return None
+    return state.layer_cursor.problem(frozenset(each.nodeid for each in item.listchain()))
+
+
+class ScopedFixture:
+    """One wider-scoped fixture of a run with test databases, around its set-up and its
+    teardown (see the module docstring).
+
+    :param state: the run's state.
+    :param request: the fixture's request (its ``node`` is the scope's node).
+    :param fixturedef: the fixture.
+    """
+
+    #: how many scoped fixtures are running (nested: a fixture setting up its dependencies).
+    _depth = 0
+
+    def __init__(
+        self, state: RunState, request: pytest.FixtureRequest, fixturedef: Any
+    ) -> None:
+        self.state = state
+        self.fixture = fixturedef.argname
+        self.scope = layer_scope(request.node, fixturedef.scope)
+        if state.open_scope(self.scope.key):
+            request.node.addfinalizer(lambda: state.close_scope(self.scope.key))
+        self._entered = False
+        self._saved: tuple[Any, ...] = ()
+
+    def enter(self) -> None:
+        """The fixture's set-up or teardown starts."""
+        if self._entered:
+            return
+        self._entered = True
+        state = self.state
+        state.layer_cursor.enter(self.scope, self.fixture)
+        self._saved = (_seam._blocked, _seam._ambient, _scope._current.set(_scope.SessionScope()))
+        _seam.block(None)
+        _seam.set_ambient(state.ambient_source)
+        state.begin_layers()
+        ScopedFixture._depth += 1
+        if ScopedFixture._depth == 1:
+            try:
+                state.apply_layer_adapters()
+            except CtxdbError:
+                self.leave(failed=True)
+                raise
+
+    def leave(self, failed: bool = False) -> None:
+        """The fixture's set-up or teardown ended (``failed``: by raising)."""
+        if not self._entered:
+            return
+        self._entered = False
+        state = self.state
+        blocked, ambient, token = self._saved
+        try:
+            _end_context_sessions(commit=not failed)
+        finally:
+            ScopedFixture._depth -= 1
+            if ScopedFixture._depth == 0:
+                state.restore_layer_adapters()
+            try:
+                _scope._current.reset(token)
+            except ValueError:  # set in another context (should not happen): clear it
+                _scope._current.set(None)
+            _seam.set_ambient(ambient)
+            _seam.block(blocked)
+            opened = state.layer_cursor.leave()
+            state.check_layers(self.fixture, self.scope, opened, failed)
+
+
+def _end_context_sessions(commit: bool) -> None:
+    """Commit (or roll back) the sync sessions the fixture's own context made through the
+    context runtime, as a request's are at its end; they stay open (kept by the layer),
+    so the objects the fixture returns stay attached."""
+    scope = _scope._current.get()
+    if scope is None:
+        return
+    for session in list(scope.sessions.values()):
+        if isinstance(session, Session) and session.in_transaction():
+            if commit:
+                session.commit()
+            else:
+                session.rollback()
+
+
+def run_scoped(
+    state: RunState, request: pytest.FixtureRequest, fixturedef: Any
+) -> ScopedFixture:
+    """Make the :class:`ScopedFixture` of a wider-scoped fixture about to be set up and
+    schedule its teardown phase: ``fixturedef`` finalizers run last-in first-out, so one
+    added now runs after the fixture's own teardown, one added after the set-up before it."""
+    scoped = ScopedFixture(state, request, fixturedef)
+    fixturedef.addfinalizer(scoped.leave)
+    return scoped
+

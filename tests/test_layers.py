@@ -1,0 +1,403 @@
+"""Scoped data: class-, module-, package- and session-scoped fixtures write into layers.
+
+Each inner suite builds data in wider-scoped fixtures (through ``db_setup_session``, the
+context runtime, an app engine listed in ``db_engines``), then its tests change and delete
+that data and the next test sees it restored; a later module sees none of it; the last test
+counts, from a connection of its own, that nothing is left in the test database.
+"""
+
+from __future__ import annotations
+
+import pytest
+from test_context_runtime import MODELS
+
+from conftest import Backend
+
+#: the last module of every inner suite: nothing is left in the test database.
+NOTHING_LEFT = """
+from sqlalchemy import create_engine
+from sqlalchemy.pool import NullPool
+from models import COUNT
+
+
+def test_nothing_left(db_engine):
+    engine = create_engine(db_engine.url, poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            assert connection.scalar(COUNT) == 0
+    finally:
+        engine.dispose()
+"""
+
+CONFTEST = """
+import pytest
+from models import Item
+
+
+@pytest.fixture(scope="session")
+def catalogue(db_setup_session):
+    db_setup_session.add_all([Item(name="session 1"), Item(name="session 2")])
+    db_setup_session.commit()
+    return ["session 1", "session 2"]
+"""
+
+SCOPES = '''
+import pytest
+from sqlalchemy import delete, select, update
+from models import NAMES, Item
+
+
+@pytest.fixture(scope="module")
+def logins(catalogue, db_setup_session):
+    db_setup_session.add(Item(name="module"))
+    db_setup_session.commit()
+    return [*catalogue, "module"]
+
+
+def test_sees_session_and_module_data(logins, db_session):
+    assert db_session.scalars(NAMES).all() == ["module", "session 1", "session 2"]
+    db_session.execute(delete(Item).where(Item.name == "session 1"))
+    db_session.execute(update(Item).where(Item.name == "module").values(name="renamed"))
+    db_session.commit()
+    assert db_session.scalars(NAMES).all() == ["renamed", "session 2"]
+
+
+def test_then_sees_them_restored(logins, db_session):
+    assert db_session.scalars(NAMES).all() == ["module", "session 1", "session 2"]
+    db_session.add(Item(name="test"))
+    db_session.commit()
+
+
+class TestClassData:
+    @pytest.fixture(scope="class")
+    @classmethod
+    def extra(cls, logins, db_setup_session):
+        db_setup_session.add(Item(name="class"))
+        db_setup_session.commit()
+
+    def test_sees_class_data(self, extra, db_session):
+        assert db_session.scalars(NAMES).all() == ["class", "module", "session 1", "session 2"]
+        db_session.execute(delete(Item))
+        db_session.commit()
+
+    def test_sees_it_again(self, extra, db_session):
+        assert db_session.scalars(NAMES).all() == ["class", "module", "session 1", "session 2"]
+
+
+def test_class_data_gone_after_the_class(logins, db_session):
+    assert db_session.scalars(NAMES).all() == ["module", "session 1", "session 2"]
+'''
+
+OTHER_MODULE = """
+from models import NAMES
+
+
+def test_sees_only_the_session_data(catalogue, db_session):
+    assert db_session.scalars(NAMES).all() == ["session 1", "session 2"]
+"""
+
+
+def write_suite(pytester: pytest.Pytester, **modules: str) -> None:
+    pytester.makepyfile(models=MODELS, **modules)
+
+
+def test_session_module_and_class_layers(backend: Backend, pytester, ini) -> None:
+    """Each scope's data is seen by its tests, restored after each test, and gone after it."""
+    ini("db_metadata = models:Base.metadata")
+    pytester.makeconftest(CONFTEST)
+    write_suite(
+        pytester,
+        test_a_scopes=SCOPES,
+        test_b_other=OTHER_MODULE,
+        test_zz_nothing_left=NOTHING_LEFT,
+    )
+    result = backend.run_named(pytester, "test_ctxdb_layers", "-v")
+    result.assert_outcomes(passed=7)
+
+
+def test_mariadb_layers(mariadb: Backend, pytester, ini) -> None:
+    """MariaDB keeps the layers too (InnoDB savepoints)."""
+    ini("db_metadata = models:Base.metadata")
+    pytester.makeconftest(CONFTEST)
+    write_suite(
+        pytester,
+        test_a_scopes=SCOPES,
+        test_b_other=OTHER_MODULE,
+        test_zz_nothing_left=NOTHING_LEFT,
+    )
+    mariadb.run_named(pytester, "test_ctxdb_layers_my").assert_outcomes(passed=7)
+
+
+PACKAGE_CONFTEST = """
+import pytest
+from models import Item
+
+
+@pytest.fixture(scope="package", autouse=True)
+def package_data(db_setup_session):
+    db_setup_session.add(Item(name="package"))
+    db_setup_session.commit()
+"""
+
+IN_PACKAGE = """
+from sqlalchemy import delete
+from models import NAMES, Item
+
+
+def test_one(db_session):
+    assert db_session.scalars(NAMES).all() == ["package"]
+    db_session.execute(delete(Item))
+    db_session.commit()
+
+
+def test_two(db_session):
+    assert db_session.scalars(NAMES).all() == ["package"]
+"""
+
+OUTSIDE_PACKAGE = """
+from models import NAMES
+
+
+def test_outside(db_session):
+    assert db_session.scalars(NAMES).all() == []
+"""
+
+
+def test_package_layer(backend: Backend, pytester, ini) -> None:
+    """A package-scoped fixture's data is seen in its package only."""
+    ini("db_metadata = models:Base.metadata")
+    pytester.makepyfile(models=MODELS)
+    package = pytester.mkpydir("pkg")
+    (package / "conftest.py").write_text(PACKAGE_CONFTEST)
+    (package / "test_in_package.py").write_text(IN_PACKAGE)
+    (package / "test_in_package_2.py").write_text(IN_PACKAGE)
+    pytester.makepyfile(test_zz_outside=OUTSIDE_PACKAGE, test_zzz_nothing_left=NOTHING_LEFT)
+    result = backend.run_named(pytester, "test_ctxdb_layers_pkg")
+    result.assert_outcomes(passed=6)
+
+
+#: an app with a module-level engine, used as FastAPI's and SQLAlchemy's docs write it.
+APP = """
+from sqlalchemy import create_engine, select
+from sqlalchemy.orm import Session
+
+from pytest_ctxdb.context import Database
+
+from models import Item
+
+engine = create_engine("sqlite:///app_own.db")
+database = Database("sqlite:///app_own.db")  # the context runtime's default alias
+
+
+def add(name):
+    with Session(engine) as session:
+        session.add(Item(name=name))
+        session.commit()
+"""
+
+APP_TESTS = '''
+import pytest
+from sqlalchemy import delete
+from pytest_ctxdb.context import db_session as context_session, session_context
+
+import app
+from models import NAMES, Item
+
+
+@pytest.fixture(scope="module")
+def through_the_app():
+    app.add("engine")
+    with session_context():
+        context_session().add(Item(name="context"))
+
+
+@pytest.fixture(scope="module")
+def left_uncommitted():
+    # The fixture's own context session is committed at the end of its set-up.
+    context_session().add(Item(name="pending"))
+
+
+def test_app_data_is_there(through_the_app, left_uncommitted, db_session):
+    assert db_session.scalars(NAMES).all() == ["context", "engine", "pending"]
+    db_session.execute(delete(Item))
+    db_session.commit()
+
+
+def test_and_restored(through_the_app, left_uncommitted, db_session):
+    assert db_session.scalars(NAMES).all() == ["context", "engine", "pending"]
+'''
+
+
+def test_module_fixture_writes_through_the_app(backend: Backend, pytester, ini) -> None:
+    """A module fixture writing through an engine in ``db_engines`` and the context runtime
+    writes into the module's layer; the app's own database gets nothing."""
+    ini("db_metadata = models:Base.metadata", "db_engines = app:engine")
+    write_suite(pytester, app=APP, test_app=APP_TESTS, test_zz_nothing_left=NOTHING_LEFT)
+    own = pytester.path / "app_own.db"
+    from sqlalchemy import create_engine
+
+    engine = create_engine(f"sqlite:///{own}")
+    with engine.begin() as connection:
+        connection.exec_driver_sql("CREATE TABLE item (id INTEGER PRIMARY KEY, name VARCHAR(50))")
+    result = backend.run_named(pytester, "test_ctxdb_layers_app")
+    result.assert_outcomes(passed=3)
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql("SELECT count(*) FROM item").scalar() == 0
+    engine.dispose()
+
+
+LATE_WIDER = '''
+import pytest
+from models import Item
+
+
+@pytest.fixture(scope="module")
+def module_data(db_setup_session):
+    db_setup_session.add(Item(name="module"))
+    db_setup_session.commit()
+
+
+@pytest.fixture(scope="session")
+def late_session_data(db_setup_session):
+    db_setup_session.add(Item(name="session"))
+    db_setup_session.commit()
+
+
+def test_first(module_data, db_session):
+    pass
+
+
+def test_second(module_data, late_session_data, db_session):
+    pass
+
+
+def test_getfixturevalue(db_session, request):
+    request.getfixturevalue("in_test_data")
+
+
+@pytest.fixture(scope="module")
+def in_test_data(db_setup_session):
+    db_setup_session.add(Item(name="in test"))
+    db_setup_session.commit()
+'''
+
+
+def test_wider_data_that_cannot_be_kept_fails_clearly(backend: Backend, pytester, ini) -> None:
+    """A session fixture first set up after a module's data, and a module fixture set up
+    inside a test, fail naming the fixture and the fix."""
+    ini("db_metadata = models:Base.metadata")
+    write_suite(pytester, test_late=LATE_WIDER, test_zz_nothing_left=NOTHING_LEFT)
+    result = backend.run_named(pytester, "test_ctxdb_layers_late")
+    result.assert_outcomes(passed=2, errors=1, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*fixture 'late_session_data' (the session) wrote to the database after data of "
+            "the narrower module test_late.py was set up*",
+            "*fixture 'in_test_data' (module test_late.py) wrote to the database during a "
+            "test*getfixturevalue*",
+        ]
+    )
+
+
+TRANSACTION_IN_LAYER = '''
+import pytest
+from models import Item
+
+
+@pytest.fixture(scope="module")
+def module_data(db_setup_session):
+    db_setup_session.add(Item(name="module"))
+    db_setup_session.commit()
+
+
+def test_layered(module_data, db_session):
+    pass
+
+
+@pytest.mark.db(transaction=True)
+def test_commits_for_real(module_data, db_session):
+    pass
+'''
+
+
+def test_transaction_test_inside_a_layer_fails_clearly(backend: Backend, pytester, ini) -> None:
+    ini("db_metadata = models:Base.metadata")
+    write_suite(pytester, test_tx=TRANSACTION_IN_LAYER, test_zz_nothing_left=NOTHING_LEFT)
+    result = backend.run_named(pytester, "test_ctxdb_layers_tx")
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(
+        ["*test_commits_for_real is @pytest.mark.db(transaction=True), but the test "
+         "connection of alias 'default' holds the data of wider-scoped fixtures of module "
+         "test_tx.py*"]
+    )
+
+
+BROKEN_LAYER = '''
+import pytest
+from sqlalchemy import text
+from models import Item
+
+
+@pytest.fixture(scope="module")
+def broken_data(db_setup_session):
+    db_setup_session.add(Item(name="kept?"))
+    db_setup_session.commit()
+    connection = db_setup_session.connection()
+    connection.execute(text("SELECT * FROM no_such_table"))
+
+
+def test_one(broken_data, db_session):
+    pass
+
+
+def test_two(db_session):
+    pass
+'''
+
+AFTER_BROKEN = """
+from models import NAMES
+
+
+def test_next_module_starts_clean(db_session):
+    assert db_session.scalars(NAMES).all() == []
+"""
+
+
+def test_a_failing_scoped_fixture(postgresql: Backend, pytester, ini) -> None:
+    """A module fixture that aborts the PostgreSQL transaction inside its layer: the module's
+    tests fail with one message; the next module starts clean."""
+    ini("db_metadata = models:Base.metadata")
+    write_suite(
+        pytester,
+        test_broken=BROKEN_LAYER,
+        test_clean=AFTER_BROKEN,
+        test_zz_nothing_left=NOTHING_LEFT,
+    )
+    result = postgresql.run_named(pytester, "test_ctxdb_layers_broken")
+    result.assert_outcomes(passed=2, errors=2)
+    assert "UndefinedTable" in result.stdout.str()  # test_one: the fixture's own error
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at setup of test_two*",
+            "pytest-ctxdb: fixture 'broken_data' failed and left the data of the module "
+            "test_broken.py in a broken transaction (*current transaction is aborted*); that "
+            "data was rolled back, so the scope's tests cannot run on it.",
+        ]
+    )
+
+
+def test_xdist_workers_build_their_own_layers(backend: Backend, pytester, ini) -> None:
+    """With ``-n 2`` each worker builds the layers of the scopes it runs."""
+    ini("db_metadata = models:Base.metadata")
+    pytester.makeconftest(CONFTEST)
+    write_suite(pytester, test_a_scopes=SCOPES, test_b_other=OTHER_MODULE)
+    result = backend.run_named(pytester, "test_ctxdb_layers_xd", "-n", "2")
+    result.assert_outcomes(passed=6)
+
+
+def test_fixtures_help_names_the_layer(pytester, ini) -> None:
+    ini()
+    result = pytester.runpytest_subprocess("--fixtures", "-v", "-p", "no:cacheprovider")
+    result.stdout.fnmatch_lines(
+        ["db_setup_session [[]session scope[]]*", "*What it commits goes into the layer of*"]
+    )
