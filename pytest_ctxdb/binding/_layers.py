@@ -25,6 +25,7 @@ savepoint bookkeeping and the savepoint arbiter see only the tests' and the app'
 
 from __future__ import annotations
 
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -340,6 +341,26 @@ class LayerStack:
             )
         return None
 
+    def end_leftovers(self, grace: float = 0.2) -> None:
+        """End the savepoints app connections left open on the connection after a
+        wider-scoped fixture (a request's session that another thread closes a moment after
+        the response, or never): wait up to ``grace`` seconds for their owners, then roll
+        back to the oldest one and release it (their work was not committed), so the next
+        test's savepoint is not opened inside them."""
+        connection = self.connection
+        deadline = time.monotonic() + grace
+        while connection._nested_transaction is not None and time.monotonic() < deadline:
+            time.sleep(0.002)
+        nested = connection._nested_transaction
+        if nested is None:
+            return
+        while nested._previous_nested is not None:
+            nested = nested._previous_nested
+        oldest = nested._savepoint
+        self._cancel_nested()
+        self._run(f"ROLLBACK TO SAVEPOINT {oldest}")
+        self._run(f"RELEASE SAVEPOINT {oldest}")
+
     # -- tests above the layers --------------------------------------------------------
 
     def begin_test(self) -> bool:
@@ -350,6 +371,8 @@ class LayerStack:
         """
         if not self.layers:
             return False
+        if self.connection._nested_transaction is not None:
+            self.end_leftovers()
         if not self.test_open:
             self._run(f"SAVEPOINT {TEST_SAVEPOINT}")
             self.test_open = True
