@@ -401,3 +401,37 @@ def test_fixtures_help_names_the_layer(pytester, ini) -> None:
     result.stdout.fnmatch_lines(
         ["db_setup_session [[]session scope[]]*", "*What it commits goes into the layer of*"]
     )
+
+
+FUNCTION_SCOPED = '''
+import pytest
+from models import NAMES, Item
+
+
+@pytest.fixture
+def row(db_setup_session):
+    db_setup_session.add(Item(name="function"))
+    db_setup_session.commit()
+
+
+def test_function_fixture_writes_into_the_test(row, db_session):
+    assert db_session.scalars(NAMES).all() == ["function"]
+
+
+def test_requesting_only_the_setup_session(db_setup_session):
+    assert db_setup_session.scalars(NAMES).all() == []
+    db_setup_session.add(Item(name="rolled back"))
+    db_setup_session.commit()
+
+
+def test_after_it(db_session):
+    assert db_session.scalars(NAMES).all() == []
+'''
+
+
+def test_setup_session_in_function_scope(backend: Backend, pytester, ini) -> None:
+    """Used by a function-scoped fixture or a test, db_setup_session writes into the test's
+    transaction."""
+    ini("db_metadata = models:Base.metadata")
+    write_suite(pytester, test_fn=FUNCTION_SCOPED, test_zz_nothing_left=NOTHING_LEFT)
+    backend.run_named(pytester, "test_ctxdb_layers_fn").assert_outcomes(passed=4)

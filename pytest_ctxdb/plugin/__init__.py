@@ -41,6 +41,7 @@ from ._fixtures import (
     db_sessions,
     db_setup_session,
     make_plan,
+    sync_handles,
 )
 from ._layers import WIDER_SCOPES, run_scoped
 from ._marker import MARKER_HELP, MarkerError, read_marker
@@ -299,7 +300,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         item.stash[_USES_DB] = _uses_db(item)
         names = getattr(item, "fixturenames", None)
-        if names is None or item.get_closest_marker("db") is None:
+        if names is None:
+            continue
+        if "db_setup_session" in names and not any(
+            name in SYNC_FIXTURES or name in ASYNC_FIXTURES
+            for name in names
+            if name != "db_setup_session"
+        ):
+            names.append("_ctxdb_binding")  # what a test writes with it is rolled back
+            continue
+        if item.get_closest_marker("db") is None:
             continue
         if SYNC_FIXTURES.isdisjoint(names) and ASYNC_FIXTURES.isdisjoint(names):
             is_async = inspect.iscoroutinefunction(getattr(item, "obj", None))
@@ -365,6 +375,12 @@ def pytest_fixture_setup(fixturedef: pytest.FixtureDef[Any], request: pytest.Fix
     in their scope's layer (see :mod:`pytest_ctxdb.plugin._layers`), once the run has test
     databases; function-scoped fixtures cost one comparison."""
     if fixturedef.scope not in WIDER_SCOPES:
+        if "db_setup_session" in fixturedef.argnames:
+            # A function-scoped fixture writing with db_setup_session writes into the test's
+            # transaction, which must be open before the session begins.
+            state = request.config.stash.get(STATE_KEY, None)
+            if state is not None and state.current_item is not None:
+                sync_handles(state)
         return (yield)
     state = request.config.stash.get(STATE_KEY, None)
     if state is None or not state.provisioned:

@@ -48,7 +48,9 @@ __all__ = (
 )
 
 #: fixtures that need the sync driver / the async driver (used to provision before the run).
-SYNC_FIXTURES = frozenset({"db_engine", "db_connection", "db_session", "db_sessions"})
+SYNC_FIXTURES = frozenset(
+    {"db_engine", "db_connection", "db_session", "db_sessions", "db_setup_session"}
+)
 ASYNC_FIXTURES = frozenset(
     {"async_db_engine", "async_db_connection", "async_db_session", "async_db_sessions"}
 )

@@ -434,11 +434,11 @@ class RunState:
         kept on the connections are rolled back too, so the next fixture starts clean."""
         for connection in self._trunks():
             layers = self._layers(connection)
-            if layers.layers and connection._nested_transaction is not None:
-                layers.end_leftovers()
             problem = layers.check(fixture, scope, probe=failed and layers in opened)
             if failed:
                 layers.settle_sessions()  # e.g. db_setup_session, left mid-flush
+            if problem is None and layers.layers and connection._nested_transaction is not None:
+                layers.end_leftovers(grace=0.0 if failed else 0.2)
             if problem is not None and not connection.invalidated:
                 connection.invalidate()
 
