@@ -350,3 +350,81 @@ def test_flask_sqlalchemy_app_runs_in_the_test_transactions(
     )
     result.stdout.no_fnmatch_line("*INTERNALERROR*")
     assert flask_suite.databases.rows() == {"user_account": 0, "event (audit)": 0}
+
+
+#: data a module-scoped fixture makes over HTTP, on both bind keys (aliases).
+CONFTEST_SCOPED = '''
+import pytest
+
+from myapp import create_app
+
+
+@pytest.fixture(scope="module")
+def app():
+    made = create_app()
+    with made.app_context():
+        yield made
+
+
+@pytest.fixture(scope="module")
+def users(app):
+    client = app.test_client()
+    for name in ("ann", "bob"):
+        assert client.post("/users", json={"name": name}).status_code == 201
+'''
+
+SCOPED_TESTS = """
+import pytest
+from sqlalchemy import delete
+
+from myapp import Event, User, db
+
+pytestmark = pytest.mark.db(using=["default", "audit"])
+
+
+def test_sees_the_module_data(app, users):
+    client = app.test_client()
+    assert client.get("/users").json == ["ann", "bob"]
+    assert client.get("/events").json == 2
+    db.session.execute(delete(User))
+    db.session.execute(delete(Event))
+    db.session.commit()
+    assert client.get("/users").json == []
+
+
+def test_then_restored(app, users):
+    client = app.test_client()
+    assert client.get("/users").json == ["ann", "bob"]
+    assert client.get("/events").json == 2
+"""
+
+SCOPED_OTHER = """
+import pytest
+from sqlalchemy import create_engine, func, select
+from sqlalchemy.pool import NullPool
+
+from myapp import Event, User
+
+pytestmark = pytest.mark.db(using=["default", "audit"])
+
+
+def test_another_module_sees_nothing(app, db_sessions):
+    assert db_sessions["default"].scalar(select(func.count()).select_from(User)) == 0
+    assert db_sessions["audit"].scalar(select(func.count()).select_from(Event)) == 0
+    for alias, model in (("default", User), ("audit", Event)):
+        engine = create_engine(db_sessions[alias].get_bind().engine.url, poolclass=NullPool)
+        with engine.connect() as connection:
+            assert connection.scalar(select(func.count()).select_from(model)) == 0
+        engine.dispose()
+"""
+
+
+def test_flask_sqlalchemy_module_scoped_data(flask_suite: FlaskSuite) -> None:
+    """A module-scoped fixture writing through the app's views commits into the module's
+    layer on both bind keys' aliases; the next module sees none of it, nor does a separate
+    connection; the app's own databases get nothing."""
+    result = flask_suite.run(
+        CONFTEST_SCOPED, test_a_scoped=SCOPED_TESTS, test_b_other=SCOPED_OTHER
+    )
+    result.assert_outcomes(passed=3)
+    assert flask_suite.databases.rows() == {"user_account": 0, "event (audit)": 0}

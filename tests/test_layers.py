@@ -435,3 +435,107 @@ def test_setup_session_in_function_scope(backend: Backend, pytester, ini) -> Non
     ini("db_metadata = models:Base.metadata")
     write_suite(pytester, test_fn=FUNCTION_SCOPED, test_zz_nothing_left=NOTHING_LEFT)
     backend.run_named(pytester, "test_ctxdb_layers_fn").assert_outcomes(passed=4)
+
+
+ASYNC_APP = """
+from pytest_ctxdb.context import Database
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+
+from models import Item
+from settings import ASYNC_URL
+
+database = Database(ASYNC_URL)  # the context runtime's default alias, async
+async_engine = create_async_engine(ASYNC_URL)
+
+
+async def add(name):
+    async with AsyncSession(async_engine) as session:
+        session.add(Item(name=name))
+        await session.commit()
+"""
+
+ASYNC_LAYERS = '''
+import pytest
+import pytest_asyncio
+from sqlalchemy import delete
+from pytest_ctxdb.context import db_session as context_session, session_context
+
+import app
+from models import NAMES, Item
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def module_data(seed):
+    await app.add("engine")
+    async with session_context():
+        context_session().add(Item(name="context"))
+
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+async def test_sees_every_layer(module_data, async_db_session):
+    assert (await async_db_session.scalars(NAMES)).all() == ["context", "engine", "session"]
+    await async_db_session.execute(delete(Item))
+    await async_db_session.commit()
+    assert (await async_db_session.scalars(NAMES)).all() == []
+
+
+async def test_then_restored(module_data, async_db_session):
+    assert (await async_db_session.scalars(NAMES)).all() == ["context", "engine", "session"]
+'''
+
+ASYNC_OTHER = '''
+import pytest
+from models import NAMES
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+async def test_other_module_sees_the_session_seed_only(seed, async_db_session):
+    assert (await async_db_session.scalars(NAMES)).all() == ["session"]
+
+
+def test_a_sync_test_has_its_own_connection(db_session):
+    assert db_session.scalars(NAMES).all() == []
+'''
+
+ASYNC_CONFTEST = """
+import pytest_asyncio
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def seed(async_db_setup_session):
+    from models import Item
+
+    async_db_setup_session.add(Item(name="session"))
+    await async_db_setup_session.commit()
+"""
+
+
+def test_async_layers(backend: Backend, pytester, ini) -> None:
+    """Async wider-scoped fixtures write into layers on their loop scope's connection
+    (aiosqlite, asyncpg): through async_db_setup_session, an async engine in db_engines and
+    the context runtime; tests of that loop scope see them; sync tests do not; the app's own
+    database gets nothing."""
+    ini("db_metadata = models:Base.metadata", "db_engines = app:async_engine")
+    own = pytester.path / "app_own.db"
+    from sqlalchemy import create_engine
+
+    engine = create_engine(f"sqlite:///{own}")
+    with engine.begin() as connection:
+        connection.exec_driver_sql("CREATE TABLE item (id INTEGER PRIMARY KEY, name VARCHAR(50))")
+    pytester.makepyfile(
+        settings=f"ASYNC_URL = 'sqlite+aiosqlite:///{own}'",
+        models=MODELS,
+        app=ASYNC_APP,
+        test_a_layers=ASYNC_LAYERS,
+        test_b_other=ASYNC_OTHER,
+        test_zz_nothing_left=NOTHING_LEFT,
+    )
+    pytester.makeconftest(ASYNC_CONFTEST)
+    result = backend.run_named(pytester, "test_ctxdb_layers_async")
+    result.assert_outcomes(passed=5)
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql("SELECT count(*) FROM item").scalar() == 0
+    engine.dispose()

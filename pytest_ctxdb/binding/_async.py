@@ -13,6 +13,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from ._commit import CommitTransaction
+from ._layers import LayerCursor
 from ._outer import JOIN_MODE, OuterTransaction, check_loop, prepare_connection
 
 __all__ = ("AsyncOuterTransaction", "AsyncReusedConnection")
@@ -23,11 +24,22 @@ class AsyncReusedConnection:
 
     An async connection belongs to the event loop it was made in: keep one of these per
     loop, and :meth:`close` it (and dispose the engine) in that loop.
+
+    :param cursor: the run's layer cursor (see :class:`~pytest_ctxdb.binding.ReusedConnection`).
     """
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, cursor: LayerCursor | None = None) -> None:
         self.engine = engine
+        self.cursor = cursor
         self._connection: AsyncConnection | None = None
+
+    @property
+    def current(self) -> AsyncConnection | None:
+        """The connection handed out last, if it is still open."""
+        connection = self._connection
+        if connection is None or connection.closed or connection.invalidated:
+            return None
+        return connection
 
     async def get(self) -> AsyncConnection:
         """Return the live connection, connecting if there is none."""
@@ -36,7 +48,7 @@ class AsyncReusedConnection:
             connection = self._connection = await self.engine.connect()
             sync_connection = connection.sync_connection
             assert sync_connection is not None  # set once the connection is started
-            prepare_connection(sync_connection)
+            prepare_connection(sync_connection, self.cursor)
         return connection
 
     async def close(self) -> None:

@@ -224,14 +224,18 @@ class EngineSessionSource:
       :mod:`pytest_ctxdb.binding._layers`), seen by the scope's tests and rolled back when
       the scope ends. They are kept by the layer (rolled back after each test, closed at the
       end of the scope).
-    * Otherwise (a function-scoped fixture outside the test's binding, or an async alias),
-      sessions are made on the *test database* engine and commit for real there, never on
-      the app's own engine.
+      An async alias's sessions go on the test connection of the running event loop (the
+      async fixture's loop scope), into the same layer.
+    * Otherwise (a function-scoped fixture outside the test's binding), sessions are made
+      on the *test database* engine and commit for real there, never on the app's own
+      engine.
 
     :param engine: ``engine(alias, is_async)`` returns the test database's ``Engine`` or
         ``AsyncEngine`` for ``alias``.
     :param connect: ``connect(alias)`` returns the alias's rollback-mode test connection.
     :param cursor: the run's :class:`~pytest_ctxdb.binding._layers.LayerCursor`.
+    :param async_session: ``async_session(alias, options)`` returns an ``AsyncSession`` in the
+        running async fixture's layer, on its loop's test connection.
     """
 
     __test__ = False
@@ -241,17 +245,22 @@ class EngineSessionSource:
         engine: Any,
         connect: Callable[[str], Connection] | None = None,
         cursor: LayerCursor | None = None,
+        async_session: Callable[[str, dict[str, Any]], Any] | None = None,
     ) -> None:
         self._engine = engine
         self._connect = connect
         self._cursor = cursor
+        self._async_session = async_session
 
     def make_session(self, database: Any, scope: Any) -> Any:
         options = {k: v for k, v in database.session_options.items() if k not in _FIXED}
-        if database.is_async:
-            return AsyncSession(bind=self._engine(database.alias, True), **options)
         cursor = self._cursor
-        if cursor is not None and cursor.current is not None and self._connect is not None:
+        layered = cursor is not None and cursor.current is not None
+        if database.is_async:
+            if layered and self._async_session is not None:
+                return self._async_session(database.alias, options)
+            return AsyncSession(bind=self._engine(database.alias, True), **options)
+        if layered and self._connect is not None:
             connection = self._connect(database.alias)
             layers = layers_of(connection)
             assert layers is not None, "a rollback-mode test connection has layers"

@@ -35,6 +35,8 @@ from ._fixtures import (
     async_db_engine,
     async_db_session,
     async_db_sessions,
+    async_db_setup_session,
+    async_handles,
     db_connection,
     db_engine,
     db_session,
@@ -68,6 +70,7 @@ __all__ = (
     "async_db_engine",
     "async_db_session",
     "async_db_sessions",
+    "async_db_setup_session",
     "db_connection",
     "db_engine",
     "db_session",
@@ -294,6 +297,9 @@ def _uses_db(item: pytest.Item) -> bool:
     )
 
 
+_SETUP_SESSIONS = ("db_setup_session", "async_db_setup_session")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Note which tests use a database; a test with the ``db`` marker but no database fixture
     still gets its binding."""
@@ -302,12 +308,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         names = getattr(item, "fixturenames", None)
         if names is None:
             continue
-        if "db_setup_session" in names and not any(
+        setup = [name for name in _SETUP_SESSIONS if name in names]
+        if setup and not any(
             name in SYNC_FIXTURES or name in ASYNC_FIXTURES
             for name in names
-            if name != "db_setup_session"
+            if name not in _SETUP_SESSIONS
         ):
-            names.append("_ctxdb_binding")  # what a test writes with it is rolled back
+            # What a test writes with a setup session is rolled back with the test.
+            names.append("_ctxdb_binding" if "db_setup_session" in setup else "_ctxdb_async")
             continue
         if item.get_closest_marker("db") is None:
             continue
@@ -369,21 +377,33 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
             state.guard_adapters()
 
 
+#: pytest-ctxdb's own wider-scoped fixtures: they write nothing themselves.
+_OWN_WIDER_FIXTURES = frozenset(
+    {"_ctxdb_state", "db_engine", "db_setup_session", "async_db_setup_session"}
+)
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_fixture_setup(fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest) -> Any:
     """Run the set-up and teardown of class-, module-, package- and session-scoped fixtures
     in their scope's layer (see :mod:`pytest_ctxdb.plugin._layers`), once the run has test
     databases; function-scoped fixtures cost one comparison."""
     if fixturedef.scope not in WIDER_SCOPES:
-        if "db_setup_session" in fixturedef.argnames:
-            # A function-scoped fixture writing with db_setup_session writes into the test's
+        argnames = fixturedef.argnames
+        if "db_setup_session" in argnames or "async_db_setup_session" in argnames:
+            # A function-scoped fixture writing with a setup session writes into the test's
             # transaction, which must be open before the session begins.
             state = request.config.stash.get(STATE_KEY, None)
             if state is not None and state.current_item is not None:
-                sync_handles(state)
+                if "db_setup_session" in argnames:
+                    sync_handles(state)
+                if "async_db_setup_session" in argnames:
+                    async_handles(state)
         return (yield)
     state = request.config.stash.get(STATE_KEY, None)
-    if state is None or not state.provisioned:
+    if state is None or not state.provisioned or fixturedef.argname in _OWN_WIDER_FIXTURES:
+        return (yield)
+    if fixturedef.argname.startswith("_ctxdb_"):
         return (yield)
     scoped = run_scoped(state, request, fixturedef)
     scoped.enter()

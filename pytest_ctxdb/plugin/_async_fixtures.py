@@ -7,6 +7,7 @@ the pair matching the requesting test's loop scope.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -21,7 +22,7 @@ from ._state import RunState, active_state
 def _define(scope: Any) -> tuple[Any, Any]:
     @pytest_asyncio.fixture(scope=scope, loop_scope=scope, name=f"_ctxdb_async_connection_{scope}")
     async def source(_ctxdb_state: RunState) -> AsyncIterator[AsyncConnections]:
-        connections = AsyncConnections(_ctxdb_state, scope)
+        connections = AsyncConnections(_ctxdb_state, scope, asyncio.get_running_loop())
         try:
             yield connections
         finally:

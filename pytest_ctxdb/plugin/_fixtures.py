@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 
-from .._errors import CtxdbError
+from .._errors import ContextError, CtxdbError
 from .._settings import DEFAULT_ALIAS
 from ..binding import AsyncTestBinding, BindingPlan, TestBinding, TestSessionSource
 from ..context import _scope, _seam
@@ -18,8 +18,10 @@ from ._layers import item_problem
 from ._marker import MarkerError, read_marker
 from ._state import RunState, active_state
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 __all__ = (
     "ASYNC_FIXTURES",
@@ -35,6 +37,7 @@ __all__ = (
     "async_db_engine",
     "async_db_session",
     "async_db_sessions",
+    "async_db_setup_session",
     "async_handles",
     "db_connection",
     "db_engine",
@@ -52,7 +55,13 @@ SYNC_FIXTURES = frozenset(
     {"db_engine", "db_connection", "db_session", "db_sessions", "db_setup_session"}
 )
 ASYNC_FIXTURES = frozenset(
-    {"async_db_engine", "async_db_connection", "async_db_session", "async_db_sessions"}
+    {
+        "async_db_engine",
+        "async_db_connection",
+        "async_db_session",
+        "async_db_sessions",
+        "async_db_setup_session",
+    }
 )
 _LOOP_SCOPES = ("function", "class", "module", "package", "session")
 
@@ -109,6 +118,62 @@ def db_setup_session(_ctxdb_state: RunState) -> Iterator[Session]:
         fail_on_error(exc)
     yield session
     session.close()
+
+
+class LoopSetupSession:
+    """``async_db_setup_session``'s value: stands for the ``AsyncSession`` of the running
+    event loop (an async connection belongs to its loop), made on first use in each loop
+    scope on that loop's test connection of the default alias. Attribute access and method
+    calls go to that session (``add``, ``await commit()``, ``await execute(...)``, ...);
+    :meth:`session` returns it (for ``isinstance`` checks or ``async with``).
+    """
+
+    __slots__ = ("_state",)
+
+    def __init__(self, state: RunState) -> None:
+        self._state = state
+
+    def session(self) -> AsyncSession:
+        """The running loop's ``AsyncSession``.
+
+        :raises ContextError: no event loop runs, or pytest-ctxdb has no test connection in
+            it (use it in async fixtures and async tests).
+        """
+        import asyncio
+
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        connections = None if loop is None else self._state.loop_connections.get(loop)
+        if connections is None:
+            raise ContextError(
+                "async_db_setup_session was used outside the event loop of an async fixture "
+                "or test (an async connection belongs to its loop): use it in "
+                "@pytest_asyncio.fixture fixtures and async tests."
+            )
+        session: AsyncSession = connections.setup_session(
+            self._state.session_class(DEFAULT_ALIAS, True)
+        )
+        return session
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.session(), name)
+
+
+@pytest.fixture(scope="session")
+def async_db_setup_session(_ctxdb_state: RunState) -> LoopSetupSession:
+    """The async twin of ``db_setup_session`` (session scope; default alias): an
+    ``AsyncSession`` on the test connection of the event loop it is used in.
+
+    In an async class-, module-, package- or session-scoped fixture, what it commits goes into
+    that scope's layer on the connection of the fixture's loop scope (pytest-asyncio
+    ``loop_scope``): the tests running in that loop scope see it; tests of other loop scopes,
+    and sync tests, have connections of their own and do not. In a test, or a function-scoped
+    fixture, it writes into the test's transaction. Returns a stand-in forwarding to the
+    running loop's session (``.session()`` returns the session itself).
+    """
+    return LoopSetupSession(_ctxdb_state)
 
 
 def make_plan(item: pytest.Item, state: RunState) -> BindingPlan:

@@ -10,9 +10,11 @@ own finalizers, so it runs after them.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from .._errors import CtxdbError
@@ -70,6 +72,17 @@ class ScopedFixture:
             request.node.addfinalizer(lambda: state.close_scope(self.scope.key))
         self._entered = False
         self._saved: tuple[Any, ...] = ()
+        #: an async fixture's loop connections (its loop scope's), set at its set-up.
+        self.connections: Any = None
+        loop_scope = _loop_scope(request, fixturedef)
+        if loop_scope is not None:
+            aliases = state.async_aliases()
+            if aliases:
+                # Outside the loop: pytest-asyncio sets the fixture up in the scope's runner.
+                self.connections = request.getfixturevalue(
+                    f"_ctxdb_async_connection_{loop_scope}"
+                )
+                self._aliases = aliases
 
     def enter(self) -> None:
         """The fixture's set-up or teardown starts."""
@@ -82,10 +95,12 @@ class ScopedFixture:
         _seam.block(None)
         _seam.set_ambient(state.ambient_source)
         state.begin_layers()
+        if self.connections is not None:
+            self.connections.run(self.connections.begin_layers(self._aliases))
         ScopedFixture._depth += 1
         if ScopedFixture._depth == 1:
             try:
-                state.apply_layer_adapters()
+                state.apply_layer_adapters(self.connections)
             except CtxdbError:
                 self.leave(failed=True)
                 raise
@@ -98,7 +113,9 @@ class ScopedFixture:
         state = self.state
         blocked, ambient, token = self._saved
         try:
-            _end_context_sessions(commit=not failed)
+            _end_context_sessions(commit=not failed, connections=self.connections)
+            if not failed:
+                state.end_setup_sessions(self.connections)
         finally:
             ScopedFixture._depth -= 1
             if ScopedFixture._depth == 0:
@@ -113,10 +130,10 @@ class ScopedFixture:
             state.check_layers(self.fixture, self.scope, opened, failed)
 
 
-def _end_context_sessions(commit: bool) -> None:
-    """Commit (or roll back) the sync sessions the fixture's own context made through the
-    context runtime, as a request's are at its end; they stay open (kept by the layer),
-    so the objects the fixture returns stay attached."""
+def _end_context_sessions(commit: bool, connections: Any) -> None:
+    """Commit (or roll back) the sessions the fixture's own context made through the context
+    runtime, as a request's are at its end (an async fixture's in its loop); they stay open
+    (kept by the layer), so the objects the fixture returns stay attached."""
     scope = _scope._current.get()
     if scope is None:
         return
@@ -126,6 +143,30 @@ def _end_context_sessions(commit: bool) -> None:
                 session.commit()
             else:
                 session.rollback()
+        elif isinstance(session, AsyncSession) and session.in_transaction():
+            if connections is not None:
+                connections.run(session.commit() if commit else session.rollback())
+
+
+def _loop_scope(request: pytest.FixtureRequest, fixturedef: Any) -> str | None:
+    """The loop scope an async fixture runs in, read as pytest-asyncio reads it (its
+    ``loop_scope``, else ini ``asyncio_default_fixture_loop_scope``, else its own scope);
+    ``None`` for a sync fixture."""
+    func = fixturedef.func
+    declared = getattr(func, "_loop_scope", None)
+    if declared is None and not (
+        inspect.iscoroutinefunction(func) or inspect.isasyncgenfunction(func)
+    ):
+        return None
+    if declared is not None:
+        return str(declared)
+    try:
+        default = request.config.getini("asyncio_default_fixture_loop_scope")
+    except ValueError:  # no pytest-asyncio
+        return None
+    if not default or default == "fixture-scope":
+        return str(fixturedef.scope)
+    return str(default)
 
 
 def run_scoped(

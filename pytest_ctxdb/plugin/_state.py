@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
 import shutil
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +17,7 @@ from sqlalchemy import MetaData, Table, inspect
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 
-from .._errors import CtxdbError, ProvisioningError
+from .._errors import ContextError, CtxdbError, ProvisioningError
 from .._settings import DEFAULT_ALIAS, DatabaseSettings, SchemaLines, derive_settings
 from ..adapters import Adapter, load_adapters
 from ..binding import (
@@ -111,6 +113,10 @@ class RunState:
     #: alias -> ``db_setup_session``'s session of that alias.
     _setup_sessions: dict[str, Session] = field(default_factory=dict)
     _layer_adapters: list[Adapter] = field(default_factory=list)
+    #: event loop -> its ``AsyncConnections`` (made by the loop scopes' fixtures).
+    loop_connections: weakref.WeakKeyDictionary[Any, Any] = field(
+        default_factory=weakref.WeakKeyDictionary
+    )
 
     def __post_init__(self) -> None:
         for alias, settings in list(self.settings.items()):
@@ -338,7 +344,40 @@ class RunState:
     def ambient_source(self) -> EngineSessionSource:
         """The source for fixtures of database tests outside the tests' bindings (one per
         run): wider-scoped fixtures' sessions go into their scope's layer."""
-        return EngineSessionSource(self.ambient_engine, self.layer_connection, self.layer_cursor)
+        return EngineSessionSource(
+            self.ambient_engine, self.layer_connection, self.layer_cursor, self.layer_async_session
+        )
+
+    def async_aliases(self) -> list[str]:
+        """The provisioned aliases whose async driver is installed (an async wider-scoped
+        fixture gets their loop's test connections ready)."""
+        found = []
+        for alias in self.provisioned:
+            try:
+                self.databases[alias].check_driver(is_async=True)
+            except CtxdbError:
+                continue
+            found.append(alias)
+        return found
+
+    def layer_async_session(self, alias: str, options: dict[str, Any]) -> Any:
+        """An ``AsyncSession`` of ``alias`` for an async wider-scoped fixture: on the test
+        connection of the running event loop (its loop scope's), in the fixture's layer.
+
+        :raises ContextError: no loop is running, or pytest-ctxdb has no connections in it.
+        """
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        connections = None if loop is None else self.loop_connections.get(loop)
+        if connections is None:
+            raise ContextError(
+                f"an async session of alias {alias!r} was asked for outside the event loop of "
+                "an async fixture's loop scope: make it in an async fixture "
+                "(@pytest_asyncio.fixture(scope=..., loop_scope=...))."
+            )
+        return connections.layer_session(alias, **options)
 
     # -- layers: the data of wider-scoped fixtures ---------------------------------------
 
@@ -379,6 +418,8 @@ class RunState:
         self.layer_cursor.broken.pop(key, None)
         for connection in self._trunks():
             self._layers(connection).close(key)
+        for connections in list(self.loop_connections.values()):
+            connections.close_scope(key)
 
     def begin_layers(self) -> None:
         """A wider-scoped fixture starts: begin the outer transaction of every open test
@@ -387,13 +428,29 @@ class RunState:
         for connection in self._trunks():
             self._layers(connection).begin()
 
-    def apply_layer_adapters(self) -> None:
+    def apply_layer_adapters(self, connections: Any = None) -> None:
         """Bind the app's sync adapters (ini ``db_engines``, ``db_sessionmakers``,
         ``db_flask_sqlalchemy``, ``db_advanced_alchemy``) to the test connections while a
-        wider-scoped fixture runs; :meth:`restore_layer_adapters` undoes it.
+        wider-scoped fixture runs; :meth:`restore_layer_adapters` undoes it. With an async
+        fixture's loop ``connections`` (``AsyncConnections``), the async adapters (async
+        engines and sessionmakers, async configs, context-async-sqlalchemy) too, to the
+        default alias's connection in that loop.
 
         :raises CtxdbError: an import string fails, or a binding had no effect.
         """
+        if connections is not None and DEFAULT_ALIAS in self.provisioned:
+            try:
+                connection = connections.connection(DEFAULT_ALIAS)
+            except ContextError:
+                connection = None
+            if connection is not None:
+                for adapter in self.adapters():
+                    if adapter.is_async:
+                        self._layer_adapters.append(adapter)
+                        adapter.apply(
+                            connection,
+                            lambda **kw: connections.layer_session(DEFAULT_ALIAS, **kw),
+                        )
         if DEFAULT_ALIAS not in self.provisioned or not (
             self.engine_specs
             or self.sessionmaker_specs
@@ -419,6 +476,17 @@ class RunState:
             return session
 
         return make
+
+    def end_setup_sessions(self, connections: Any = None) -> None:
+        """Commit what ``db_setup_session`` (and, with an async fixture's loop
+        ``connections``, ``async_db_setup_session``) still holds at the end of a wider-scoped
+        fixture: pending objects are flushed into the layer, and a transaction opened only to
+        reload objects (after a commit) is ended instead of staying open under the tests."""
+        for session in self._setup_sessions.values():
+            if session.in_transaction():
+                session.commit()
+        if connections is not None:
+            connections.end_setup_session()
 
     def restore_layer_adapters(self) -> None:
         adapters, self._layer_adapters = self._layer_adapters, []
