@@ -1,5 +1,5 @@
 """Write the suites `bench/layers/README.md` times: module-scoped data built once per module
-(a layer) against the same data built per test, and 300 ``SELECT 1`` tests with and without
+(a layer) against the same data built per test, and 1,000 ``SELECT 1`` tests with and without
 a module layer under them.
 
     python bench/layers/make_suites.py /tmp/layers-bench
@@ -52,7 +52,7 @@ import pytest
 from sqlalchemy import text
 {fixture}
 
-@pytest.mark.parametrize("n", range(300))
+@pytest.mark.parametrize("n", range(1000))
 def test_select1({argument}db_session, n):
     db_session.execute(text("SELECT 1"))
 '''
