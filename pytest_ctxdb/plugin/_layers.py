@@ -2,8 +2,9 @@
 
 The pytest side of :mod:`pytest_ctxdb.binding._layers`. Each set-up and teardown of a
 wider-scoped fixture runs "in" its scope (:class:`ScopedFixture`): the run's layer cursor
-names the scope, the app's sync adapters are bound to the test connections, the context
-runtime makes its sessions there, and database access is allowed. The scope's layer is
+names the scope, the app's adapters are bound to the test connections (an async fixture's:
+those of its loop scope), the context runtime makes its sessions there, and database access
+is allowed. The scope's layer is
 rolled back by a finalizer of the scope's node, registered before the node's fixtures'
 own finalizers, so it runs after them.
 """
@@ -59,9 +60,6 @@ class ScopedFixture:
     :param fixturedef: the fixture.
     """
 
-    #: how many scoped fixtures are running (nested: a fixture setting up its dependencies).
-    _depth = 0
-
     def __init__(
         self, state: RunState, request: pytest.FixtureRequest, fixturedef: Any
     ) -> None:
@@ -72,17 +70,20 @@ class ScopedFixture:
             request.node.addfinalizer(lambda: state.close_scope(self.scope.key))
         self._entered = False
         self._saved: tuple[Any, ...] = ()
-        #: an async fixture's loop connections (its loop scope's), set at its set-up.
+        #: the adapters this fixture bound (those not bound already by an enclosing one).
+        self._applied: list[Any] = []
+        #: an async fixture's loop connections (its loop scope's), set at its set-up, and
+        #: the aliases it readies there.
         self.connections: Any = None
+        self._aliases: list[str] = []
         loop_scope = _loop_scope(request, fixturedef)
         if loop_scope is not None:
-            aliases = state.async_aliases()
-            if aliases:
+            self._aliases = state.async_aliases()
+            if self._aliases:
                 # Outside the loop: pytest-asyncio sets the fixture up in the scope's runner.
                 self.connections = request.getfixturevalue(
                     f"_ctxdb_async_connection_{loop_scope}"
                 )
-                self._aliases = aliases
 
     def enter(self) -> None:
         """The fixture's set-up or teardown starts."""
@@ -97,13 +98,13 @@ class ScopedFixture:
         state.begin_layers()
         if self.connections is not None:
             self.connections.run(self.connections.begin_layers(self._aliases))
-        ScopedFixture._depth += 1
-        if ScopedFixture._depth == 1:
-            try:
-                state.apply_layer_adapters(self.connections)
-            except CtxdbError:
-                self.leave(failed=True)
-                raise
+        if _seam._source is not None:
+            return  # set up inside a test (getfixturevalue): the test's binding is in effect
+        try:
+            self._applied = state.apply_layer_adapters(self.connections)
+        except CtxdbError:
+            self.leave(failed=True)
+            raise
 
     def leave(self, failed: bool = False) -> None:
         """The fixture's set-up or teardown ended (``failed``: by raising)."""
@@ -117,9 +118,8 @@ class ScopedFixture:
             if not failed:
                 state.end_setup_sessions(self.connections)
         finally:
-            ScopedFixture._depth -= 1
-            if ScopedFixture._depth == 0:
-                state.restore_layer_adapters()
+            applied, self._applied = self._applied, []
+            state.restore_layer_adapters(applied)
             try:
                 _scope._current.reset(token)
             except ValueError:  # set in another context (should not happen): clear it

@@ -428,46 +428,57 @@ class RunState:
         for connection in self._trunks():
             self._layers(connection).begin()
 
-    def apply_layer_adapters(self, connections: Any = None) -> None:
+    def apply_layer_adapters(self, connections: Any = None) -> list[Adapter]:
         """Bind the app's sync adapters (ini ``db_engines``, ``db_sessionmakers``,
         ``db_flask_sqlalchemy``, ``db_advanced_alchemy``) to the test connections while a
-        wider-scoped fixture runs; :meth:`restore_layer_adapters` undoes it. With an async
-        fixture's loop ``connections`` (``AsyncConnections``), the async adapters (async
-        engines and sessionmakers, async configs, context-async-sqlalchemy) too, to the
-        default alias's connection in that loop.
+        wider-scoped fixture runs. With an async fixture's loop ``connections``
+        (``AsyncConnections``), the async adapters (async engines and sessionmakers, async
+        configs, context-async-sqlalchemy) too, to the default alias's connection in that
+        loop. Adapters an enclosing fixture bound stay as they are.
 
+        :returns: the adapters bound now, for :meth:`restore_layer_adapters`.
         :raises CtxdbError: an import string fails, or a binding had no effect.
         """
-        if connections is not None and DEFAULT_ALIAS in self.provisioned:
-            try:
-                connection = connections.connection(DEFAULT_ALIAS)
-            except ContextError:
-                connection = None
-            if connection is not None:
-                for adapter in self.adapters():
-                    if adapter.is_async:
-                        self._layer_adapters.append(adapter)
-                        adapter.apply(
-                            connection,
-                            lambda **kw: connections.layer_session(DEFAULT_ALIAS, **kw),
-                        )
-        if DEFAULT_ALIAS not in self.provisioned or not (
-            self.engine_specs
-            or self.sessionmaker_specs
-            or self.flask_specs
-            or self.advanced_alchemy_specs
-        ):
-            return
-        self.guard_adapters()
-        for adapter in self.adapters():
-            if adapter.is_async:
-                continue
-            self._layer_adapters.append(adapter)
-            if adapter.binds_aliases:
-                adapter.apply_aliases(self.layer_connection, lambda error: error)
-            else:
-                connection = self.layer_connection(DEFAULT_ALIAS)
-                adapter.apply(connection, self._layer_session_maker(connection))
+        if DEFAULT_ALIAS not in self.provisioned:
+            return []
+        applied: list[Adapter] = []
+        try:
+            if connections is not None:
+                try:
+                    connection = connections.connection(DEFAULT_ALIAS)
+                except ContextError:  # the default alias has no async connection here
+                    connection = None
+                if connection is not None:
+                    for adapter in self.adapters():
+                        if adapter.is_async and adapter not in self._layer_adapters:
+                            self._layer_adapters.append(adapter)
+                            applied.append(adapter)
+                            adapter.apply(
+                                connection,
+                                lambda **kw: connections.layer_session(DEFAULT_ALIAS, **kw),
+                            )
+            if not (
+                self.engine_specs
+                or self.sessionmaker_specs
+                or self.flask_specs
+                or self.advanced_alchemy_specs
+            ):
+                return applied
+            self.guard_adapters()
+            for adapter in self.adapters():
+                if adapter.is_async or adapter in self._layer_adapters:
+                    continue
+                self._layer_adapters.append(adapter)
+                applied.append(adapter)
+                if adapter.binds_aliases:
+                    adapter.apply_aliases(self.layer_connection, lambda error: error)
+                else:
+                    connection = self.layer_connection(DEFAULT_ALIAS)
+                    adapter.apply(connection, self._layer_session_maker(connection))
+        except BaseException:
+            self.restore_layer_adapters(applied)
+            raise
+        return applied
 
     def _layer_session_maker(self, connection: Connection) -> Callable[..., Session]:
         def make(class_: type[Session] = Session, **options: Any) -> Session:
@@ -488,9 +499,11 @@ class RunState:
         if connections is not None:
             connections.end_setup_session()
 
-    def restore_layer_adapters(self) -> None:
-        adapters, self._layer_adapters = self._layer_adapters, []
+    def restore_layer_adapters(self, adapters: list[Adapter]) -> None:
+        """Undo :meth:`apply_layer_adapters` for ``adapters`` (what it returned)."""
         for adapter in adapters:
+            if adapter in self._layer_adapters:
+                self._layer_adapters.remove(adapter)
             adapter.restore()
 
     def check_layers(
