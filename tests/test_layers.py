@@ -539,3 +539,28 @@ def test_async_layers(backend: Backend, pytester, ini) -> None:
     with engine.connect() as connection:
         assert connection.exec_driver_sql("SELECT count(*) FROM item").scalar() == 0
     engine.dispose()
+
+
+FIRST_USE_INSIDE = '''
+import pytest
+from models import NAMES, Item
+
+
+@pytest.fixture(scope="module")
+def module_data(request):
+    # db_setup_session is first made here, while this module fixture is being set up.
+    session = request.getfixturevalue("db_setup_session")
+    session.add(Item(name="module"))
+    session.commit()
+
+
+def test_sees_it(module_data, db_session):
+    assert db_session.scalars(NAMES).all() == ["module"]
+'''
+
+
+def test_setup_session_first_made_inside_a_wider_fixture(backend: Backend, pytester, ini) -> None:
+    """The outer transaction is open before db_setup_session begins, whenever it is made."""
+    ini("db_metadata = models:Base.metadata")
+    write_suite(pytester, test_first=FIRST_USE_INSIDE, test_zz_nothing_left=NOTHING_LEFT)
+    backend.run_named(pytester, "test_ctxdb_layers_first").assert_outcomes(passed=2)

@@ -540,7 +540,11 @@ class RunState:
             class_ = self.session_class(alias, False) or Session
             session = class_(join_transaction_mode=JOIN_MODE)
             self._setup_sessions[alias] = session
-            self.connect(alias)  # binds it
+            connection = self.connect(alias)  # binds it
+            if self.layer_cursor.current is not None:
+                # Made while a wider-scoped fixture runs (as its dependency): the outer
+                # transaction must be open before the session begins, or it would own it.
+                self._layers(connection).begin()
         return session
 
     def ambient_engine(self, alias: str, is_async: bool) -> Any:
