@@ -518,6 +518,15 @@ def test_async_layers(backend: Backend, pytester, ini) -> None:
     (aiosqlite, asyncpg): through async_db_setup_session, an async engine in db_engines and
     the context runtime; tests of that loop scope see them; sync tests do not; the app's own
     database gets nothing."""
+    run_async_layers(backend, pytester, ini, "test_ctxdb_layers_async")
+
+
+def test_mariadb_async_layers(mariadb: Backend, pytester, ini) -> None:
+    """The same on MariaDB (asyncmy)."""
+    run_async_layers(mariadb, pytester, ini, "test_ctxdb_layers_async_my")
+
+
+def run_async_layers(backend: Backend, pytester: pytest.Pytester, ini, name: str) -> None:
     ini("db_metadata = models:Base.metadata", "db_engines = app:async_engine")
     own = pytester.path / "app_own.db"
     from sqlalchemy import create_engine
@@ -534,7 +543,7 @@ def test_async_layers(backend: Backend, pytester, ini) -> None:
         test_zz_nothing_left=NOTHING_LEFT,
     )
     pytester.makeconftest(ASYNC_CONFTEST)
-    result = backend.run_named(pytester, "test_ctxdb_layers_async")
+    result = backend.run_named(pytester, name)
     result.assert_outcomes(passed=5)
     with engine.connect() as connection:
         assert connection.exec_driver_sql("SELECT count(*) FROM item").scalar() == 0
