@@ -36,7 +36,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 from sqlalchemy.util import await_only
-from sqlalchemy.util.concurrency import in_greenlet
+from .._sqla import in_greenlet
 
 from .._errors import ContextError
 
