@@ -18,7 +18,10 @@ def _find_in_greenlet() -> Callable[[], bool]:
 
         return found
     except ImportError:  # SQLAlchemy 2.0.0-2.0.x: SQLAlchemy's greenlet has its own class
-        from sqlalchemy.util._concurrency_py3k import _AsyncIoGreenlet, getcurrent
+        from sqlalchemy.util._concurrency_py3k import (  # type: ignore[import-not-found]
+            _AsyncIoGreenlet,
+            getcurrent,
+        )
 
         def in_greenlet() -> bool:
             return isinstance(getcurrent(), _AsyncIoGreenlet)
