@@ -204,8 +204,12 @@ ADAPTER_COUNTS = {
 #: ``--cross-loop``: the ``ctxdb`` tests with pytest-ctxdb's event-loop check switched off
 #: (async backends); see :data:`LOOP_SWITCH`.
 NOLOOP_VARIANT = "noloop"
+#: ``--layers``: the ``ctxdb`` tests with an autouse module-scoped fixture that writes a row
+#: through ``db_setup_session`` / ``async_db_setup_session``: every test runs inside its
+#: module's layer (separate design only: a layer stays under every test of its module).
+LAYER_VARIANT = "layer"
 #: the ctxdb-like variants: run on pytest-ctxdb's fixtures (the others run with -p no:ctxdb).
-CTXDB_VARIANTS = ("ctxdb", *ENGINE_VARIANTS)
+CTXDB_VARIANTS = ("ctxdb", *ENGINE_VARIANTS, LAYER_VARIANT)
 #: what the app module imports before making its engines (a FastAPI app's usual load: web
 #: framework, validation, settings, stdlib); a module that is not installed is skipped.
 APP_IMPORTS = (
@@ -950,6 +954,33 @@ class Suite:
         return f"{self.backend}/{self.body}/{self.variant}"
 
 
+#: the ``layer`` variant's module data (a user no test body uses: the bodies' own user name
+#: stays unique).
+LAYER_SYNC = """
+import pytest
+
+from bench_models import User
+
+
+@pytest.fixture(scope="module", autouse=True)
+def module_layer(db_setup_session):
+    db_setup_session.add(User(name="layer-user", email="layer-user@example.com"))
+    db_setup_session.commit()
+"""
+
+LAYER_ASYNC = """
+import pytest_asyncio
+
+from bench_models import User
+
+
+@pytest_asyncio.fixture(scope="module", autouse=True)
+async def module_layer(async_db_setup_session):
+    async_db_setup_session.add(User(name="layer-user", email="layer-user@example.com"))
+    await async_db_setup_session.commit()
+"""
+
+
 def conftest_source(backend: str, variant: str, pg_url: str, db_engines: bool = False) -> str:
     """The separate design's ``conftest.py`` for one variant; with ``db_engines`` it also
     imports the app module, so that every variant carries the same import load."""
@@ -967,6 +998,8 @@ def conftest_source(backend: str, variant: str, pg_url: str, db_engines: bool = 
         }[backend]
         fixtures = fixtures.replace("__SERVER_URL__", repr(pg_url))
         fixtures = fixtures.replace("__DATABASE__", repr(RECIPE_DATABASE))
+    if variant == LAYER_VARIANT:
+        fixtures += LAYER_ASYNC if is_async else LAYER_SYNC
     if db_engines:
         fixtures += "\n\nimport bench_app  # noqa: E402,F401 - the app's imports, in all variants\n"
     return (
@@ -1187,6 +1220,8 @@ def variants_of(options: argparse.Namespace, backend: str | None = None) -> tupl
             found.update(dict.fromkeys(variants_of(options, each)))
         return tuple(found)
     variants = VARIANTS + (ENGINE_VARIANTS if options.db_engines else ())
+    if options.layers:
+        variants += (LAYER_VARIANT,)
     if options.cross_loop and backend.endswith("-async"):
         variants += (NOLOOP_VARIANT,)
     for name in backend_integrations(backend, options.integrations):
@@ -1303,6 +1338,16 @@ def summarize(
             }
             if "engines" in present:
                 row.update(engines_figures(runs, med))
+            if LAYER_VARIANT in present:
+                layer = med[LAYER_VARIANT] - med["floor"]
+                row["layer_overhead_us"] = layer
+                row["layer_ratio"] = _ratio(layer, ctxdb)
+                row["layer_run_ratios"] = [
+                    _ratio(lay - floor, ctx - floor)
+                    for lay, ctx, floor in zip(
+                        runs[LAYER_VARIANT], runs["ctxdb"], runs["floor"], strict=True
+                    )
+                ]
             rows.append(row)
     return rows
 
@@ -1355,6 +1400,29 @@ def markdown_table(rows: list[dict]) -> str:
         out.append(
             f"| {row['backend']} | {row['body']} | {row['floor_us']:.0f} | "
             f"{row['recipe_overhead_us']:.0f} | {row['ctxdb_overhead_us']:.0f} | {ratio} |"
+        )
+    return "\n".join(out)
+
+
+def layers_table(wall: list[dict[str, Any]], cpu: list[dict[str, Any]]) -> str:
+    """The ``--layers`` table: a test inside a module layer against the same test without
+    one (overheads over the floor; ratio = layer / ctxdb, target at most 1.00)."""
+    out = [
+        "layers: the ctxdb tests inside a module layer (separate design), wall / CPU:",
+        "",
+        "| backend | body | ctxdb (wall / CPU) | layer (wall / CPU) | ratio wall | ratio CPU "
+        "| CPU ratio per run |",
+        "|---|---|---:|---:|---:|---:|---|",
+    ]
+    for row, cpu_row in zip(wall, cpu, strict=True):
+        if "layer_ratio" not in row:
+            continue
+        runs = " ".join(_ratio_text(r) for r in cpu_row["layer_run_ratios"])
+        out.append(
+            f"| {row['backend']} | {row['body']} | {row['ctxdb_overhead_us']:.0f} / "
+            f"{cpu_row['ctxdb_overhead_us']:.0f} | {row['layer_overhead_us']:.0f} / "
+            f"{cpu_row['layer_overhead_us']:.0f} | {_ratio_text(row['layer_ratio'])} | "
+            f"{_ratio_text(cpu_row['layer_ratio'])} | {runs} |"
         )
     return "\n".join(out)
 
@@ -1576,6 +1644,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="add the variant noloop on the async backends: the ctxdb tests with "
         "pytest-ctxdb's event-loop check (LoopGuard) switched off; paired design only",
     )
+    parser.add_argument(
+        "--layers",
+        action="store_true",
+        help="add the variant layer: the ctxdb tests inside a module layer (an autouse "
+        "module-scoped fixture writing through db_setup_session); separate design only",
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
     parser.add_argument("--keep", action="store_true", help="keep the generated suites")
     options = parser.parse_args(argv)
@@ -1585,6 +1659,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     paired_only = bool(options.integrations) or options.cross_loop
     if options.design is None:
         options.design = "paired" if options.db_engines or paired_only else "separate,paired"
+        if options.layers:
+            options.design = "separate"
     options.designs = [d.strip() for d in options.design.split(",") if d.strip()]
     for name, given, known in (
         ("--backends", options.backends, BACKENDS),
@@ -1597,6 +1673,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             parser.error(f"{name}: unknown or empty {unknown}; choose from {', '.join(known)}")
     if paired_only and options.designs != ["paired"]:
         parser.error("--integrations and --cross-loop run in the paired design only")
+    if options.layers and options.designs != ["separate"]:
+        parser.error("--layers runs in the separate design only")
     if options.tests < 3:
         parser.error("--tests must be at least 3")
     if options.repeat < 1:
@@ -1786,6 +1864,9 @@ def main(argv: list[str] | None = None) -> int:
         print()
         if options.db_engines:
             print_engines_tables(results["per_test_us"], results["cpu_us"], "separate design")
+        if options.layers:
+            print(layers_table(results["per_test_us"], results["cpu_us"]))
+            print()
     if paired_suites:
         for measure in paired:
             results[f"paired_{measure}"] = summarize(

@@ -411,7 +411,13 @@ def prepare_layers(
     savepoint = connection._savepoint_impl
 
     def run(sql: str) -> None:
-        connection.exec_driver_sql(sql)
+        # On the DBAPI connection itself: no statement compilation, events or result
+        # objects for these few fixed statements (a test above a layer sends one per test).
+        cursor = connection.connection.cursor()
+        try:
+            cursor.execute(sql)
+        finally:
+            cursor.close()
 
     stack = LayerStack(connection, cursor, run, forget)
 
