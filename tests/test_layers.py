@@ -573,3 +573,65 @@ def test_setup_session_first_made_inside_a_wider_fixture(backend: Backend, pytes
     ini("db_metadata = models:Base.metadata")
     write_suite(pytester, test_first=FIRST_USE_INSIDE, test_zz_nothing_left=NOTHING_LEFT)
     backend.run_named(pytester, "test_ctxdb_layers_first").assert_outcomes(passed=2)
+
+
+MIRROR_AND_REFUSED_COMMIT = '''
+import pytest
+from models import NAMES, Item
+
+
+@pytest.fixture(scope="module")
+def module_data(db_setup_session):
+    db_setup_session.add(Item(name="module"))
+    db_setup_session.commit()
+
+
+@pytest.mark.db(using=["default", "replica"])
+def test_the_mirror_sees_the_layers(module_data, db_sessions):
+    assert db_sessions["replica"].scalars(NAMES).all() == ["module"]
+
+
+class TestRefusedOuterCommit:
+    @pytest.fixture(scope="class")
+    @classmethod
+    def commits_for_real(cls, module_data, db_setup_session):
+        db_setup_session.connection().commit()  # refused: it would end the outer transaction
+
+    def test_one(self, commits_for_real, db_session):
+        pass
+
+    def test_two(self, db_session):
+        pass
+'''
+
+AFTER_REFUSED = """
+from models import NAMES
+
+
+def test_next_module_starts_clean(db_session):
+    assert db_session.scalars(NAMES).all() == []
+"""
+
+
+def test_mirror_and_a_refused_outer_commit(backend: Backend, pytester, ini) -> None:
+    """A mirror shares its primary's layers. A wider fixture committing the connection itself
+    is refused; the layers it ended are reported to the rest of their scopes' tests, and the
+    next module starts clean."""
+    ini("db_metadata = models:Base.metadata", "db_mirrors = replica=default")
+    write_suite(
+        pytester,
+        test_a=MIRROR_AND_REFUSED_COMMIT,
+        test_b=AFTER_REFUSED,
+        test_zz_nothing_left=NOTHING_LEFT,
+    )
+    result = backend.run_named(pytester, "test_ctxdb_layers_mirror")
+    result.assert_outcomes(passed=3, errors=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*refused to COMMIT the test's outer transaction*",
+            "*ERROR at setup of TestRefusedOuterCommit.test_two*",
+            "pytest-ctxdb: the data of the wider-scoped fixtures of module test_a.py* was lost: "
+            "fixture 'commits_for_real' (class test_a.py::TestRefusedOuterCommit) ended the "
+            "outer transaction, so the rest of that scope cannot run on it.",
+        ]
+    )
