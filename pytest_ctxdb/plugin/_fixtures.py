@@ -113,7 +113,7 @@ def db_setup_session(_ctxdb_state: RunState) -> Iterator[Session]:
     class. For an async alias use ``async_db_setup_session``.
     """
     try:
-        session = _ctxdb_state.setup_session(DEFAULT_ALIAS)
+        session = _ctxdb_state.scoped.setup_session(DEFAULT_ALIAS)
     except CtxdbError as exc:
         fail_on_error(exc)
     yield session
@@ -275,7 +275,7 @@ def _plan_or_fail(item: pytest.Item, state: RunState) -> BindingPlan:
         pytest.fail(f"pytest-ctxdb: {problem}.", pytrace=False)
     if plan.transaction:
         for alias in plan.physical_aliases():
-            labels = state.layered(alias)
+            labels = state.scoped.labels(alias)
             if labels:
                 pytest.fail(
                     f"pytest-ctxdb: {item.nodeid} is @pytest.mark.db(transaction=True), but "

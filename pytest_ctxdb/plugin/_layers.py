@@ -66,8 +66,8 @@ class ScopedFixture:
         self.state = state
         self.fixture = fixturedef.argname
         self.scope = layer_scope(request.node, fixturedef.scope)
-        if state.open_scope(self.scope.key):
-            request.node.addfinalizer(lambda: state.close_scope(self.scope.key))
+        if state.scoped.open_scope(self.scope.key):
+            request.node.addfinalizer(lambda: state.scoped.close_scope(self.scope.key))
         self._entered = False
         self._saved: tuple[Any, ...] = ()
         #: the adapters this fixture bound (those not bound already by an enclosing one).
@@ -78,7 +78,7 @@ class ScopedFixture:
         self._aliases: list[str] = []
         loop_scope = _loop_scope(request, fixturedef)
         if loop_scope is not None:
-            self._aliases = state.async_aliases()
+            self._aliases = state.scoped.async_aliases()
             if self._aliases:
                 # Outside the loop: pytest-asyncio sets the fixture up in the scope's runner.
                 self.connections = request.getfixturevalue(
@@ -95,13 +95,13 @@ class ScopedFixture:
         self._saved = (_seam._blocked, _seam._ambient, _scope._current.set(_scope.SessionScope()))
         _seam.block(None)
         _seam.set_ambient(state.ambient_source)
-        state.begin_layers()
+        state.scoped.begin()
         if self.connections is not None:
             self.connections.run(self.connections.begin_layers(self._aliases))
         if _seam._source is not None:
             return  # set up inside a test (getfixturevalue): the test's binding is in effect
         try:
-            self._applied = state.apply_layer_adapters(self.connections)
+            self._applied = state.scoped.bind_adapters(self.connections)
         except CtxdbError:
             self.leave(failed=True)
             raise
@@ -116,10 +116,10 @@ class ScopedFixture:
         try:
             _end_context_sessions(commit=not failed, connections=self.connections)
             if not failed:
-                state.end_setup_sessions(self.connections)
+                state.scoped.end_setup_sessions(self.connections)
         finally:
             applied, self._applied = self._applied, []
-            state.restore_layer_adapters(applied)
+            state.scoped.unbind_adapters(applied)
             try:
                 _scope._current.reset(token)
             except ValueError:  # set in another context (should not happen): clear it
@@ -127,7 +127,7 @@ class ScopedFixture:
             _seam.set_ambient(ambient)
             _seam.block(blocked)
             opened = state.layer_cursor.leave()
-            state.check_layers(self.fixture, self.scope, opened, failed)
+            state.scoped.check(self.fixture, self.scope, opened, failed)
 
 
 def _end_context_sessions(commit: bool, connections: Any) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import functools
 import shutil
@@ -15,23 +14,19 @@ from typing import Any
 import pytest
 from sqlalchemy import MetaData, Table, inspect
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.orm import Session
 
-from .._errors import ContextError, CtxdbError, ProvisioningError
+from .._errors import CtxdbError, ProvisioningError
 from .._settings import DEFAULT_ALIAS, DatabaseSettings, SchemaLines, derive_settings
 from ..adapters import Adapter, load_adapters
 from ..binding import (
-    JOIN_MODE,
     BindingPlan,
     EngineSessionSource,
     LayerCursor,
-    LayerScope,
-    LayerStack,
     ReusedConnection,
-    layers_of,
     load_session_classes,
 )
 from ..provision import ContainerServer, SchemaBuilder, SchemaHook, TestDatabase, load_metadata
+from ._scoped import ScopedData
 
 __all__ = ("STATE_KEY", "RunState", "activate", "active_state", "deactivate")
 
@@ -108,11 +103,6 @@ class RunState:
     current_item: pytest.Item | None = None
     #: which scope's layer the database work running now belongs to (wider-scoped fixtures).
     layer_cursor: LayerCursor = field(default_factory=LayerCursor)
-    #: keys of the scopes whose layers are closed by a finalizer of their node.
-    _open_scopes: set[str] = field(default_factory=set)
-    #: alias -> ``db_setup_session``'s session of that alias.
-    _setup_sessions: dict[str, Session] = field(default_factory=dict)
-    _layer_adapters: list[Adapter] = field(default_factory=list)
     #: event loop -> its ``AsyncConnections`` (made by the loop scopes' fixtures).
     loop_connections: weakref.WeakKeyDictionary[Any, Any] = field(
         default_factory=weakref.WeakKeyDictionary
@@ -344,208 +334,15 @@ class RunState:
     def ambient_source(self) -> EngineSessionSource:
         """The source for fixtures of database tests outside the tests' bindings (one per
         run): wider-scoped fixtures' sessions go into their scope's layer."""
+        scoped = self.scoped
         return EngineSessionSource(
-            self.ambient_engine, self.layer_connection, self.layer_cursor, self.layer_async_session
+            self.ambient_engine, scoped.connection, self.layer_cursor, scoped.async_session
         )
 
-    def async_aliases(self) -> list[str]:
-        """The provisioned aliases whose async driver is installed (an async wider-scoped
-        fixture gets their loop's test connections ready)."""
-        found = []
-        for alias in self.provisioned:
-            try:
-                self.databases[alias].check_driver(is_async=True)
-            except CtxdbError:
-                continue
-            found.append(alias)
-        return found
-
-    def layer_async_session(self, alias: str, options: dict[str, Any]) -> Any:
-        """An ``AsyncSession`` of ``alias`` for an async wider-scoped fixture: on the test
-        connection of the running event loop (its loop scope's), in the fixture's layer.
-
-        :raises ContextError: no loop is running, or pytest-ctxdb has no connections in it.
-        """
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            loop = None
-        connections = None if loop is None else self.loop_connections.get(loop)
-        if connections is None:
-            raise ContextError(
-                f"an async session of alias {alias!r} was asked for outside the event loop of "
-                "an async fixture's loop scope: make it in an async fixture "
-                "(@pytest_asyncio.fixture(scope=..., loop_scope=...))."
-            )
-        return connections.layer_session(alias, **options)
-
-    # -- layers: the data of wider-scoped fixtures ---------------------------------------
-
-    def layer_connection(self, alias: str) -> Connection:
-        """The rollback-mode test connection of ``alias`` inside its outer transaction (begun
-        here if need be), for a wider-scoped fixture's work."""
-        connection = self.connect(alias)
-        self._layers(connection).begin()
-        return connection
-
-    @staticmethod
-    def _layers(connection: Connection) -> LayerStack:
-        layers = layers_of(connection)
-        assert layers is not None, "a rollback-mode test connection has layers"
-        return layers
-
-    def _trunks(self) -> list[Connection]:
-        """The rollback-mode test connections open now (sync)."""
-        found = []
-        for reused in self._connections.values():
-            connection = reused.current
-            if connection is not None and not connection.closed and not connection.invalidated:
-                found.append(connection)
-        return found
-
-    def open_scope(self, key: str) -> bool:
-        """Note that scope ``key`` may get a layer; ``True`` the first time (the caller then
-        schedules :meth:`close_scope` at the end of the scope)."""
-        if key in self._open_scopes:
-            return False
-        self._open_scopes.add(key)
-        return True
-
-    def close_scope(self, key: str) -> None:
-        """The scope ``key`` ended (its fixtures are torn down): roll back its layer on every
-        test connection and forget that it was broken."""
-        self._open_scopes.discard(key)
-        self.layer_cursor.broken.pop(key, None)
-        for connection in self._trunks():
-            self._layers(connection).close(key)
-        for connections in list(self.loop_connections.values()):
-            connections.close_scope(key)
-
-    def begin_layers(self) -> None:
-        """A wider-scoped fixture starts: begin the outer transaction of every open test
-        connection (nothing is sent on most drivers), so that sessions already bound to it
-        (``db_setup_session``, the app's) open savepoints in it instead of owning it."""
-        for connection in self._trunks():
-            self._layers(connection).begin()
-
-    def apply_layer_adapters(self, connections: Any = None) -> list[Adapter]:
-        """Bind the app's sync adapters (ini ``db_engines``, ``db_sessionmakers``,
-        ``db_flask_sqlalchemy``, ``db_advanced_alchemy``) to the test connections while a
-        wider-scoped fixture runs. With an async fixture's loop ``connections``
-        (``AsyncConnections``), the async adapters (async engines and sessionmakers, async
-        configs, context-async-sqlalchemy) too, to the default alias's connection in that
-        loop. Adapters an enclosing fixture bound stay as they are.
-
-        :returns: the adapters bound now, for :meth:`restore_layer_adapters`.
-        :raises CtxdbError: an import string fails, or a binding had no effect.
-        """
-        if DEFAULT_ALIAS not in self.provisioned:
-            return []
-        applied: list[Adapter] = []
-        try:
-            if connections is not None:
-                try:
-                    connection = connections.connection(DEFAULT_ALIAS)
-                except ContextError:  # the default alias has no async connection here
-                    connection = None
-                if connection is not None:
-                    for adapter in self.adapters():
-                        if adapter.is_async and adapter not in self._layer_adapters:
-                            self._layer_adapters.append(adapter)
-                            applied.append(adapter)
-                            adapter.apply(
-                                connection,
-                                lambda **kw: connections.layer_session(DEFAULT_ALIAS, **kw),
-                            )
-            if not (
-                self.engine_specs
-                or self.sessionmaker_specs
-                or self.flask_specs
-                or self.advanced_alchemy_specs
-            ):
-                return applied
-            self.guard_adapters()
-            for adapter in self.adapters():
-                if adapter.is_async or adapter in self._layer_adapters:
-                    continue
-                self._layer_adapters.append(adapter)
-                applied.append(adapter)
-                if adapter.binds_aliases:
-                    adapter.apply_aliases(self.layer_connection, lambda error: error)
-                else:
-                    connection = self.layer_connection(DEFAULT_ALIAS)
-                    adapter.apply(connection, self._layer_session_maker(connection))
-        except BaseException:
-            self.restore_layer_adapters(applied)
-            raise
-        return applied
-
-    def _layer_session_maker(self, connection: Connection) -> Callable[..., Session]:
-        def make(class_: type[Session] = Session, **options: Any) -> Session:
-            session = class_(bind=connection, join_transaction_mode=JOIN_MODE, **options)
-            self._layers(connection).adopt(session)
-            return session
-
-        return make
-
-    def end_setup_sessions(self, connections: Any = None) -> None:
-        """Commit what ``db_setup_session`` (and, with an async fixture's loop
-        ``connections``, ``async_db_setup_session``) still holds at the end of a wider-scoped
-        fixture: pending objects are flushed into the layer, and a transaction opened only to
-        reload objects (after a commit) is ended instead of staying open under the tests."""
-        for session in self._setup_sessions.values():
-            if session.in_transaction():
-                session.commit()
-        if connections is not None:
-            connections.end_setup_session()
-
-    def restore_layer_adapters(self, adapters: list[Adapter]) -> None:
-        """Undo :meth:`apply_layer_adapters` for ``adapters`` (what it returned)."""
-        for adapter in adapters:
-            if adapter in self._layer_adapters:
-                self._layer_adapters.remove(adapter)
-            adapter.restore()
-
-    def check_layers(
-        self, fixture: str, scope: LayerScope, opened: list[LayerStack], failed: bool
-    ) -> None:
-        """After a wider-scoped fixture ran: a layer it left broken (an aborted transaction
-        after it failed, or the outer transaction ended) marks its scope broken, so that the
-        scope's tests fail with one message, and is rolled back. After a failure the sessions
-        kept on the connections are rolled back too, so the next fixture starts clean."""
-        for connection in self._trunks():
-            layers = self._layers(connection)
-            problem = layers.check(fixture, scope, probe=failed and layers in opened)
-            if failed:
-                layers.settle_sessions()  # e.g. db_setup_session, left mid-flush
-            if problem is None and layers.layers and connection._nested_transaction is not None:
-                layers.end_leftovers(grace=0.0 if failed else 0.2)
-            if problem is not None and not connection.invalidated:
-                connection.invalidate()
-
-    def layered(self, alias: str) -> list[str]:
-        """The labels of the scopes whose data the test connection of ``alias`` holds."""
-        reused = self._connections.get(self.physical(alias))
-        connection = None if reused is None else reused.current
-        if connection is None or connection.closed or connection.invalidated:
-            return []
-        return [layer.scope.label for layer in self._layers(connection).layers]
-
-    def setup_session(self, alias: str) -> Session:
-        """``db_setup_session``'s session of ``alias`` on its test connection, made once
-        and moved to a new test connection when the old one was replaced."""
-        alias = self.physical(alias)
-        session = self._setup_sessions.get(alias)
-        if session is None:
-            class_ = self.session_class(alias, False) or Session
-            session = class_(join_transaction_mode=JOIN_MODE)
-            self._setup_sessions[alias] = session
-            connection = self.connect(alias)  # binds it
-            if self.layer_cursor.current is not None:
-                # Made while a wider-scoped fixture runs (as its dependency): the outer
-                # transaction must be open before the session begins, or it would own it.
-                self._layers(connection).begin()
-        return session
+    @functools.cached_property
+    def scoped(self) -> ScopedData:
+        """The run's scoped data: layers, setup sessions, adapters bound for wider fixtures."""
+        return ScopedData(self)
 
     def ambient_engine(self, alias: str, is_async: bool) -> Any:
         """The engine wider-scoped fixtures' sessions use (see ``EngineSessionSource``): the
@@ -578,13 +375,25 @@ class RunState:
                 self.engine(alias), self.layer_cursor
             )
         connection = reused.get()
-        if self._setup_sessions:
-            setup = self._setup_sessions.get(alias)
-            if setup is not None and setup.bind is not connection:
-                # A new test connection (the last one was invalidated): move the session.
-                setup.close()
-                setup.bind = connection
-                self._layers(connection).kept.append(setup)
+        if "scoped" in self.__dict__:  # made once a wider-scoped fixture ran
+            self.scoped.follow(alias, connection)
+        return connection
+
+    def trunks(self) -> list[Connection]:
+        """The rollback-mode (sync) test connections open now."""
+        found = []
+        for reused in self._connections.values():
+            connection = reused.current
+            if connection is not None and not connection.closed and not connection.invalidated:
+                found.append(connection)
+        return found
+
+    def trunk(self, alias: str) -> Connection | None:
+        """The open rollback-mode test connection of ``alias``, if it has one."""
+        reused = self._connections.get(self.physical(alias))
+        connection = None if reused is None else reused.current
+        if connection is None or connection.closed or connection.invalidated:
+            return None
         return connection
 
     def cleanup(
@@ -619,9 +428,8 @@ class RunState:
 
         :param report: called with a message for each failure; clean-up goes on regardless.
         """
-        for session in self._setup_sessions.values():
-            session.close()
-        self._setup_sessions.clear()
+        if "scoped" in self.__dict__:
+            self.scoped.close()
         for adapter in self._adapters or ():
             try:
                 adapter.close()
