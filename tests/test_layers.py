@@ -483,6 +483,23 @@ async def test_sees_every_layer(module_data, async_db_session):
 
 async def test_then_restored(module_data, async_db_session):
     assert (await async_db_session.scalars(NAMES)).all() == ["context", "engine", "session"]
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def per_test_row(async_db_setup_session):
+    async_db_setup_session.add(Item(name="function"))
+    await async_db_setup_session.commit()
+
+
+async def test_a_function_fixture_writes_into_the_test(
+    module_data, per_test_row, async_db_session
+):
+    names = (await async_db_session.scalars(NAMES)).all()
+    assert names == ["context", "engine", "function", "session"]
+
+
+async def test_and_not_beyond_it(module_data, async_db_session):
+    assert (await async_db_session.scalars(NAMES)).all() == ["context", "engine", "session"]
 '''
 
 ASYNC_OTHER = '''
@@ -544,7 +561,7 @@ def run_async_layers(backend: Backend, pytester: pytest.Pytester, ini, name: str
     )
     pytester.makeconftest(ASYNC_CONFTEST)
     result = backend.run_named(pytester, name)
-    result.assert_outcomes(passed=5)
+    result.assert_outcomes(passed=7)
     with engine.connect() as connection:
         assert connection.exec_driver_sql("SELECT count(*) FROM item").scalar() == 0
     engine.dispose()

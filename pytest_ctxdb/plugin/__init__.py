@@ -36,16 +36,14 @@ from ._fixtures import (
     async_db_session,
     async_db_sessions,
     async_db_setup_session,
-    async_handles,
     db_connection,
     db_engine,
     db_session,
     db_sessions,
     db_setup_session,
     make_plan,
-    sync_handles,
 )
-from ._layers import WIDER_SCOPES, run_scoped
+from ._layers import SETUP_SESSIONS, WIDER_SCOPES, open_binding_for, run_scoped, wants_layer
 from ._marker import MARKER_HELP, MarkerError, read_marker
 from ._options import add_options, read_schema_lines, read_settings
 from ._state import STATE_KEY, RunState, activate, deactivate
@@ -297,9 +295,6 @@ def _uses_db(item: pytest.Item) -> bool:
     )
 
 
-_SETUP_SESSIONS = ("db_setup_session", "async_db_setup_session")
-
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Note which tests use a database; a test with the ``db`` marker but no database fixture
     still gets its binding."""
@@ -308,11 +303,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         names = getattr(item, "fixturenames", None)
         if names is None:
             continue
-        setup = [name for name in _SETUP_SESSIONS if name in names]
+        setup = [name for name in SETUP_SESSIONS if name in names]
         if setup and not any(
             name in SYNC_FIXTURES or name in ASYNC_FIXTURES
             for name in names
-            if name not in _SETUP_SESSIONS
+            if name not in SETUP_SESSIONS
         ):
             # What a test writes with a setup session is rolled back with the test.
             names.append("_ctxdb_binding" if "db_setup_session" in setup else "_ctxdb_async")
@@ -377,33 +372,18 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
             state.guard_adapters()
 
 
-#: pytest-ctxdb's own wider-scoped fixtures: they write nothing themselves.
-_OWN_WIDER_FIXTURES = frozenset(
-    {"_ctxdb_state", "db_engine", "db_setup_session", "async_db_setup_session"}
-)
-
-
 @pytest.hookimpl(wrapper=True)
 def pytest_fixture_setup(fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest) -> Any:
     """Run the set-up and teardown of class-, module-, package- and session-scoped fixtures
     in their scope's layer (see :mod:`pytest_ctxdb.plugin._layers`), once the run has test
-    databases; function-scoped fixtures cost one comparison."""
-    if fixturedef.scope not in WIDER_SCOPES:
-        argnames = fixturedef.argnames
-        if "db_setup_session" in argnames or "async_db_setup_session" in argnames:
-            # A function-scoped fixture writing with a setup session writes into the test's
-            # transaction, which must be open before the session begins.
-            state = request.config.stash.get(STATE_KEY, None)
-            if state is not None and state.current_item is not None:
-                if "db_setup_session" in argnames:
-                    sync_handles(state)
-                if "async_db_setup_session" in argnames:
-                    async_handles(state)
-        return (yield)
+    databases; a function-scoped fixture using a setup session gets the test's binding
+    first. Other function-scoped fixtures cost two comparisons."""
     state = request.config.stash.get(STATE_KEY, None)
-    if state is None or not state.provisioned or fixturedef.argname in _OWN_WIDER_FIXTURES:
+    if fixturedef.scope not in WIDER_SCOPES:
+        if state is not None and not SETUP_SESSIONS.isdisjoint(fixturedef.argnames):
+            open_binding_for(state, fixturedef.argnames)
         return (yield)
-    if fixturedef.argname.startswith("_ctxdb_"):
+    if state is None or not state.provisioned or not wants_layer(fixturedef.argname):
         return (yield)
     scoped = run_scoped(state, request, fixturedef)
     scoped.enter()

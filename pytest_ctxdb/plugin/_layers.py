@@ -23,10 +23,42 @@ from ..binding import LayerScope
 from ..context import _scope, _seam
 from ._state import RunState
 
-__all__ = ("WIDER_SCOPES", "ScopedFixture", "item_problem", "layer_scope", "run_scoped")
+__all__ = (
+    "SETUP_SESSIONS",
+    "WIDER_SCOPES",
+    "ScopedFixture",
+    "item_problem",
+    "layer_scope",
+    "open_binding_for",
+    "run_scoped",
+    "wants_layer",
+)
 
 #: fixture scopes whose data goes into a layer.
 WIDER_SCOPES = frozenset({"class", "module", "package", "session"})
+#: the sessions for fixtures of any scope.
+SETUP_SESSIONS = frozenset({"db_setup_session", "async_db_setup_session"})
+#: pytest-ctxdb's own wider-scoped fixtures that write nothing themselves.
+_OWN = frozenset({"db_engine", *SETUP_SESSIONS})
+
+
+def wants_layer(fixture: str) -> bool:
+    """``False`` for pytest-ctxdb's own wider-scoped fixtures (the others run in a layer)."""
+    return fixture not in _OWN and not fixture.startswith("_ctxdb_")
+
+
+def open_binding_for(state: RunState, argnames: tuple[str, ...]) -> None:
+    """Open the running test's binding before a function-scoped fixture that uses a setup
+    session runs: what it writes goes into the test's transaction, which must be open
+    before the session begins (or the session would own the outer transaction)."""
+    if state.current_item is None:
+        return
+    from ._fixtures import async_handles, sync_handles
+
+    if "db_setup_session" in argnames:
+        sync_handles(state)
+    if "async_db_setup_session" in argnames:
+        async_handles(state)
 
 _SCOPE_KEY = pytest.StashKey[LayerScope]()
 
