@@ -18,7 +18,14 @@ from .._errors import CtxdbError, ProvisioningError
 from .._settings import DEFAULT_ALIAS, DatabaseSettings, SchemaLines, derive_settings
 from ..adapters import Adapter, load_adapters
 from ..binding import BindingPlan, EngineSessionSource, ReusedConnection, load_session_classes
-from ..provision import ContainerServer, SchemaBuilder, SchemaHook, TestDatabase, load_metadata
+from ..provision import (
+    ContainerServer,
+    EmbeddedServer,
+    SchemaBuilder,
+    SchemaHook,
+    TestDatabase,
+    load_metadata,
+)
 
 __all__ = ("STATE_KEY", "RunState", "activate", "active_state", "deactivate")
 
@@ -72,8 +79,9 @@ class RunState:
     added_aliases: list[str] = field(default_factory=list)
     #: the ``pytest_ctxdb_setup_schema`` implementations (their source is fingerprinted).
     hook_sources: tuple[Any, ...] = ()
-    #: the throwaway server of ``--db-container`` (default alias), started on first use.
-    container: ContainerServer | None = None
+    #: the throwaway server of ``--db-container``, or the ``--db-embedded`` server (default
+    #: alias), started on first use.
+    container: ContainerServer | EmbeddedServer | None = None
     #: ``db_container_missing = skip``: skip database tests when the container cannot start.
     skip_without_container: bool = False
     #: why database tests are skipped (set when the container could not start), or ``None``.
