@@ -262,8 +262,7 @@ def _embedded(
         ``embedded`` extra is not installed.
     """
     kind = config.option.db_embedded or config.getini("db_embedded") or None
-    default = settings[DEFAULT_ALIAS]
-    if kind is None or not default.embedded:
+    if kind is None:
         return None, settings
     name = "--db-embedded" if config.option.db_embedded else "db_embedded"
     if container is not None:
@@ -271,6 +270,9 @@ def _embedded(
             f"{name} {kind} and --db-container / db_container both ask for the default "
             "alias's server; give one of them."
         )
+    default = settings[DEFAULT_ALIAS]
+    if not default.embedded:
+        return None, settings
     directory = str(config.getini("db_embedded_dir")).strip()
     try:
         server = EmbeddedServer(
