@@ -259,7 +259,7 @@ def postmaster_pid(cluster: Path) -> int:
 def test_embedded_killed_run_and_killed_server(pytester: pytest.Pytester, cluster: Path) -> None:
     """A run killed mid-way leaves the server running with its lease: the next run uses it and
     stops it at its end. A killed server's postmaster.pid, and one naming a live process
-    that is not the server, are removed before the next start."""
+    that is not the server, and an empty one, are removed before the next start."""
     write(pytester.path, count=1)
     (pytester.path / "test_zkill.py").write_text(KILLS_ITS_RUN)
     killed, _ = run(pytester, *embedded_args(cluster))
@@ -284,6 +284,14 @@ def test_embedded_killed_run_and_killed_server(pytester: pytest.Pytester, cluste
     while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert (cluster / "data" / "postmaster.pid").exists()
+    result, _ = run(pytester, *embedded_args(cluster))
+    result.assert_outcomes(passed=1)
+    assert not server.running()
+
+    # An empty postmaster.pid (a server killed while writing it), older than the few
+    # seconds a starting server is given to write it.
+    (cluster / "data" / "postmaster.pid").write_text("")
+    os.utime(cluster / "data" / "postmaster.pid", (time.time() - 60, time.time() - 60))
     result, _ = run(pytester, *embedded_args(cluster))
     result.assert_outcomes(passed=1)
     assert not server.running()

@@ -72,6 +72,8 @@ TEST_SETTINGS = {
 START_TIMEOUT = 60.0
 #: a Unix socket's path must fit ``sockaddr_un.sun_path`` (108 bytes on Linux, 104 on macOS).
 MAX_SOCKET_PATH = 100
+#: seconds an empty or half-written ``postmaster.pid`` is taken for a server writing it.
+PID_FILE_GRACE = 5.0
 PORT = 5432  # only names the socket file (.s.PGSQL.5432); there is no TCP listener
 USER = "postgres"
 
@@ -428,15 +430,20 @@ class EmbeddedServer:
 
     def _postmaster(self) -> tuple[int, str] | None:
         """``(pid, status)`` from ``postmaster.pid`` if it names this cluster's running
-        server; a file naming anything else (a killed server's, or a pid now used by another
-        process) is removed with the socket's lock file. ``None``: no server is running."""
+        server (``(0, "starting")`` while a server is still writing the file); a file naming
+        anything else (a killed server's, or a pid now used by another process, or one left
+        half-written) is removed with the socket's lock file. ``None``: no server runs."""
         pid_file = self.data / "postmaster.pid"
         try:
-            lines = pid_file.read_text().splitlines()
+            content = pid_file.read_text()
+            age = time.time() - pid_file.stat().st_mtime
         except OSError:
             return None
-        pid = int(lines[0]) if lines and lines[0].strip().isdigit() else 0
+        lines = content.splitlines()
+        pid = int(lines[0]) if "\n" in content and lines[0].strip().isdigit() else 0
         status = lines[7].strip() if len(lines) > 7 else "starting"
+        if pid == 0 and age < PID_FILE_GRACE:
+            return 0, "starting"  # a server is writing it this moment
         if pid > 0 and _alive(pid):
             command = _command_line(pid)
             if command and Path(command[0]).name.startswith("postgres"):
