@@ -130,7 +130,7 @@ def cluster(
 
 def stop(directory: Path) -> None:
     """Stop the server of ``directory`` if one runs (by the plugin's own reference count)."""
-    server = EmbeddedServer("postgresql", directory)
+    server = EmbeddedServer("postgresql", directory, idle_timeout=0)
     if server.running():
         server.url()
         server.release()
@@ -148,8 +148,16 @@ def write(directory: Path, *ini_lines: str, count: int = 2, **files: str) -> Non
         (directory / f"{name}.py").write_text(body)
 
 
-def embedded_args(cluster: Path) -> tuple[str, ...]:
-    return ("--db-embedded", "postgresql", "-o", f"db_embedded_dir={cluster}")
+def embedded_args(cluster: Path, idle: float = 0) -> tuple[str, ...]:
+    """``--db-embedded postgresql`` on ``cluster``, stopped ``idle`` seconds after the run."""
+    return (
+        "--db-embedded",
+        "postgresql",
+        "-o",
+        f"db_embedded_dir={cluster}",
+        "-o",
+        f"db_embedded_idle_timeout={idle}",
+    )
 
 
 def run(pytester: pytest.Pytester, *args: str) -> tuple[pytest.RunResult, list[dict[str, str]]]:
@@ -168,7 +176,7 @@ def run(pytester: pytest.Pytester, *args: str) -> tuple[pytest.RunResult, list[d
 def cluster_databases(cluster: Path) -> dict[str, str]:
     """Every database of the cluster with its comment, read from a separate connection (the
     server is started for it, and stopped again)."""
-    server = EmbeddedServer("postgresql", cluster)
+    server = EmbeddedServer("postgresql", cluster, idle_timeout=0)
     engine = create_engine(server.url(), poolclass=NullPool)
     try:
         with engine.connect() as conn:
@@ -217,7 +225,7 @@ def test_embedded_run_is_isolated_shared_and_stopped(
     if workers:
         assert set(by_worker) <= {"gw0", "gw1"}
     assert not EmbeddedServer("postgresql", cluster).running(), "stopped at the end"
-    assert json.loads((cluster / "leases.json").read_text()) == {}
+    assert json.loads((cluster / "leases.json").read_text())["leases"] == {}
     kinds = sorted(
         comment.split(";")[1].strip()
         for comment in cluster_databases(cluster).values()
@@ -231,7 +239,9 @@ def test_embedded_run_is_isolated_shared_and_stopped(
     again.assert_outcomes(passed=7)  # the template and spares of the first run are used
 
 
-def test_embedded_concurrent_runs_share_one_server(pytester: pytest.Pytester, cluster: Path) -> None:
+def test_embedded_concurrent_runs_share_one_server(
+    pytester: pytest.Pytester, cluster: Path
+) -> None:
     """Two runs at once use one server; the one ending last stops it."""
     write(pytester.path, count=1, test_slow=SLOW)
     command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *embedded_args(cluster)]
@@ -245,8 +255,45 @@ def test_embedded_concurrent_runs_share_one_server(pytester: pytest.Pytester, cl
     started = {r["started"] for r in records}
     assert len(started) == 1, started
     assert not EmbeddedServer("postgresql", cluster).running()
-    leftover = [name for name, comment in cluster_databases(cluster).items() if "kind=clone" in comment]
+    databases = cluster_databases(cluster)
+    leftover = [name for name, comment in databases.items() if "kind=clone" in comment]
     assert leftover == []
+
+
+def test_embedded_idle_timeout_keeps_the_server_for_the_next_run(
+    pytester: pytest.Pytester, cluster: Path
+) -> None:
+    """With db_embedded_idle_timeout the server outlives the run: the next run within the
+    timeout uses it as it is (no new start); the watcher stops it once it has been idle that
+    long, and exits."""
+    write(pytester.path, count=1)
+    result, first = run(pytester, *embedded_args(cluster, idle=3))
+    result.assert_outcomes(passed=1)
+    server = EmbeddedServer("postgresql", cluster)
+    assert server.running(), "kept up for the next run"
+    result, second = run(pytester, *embedded_args(cluster, idle=3))
+    result.assert_outcomes(passed=1)
+    assert first[0]["started"] == second[0]["started"], "the same server, not a new start"
+    state = json.loads((cluster / "leases.json").read_text())
+    watcher = state["watcher"]
+    assert isinstance(watcher, int) and Path(f"/proc/{watcher}").exists()
+    deadline = time.monotonic() + 30
+    while server.running() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not server.running(), "stopped after 3 s without a run"
+    while Path(f"/proc/{watcher}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not Path(f"/proc/{watcher}").exists(), "the watcher exited"
+    assert json.loads((cluster / "leases.json").read_text())["watcher"] is None
+
+
+def test_embedded_bad_idle_timeout(pytester: pytest.Pytester, cluster: Path) -> None:
+    write(pytester.path, count=1)
+    result, _ = run(pytester, "--db-embedded", "postgresql", "-o", "db_embedded_idle_timeout=x")
+    assert result.ret == USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["ERROR: db_embedded_idle_timeout: 'x' is not a number of seconds >= 0 (0 stops*"]
+    )
 
 
 # -- killed runs and servers ---------------------------------------------------------------------
@@ -266,13 +313,13 @@ def test_embedded_killed_run_and_killed_server(pytester: pytest.Pytester, cluste
     assert killed.ret == -signal.SIGKILL or killed.ret != 0
     server = EmbeddedServer("postgresql", cluster)
     assert server.running(), "the killed run's server is still up"
-    assert len(json.loads((cluster / "leases.json").read_text())) == 1
+    assert len(json.loads((cluster / "leases.json").read_text())["leases"]) == 1
 
     (pytester.path / "test_zkill.py").unlink()
     result, records = run(pytester, *embedded_args(cluster))
     result.assert_outcomes(passed=1)
     assert not server.running(), "the next run stopped it"
-    assert json.loads((cluster / "leases.json").read_text()) == {}
+    assert json.loads((cluster / "leases.json").read_text())["leases"] == {}
 
     # A server killed with SIGKILL leaves its postmaster.pid behind.
     result, _ = run(pytester, *embedded_args(cluster), "--db-reuse")
@@ -343,7 +390,8 @@ def test_embedded_default_location_is_the_user_cache(
     expected = cluster.parent / "cache" / "pytest-ctxdb" / "postgresql-18"
     write(pytester.path, count=1)
     try:
-        result, _ = run(pytester, "--db-embedded", "postgresql")
+        args = ("--db-embedded", "postgresql", "-o", "db_embedded_idle_timeout=0")
+        result, _ = run(pytester, *args)
         result.assert_outcomes(passed=1)
         result.stdout.fnmatch_lines([f"*(embedded PostgreSQL 18.* at {expected} (*"])
         assert (expected / "data" / "PG_VERSION").exists()
@@ -360,6 +408,7 @@ def test_embedded_ini_key_and_plain_run_starts_nothing(
         pytester.path,
         "db_embedded = postgresql",
         f"db_embedded_dir = {cluster}",
+        "db_embedded_idle_timeout = 0",
         count=0,
         test_mixed=PLAIN,
     )
@@ -416,7 +465,8 @@ def test_embedded_unwritable_cluster_directory(pytester: pytest.Pytester, cluste
     blocker = cluster.parent / "a-file"
     blocker.write_text("")
     write(pytester.path, count=1)
-    result, _ = run(pytester, "--db-embedded", "postgresql", "-o", f"db_embedded_dir={blocker}/pg")
+    args = ("--db-embedded", "postgresql", "-o", f"db_embedded_dir={blocker}/pg")
+    result, _ = run(pytester, *args)
     assert result.ret == USAGE_ERROR
     result.stderr.fnmatch_lines(
         [

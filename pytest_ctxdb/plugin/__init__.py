@@ -258,8 +258,8 @@ def _embedded(
 
     A URL for the default alias wins (nothing embedded is looked for then).
 
-    :raises pytest.UsageError: an unknown kind, ``--db-container`` given too, or the
-        ``embedded`` extra is not installed.
+    :raises pytest.UsageError: an unknown kind, ``--db-container`` given too, a bad
+        ``db_embedded_idle_timeout``, or the ``embedded`` extra is not installed.
     """
     kind = config.option.db_embedded or config.getini("db_embedded") or None
     if kind is None:
@@ -274,9 +274,22 @@ def _embedded(
     if not default.embedded:
         return None, settings
     directory = str(config.getini("db_embedded_dir")).strip()
+    idle = str(config.getini("db_embedded_idle_timeout")).strip()
+    try:
+        idle_timeout = float(idle)
+    except ValueError:
+        idle_timeout = -1.0
+    if not idle_timeout >= 0:  # also NaN
+        raise pytest.UsageError(
+            f"db_embedded_idle_timeout: {idle!r} is not a number of seconds >= 0 "
+            "(0 stops the server at the end of the last run)"
+        )
     try:
         server = EmbeddedServer(
-            kind, config.rootpath / directory if directory else None, setting=name
+            kind,
+            config.rootpath / directory if directory else None,
+            setting=name,
+            idle_timeout=idle_timeout,
         )
     except CtxdbError as exc:
         raise pytest.UsageError(str(exc)) from None
@@ -468,8 +481,9 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 def _release_embedded(
     state: RunState, server: EmbeddedServer, report: Callable[[str], Any]
 ) -> None:
-    """Every process releases its lease on the embedded server (the last one stops it); with
-    ``--db-reuse`` the server keeps running and the kept databases' ``psql`` is shown."""
+    """Every process releases its lease on the embedded server (after the last one it stops
+    when idle); with ``--db-reuse`` it keeps running and the kept databases' ``psql`` is
+    shown."""
     try:
         server.release(keep_running=state.reuse)
     except CtxdbError as exc:  # report, do not mask the run's outcome
@@ -480,8 +494,8 @@ def _release_embedded(
                 server.socket_directory
             ):
                 report(
-                    f"--db-reuse: {server.description} keeps running (stopped at the end of "
-                    f"the next run); connect with: {server.psql_command(database.name)}"
+                    f"--db-reuse: {server.description} keeps running (until the next run "
+                    f"ends); connect with: {server.psql_command(database.name)}"
                 )
 
 

