@@ -475,3 +475,17 @@ def test_embedded_unwritable_cluster_directory(pytester: pytest.Pytester, cluste
             "db_embedded_dir (or give --db-url)."
         ]
     )
+
+
+def test_embedded_options_in_help(pytester: pytest.Pytester) -> None:
+    """``pytest --help`` documents the option and its ini keys."""
+    result = pytester.runpytest_subprocess("--help")
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(
+        [
+            "  --db-embedded=KIND*postgresql: run the default alias*",
+            "  db_embedded (string):*",
+            "  db_embedded_dir (string):*",
+            "  db_embedded_idle_timeout (string):*",
+        ]
+    )

@@ -447,7 +447,8 @@ class EmbeddedServer:
         if pid > 0 and _alive(pid):
             command = _command_line(pid)
             if command and Path(command[0]).name.startswith("postgres"):
-                if str(self.data) in command:
+                # a postgres binary; on Linux (full command line) also this cluster's
+                if len(command) == 1 or str(self.data) in command:
                     return pid, status
             elif not command and sys.platform != "linux":
                 return pid, status  # cannot tell: trust it (PostgreSQL checks it too)

@@ -43,19 +43,20 @@ def alive(pid: int) -> bool:
 
 
 def command_line(pid: int) -> list[str]:
-    """The command line of process ``pid`` (``[]`` if it is gone or cannot be read)."""
+    """The command line of process ``pid`` (``[]`` if it is gone or cannot be read); where
+    there is no ``/proc`` (macOS), only its executable (``ps -o comm=``)."""
     with contextlib.suppress(OSError):
         raw = Path(f"/proc/{pid}/cmdline").read_bytes()
         return [os.fsdecode(part) for part in raw.split(b"\0") if part]
     if sys.platform == "linux":
         return []
-    try:  # macOS and other systems without /proc
+    try:
         output = subprocess.run(
-            ["ps", "-o", "command=", "-p", str(pid)], capture_output=True, text=True, timeout=10
-        ).stdout
+            ["ps", "-o", "comm=", "-p", str(pid)], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return []
-    return output.split()
+    return [output] if output else []
 
 
 def read_state(path: Path) -> dict[str, Any]:
