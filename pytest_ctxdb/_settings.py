@@ -51,7 +51,8 @@ class Source:
     """Where a setting came from, for the report header and error messages.
 
     :ivar name: the option or variable as the user wrote it, e.g. ``"--db-url"``, ``"db_url"``.
-    :ivar kind: one of ``"cli"``, ``"env"``, ``"ini"``, ``"container"``, ``"default"``, or
+    :ivar kind: one of ``"cli"``, ``"env"``, ``"ini"``, ``"container"``, ``"embedded"``
+        (``name`` then says which server and which setting asked for it), ``"default"``, or
         ``"derived"`` for an alias without a URL of its own (``name`` then says what named
         the alias, e.g. ``"db_metadata"`` or ``"@pytest.mark.db in test_x.py::test_y"``).
     """
@@ -65,6 +66,7 @@ class Source:
             "env": f"from env {self.name}",
             "ini": f"from ini {self.name}",
             "container": f"a testcontainers server, {self.name}, started on first use",
+            "embedded": f"{self.name}, started on first use",
             "derived": f"alias named by {self.name}",
         }.get(self.kind, "default")
 

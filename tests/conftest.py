@@ -5,7 +5,8 @@ runs it with ``--db-url`` pointing at a real server (or none, for embedded SQLit
 outcome is checked; then a *separate* connection checks that nothing was left behind.
 
 Servers come from the environment, defaulting to this machine's services:
-``CTXDB_TEST_POSTGRESQL_URL`` and ``CTXDB_TEST_MARIADB_URL``. A backend whose server is not
+``CTXDB_TEST_POSTGRESQL_URL`` (``embedded``: the embedded PostgreSQL server of
+``--db-embedded``) and ``CTXDB_TEST_MARIADB_URL``. A backend whose server is not
 reachable is skipped with the reason; under ``CI=true`` that is a failure instead.
 """
 
@@ -36,12 +37,32 @@ from sqlalchemy.pool import NullPool
 
 pytest_plugins = ["pytester"]
 
+
+
+def embedded_server_url() -> str:
+    """``CTXDB_TEST_POSTGRESQL_URL=embedded``: the PostgreSQL tests run on the embedded server
+    (``--db-embedded postgresql``'s, in ``CTXDB_TEST_EMBEDDED_DIR`` or the user's cache
+    directory), started now; this process holds a lease on it until it exits."""
+    import atexit
+    from pathlib import Path
+
+    from pytest_ctxdb.provision import EmbeddedServer
+
+    directory = os.environ.get("CTXDB_TEST_EMBEDDED_DIR")
+    server = EmbeddedServer("postgresql", Path(directory) if directory else None)
+    url = server.url()
+    atexit.register(server.release)
+    return url.render_as_string(hide_password=False)
+
+
 SERVER_URLS = {
     "postgresql": os.environ.get(
         "CTXDB_TEST_POSTGRESQL_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
     ),
     "mariadb": os.environ.get("CTXDB_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test"),
 }
+if SERVER_URLS["postgresql"] == "embedded":
+    SERVER_URLS["postgresql"] = embedded_server_url()
 
 
 @dataclass(frozen=True)

@@ -70,6 +70,7 @@ OPTIONS = {
     "--db-reuse",
     "--db-container",
     "--db-container-image",
+    "--db-embedded",
 }
 INI_KEYS = {
     "db_url",
@@ -84,6 +85,9 @@ INI_KEYS = {
     "db_container",
     "db_container_image",
     "db_container_missing",
+    "db_embedded",
+    "db_embedded_dir",
+    "db_embedded_idle_timeout",
     "db_sessionmakers",
     "db_engines",
     "db_flask_sqlalchemy",

@@ -283,6 +283,11 @@ def base() -> Iterator[str]:
             drop_databases(url, [name for name in databases(url) if name.startswith(prefixes)])
 
 
+def server_host(url: URL) -> str:
+    """How errors name the server of ``url``: its host, or its socket folder (``?host=``)."""
+    return url.host or str(url.query["host"])
+
+
 def admin_engine(url: URL) -> Engine:
     return create_engine(url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
 
@@ -1238,8 +1243,8 @@ def test_unmarked_database_named_like_the_template_is_refused_and_kept(
             [
                 (
                     f"ERROR: pytest-ctxdb: alias 'default': database '{template}' exists on "
-                    "127.0.0.1 and was not created by pytest-ctxdb; it is never dropped or "
-                    "reused. Drop it yourself or choose another base name with "
+                    f"{server_host(server.url)} and was not created by pytest-ctxdb; it is never "
+                    "dropped or reused. Drop it yourself or choose another base name with "
                     "--db-test-name default=NAME."
                 )
             ]

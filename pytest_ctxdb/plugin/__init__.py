@@ -11,6 +11,7 @@ import dataclasses
 import inspect
 import sys
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from .._settings import DEFAULT_ALIAS, Source, mask_url
 from ..context import _seam
 from ..provision import (
     ContainerServer,
+    EmbeddedServer,
     default_template_directory,
     make_sqlite_directory,
     project_key,
@@ -151,6 +153,7 @@ def pytest_configure(config: pytest.Config) -> None:
     workers = int((workerinput or {}).get("workercount", 1))
     spares = _spare_clones(config, workers)
     container, settings = _container(config, settings, run_id)
+    embedded, settings = _embedded(config, settings, container)
     hook_sources = tuple(
         impl.function
         for impl in config.pluginmanager.hook.pytest_ctxdb_setup_schema.get_hookimpls()
@@ -179,7 +182,7 @@ def pytest_configure(config: pytest.Config) -> None:
             workers=workers,
             schema_lines=read_schema_lines(config),
             hook_sources=hook_sources,
-            container=container,
+            container=container or embedded,
             skip_without_container=config.getini("db_container_missing") == "skip",
         )
     except CtxdbError as exc:
@@ -191,11 +194,12 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def _url_databases(state: RunState) -> list[tuple[str, str, str, str]]:
     """The databases the URL settings name (the app's own), for
-    :func:`pytest_ctxdb.context._seam.protect_databases`; a container's are throwaway."""
+    :func:`pytest_ctxdb.context._seam.protect_databases`; a container's are throwaway, and
+    the embedded server's belong to the plugin."""
     found = []
     for settings in state.settings.values():
         url = settings.url
-        if url is None or not url.database or settings.source.kind == "container":
+        if url is None or not url.database or settings.source.kind in ("container", "embedded"):
             continue
         found.append((url.get_backend_name(), url.database, mask_url(url), settings.source.name))
     return found
@@ -249,6 +253,57 @@ def _container(
         default,
         url=server.placeholder_url,
         source=Source(f"{name} {kind} ({server.image})", "container"),
+    )
+    return server, settings
+
+
+def _embedded(
+    config: pytest.Config, settings: dict[str, Any], container: ContainerServer | None
+) -> tuple[EmbeddedServer | None, dict[str, Any]]:
+    """The ``--db-embedded`` server, and the settings with the default alias pointing at it.
+
+    A URL for the default alias wins (nothing embedded is looked for then).
+
+    :raises pytest.UsageError: an unknown kind, ``--db-container`` given too, a bad
+        ``db_embedded_idle_timeout``, or the ``embedded`` extra is not installed.
+    """
+    kind = config.option.db_embedded or config.getini("db_embedded") or None
+    if kind is None:
+        return None, settings
+    name = "--db-embedded" if config.option.db_embedded else "db_embedded"
+    if container is not None:
+        raise pytest.UsageError(
+            f"{name} {kind} and --db-container / db_container both ask for the default "
+            "alias's server; give one of them."
+        )
+    default = settings[DEFAULT_ALIAS]
+    if not default.embedded:
+        return None, settings
+    directory = str(config.getini("db_embedded_dir")).strip()
+    idle = str(config.getini("db_embedded_idle_timeout")).strip()
+    try:
+        idle_timeout = float(idle)
+    except ValueError:
+        idle_timeout = -1.0
+    if not idle_timeout >= 0:  # also NaN
+        raise pytest.UsageError(
+            f"db_embedded_idle_timeout: {idle!r} is not a number of seconds >= 0 "
+            "(0 stops the server at the end of the last run)"
+        )
+    try:
+        server = EmbeddedServer(
+            kind,
+            config.rootpath / directory if directory else None,
+            setting=name,
+            idle_timeout=idle_timeout,
+        )
+    except CtxdbError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    settings = dict(settings)
+    settings[DEFAULT_ALIAS] = dataclasses.replace(
+        default,
+        url=server.placeholder_url,
+        source=Source(f"{server.description} ({name} {kind})", "embedded"),
     )
     return server, settings
 
@@ -456,11 +511,34 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
             reporter.write_line(f"pytest-ctxdb: {message}", red=True)
 
     state.close(report)
-    if state.container is not None and getattr(session.config, "workerinput", None) is None:
+    if isinstance(state.container, EmbeddedServer):
+        _release_embedded(state, state.container, report)
+    elif state.container is not None and getattr(session.config, "workerinput", None) is None:
         try:
             state.container.stop()  # the run's owner stops it, after every worker is done
         except Exception as exc:  # noqa: BLE001 - report, do not mask the run's outcome
             report(f"stopping the container failed: {exc}")
+
+
+def _release_embedded(
+    state: RunState, server: EmbeddedServer, report: Callable[[str], Any]
+) -> None:
+    """Every process releases its lease on the embedded server (after the last one it stops
+    when idle); with ``--db-reuse`` it keeps running and the kept databases' ``psql`` is
+    shown."""
+    try:
+        server.release(keep_running=state.reuse)
+    except CtxdbError as exc:  # report, do not mask the run's outcome
+        report(str(exc))
+    if state.reuse:
+        for database in state.databases.values():
+            if database.created and database.url.query.get("host") == str(
+                server.socket_directory
+            ):
+                report(
+                    f"--db-reuse: {server.description} keeps running (until the next run "
+                    f"ends); connect with: {server.psql_command(database.name)}"
+                )
 
 
 class _XdistHooks:

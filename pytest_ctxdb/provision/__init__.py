@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ._containers import CONTAINER_KINDS, ContainerServer
+from ._embedded import EMBEDDED_KINDS, EmbeddedServer
 from ._database import (
     SchemaHook,
     TestDatabase,
@@ -16,6 +17,8 @@ from ._schema import SchemaBuilder, create_schema, load_metadata
 __all__ = (
     "CONTAINER_KINDS",
     "ContainerServer",
+    "EMBEDDED_KINDS",
+    "EmbeddedServer",
     "SchemaBuilder",
     "SchemaHook",
     "TestDatabase",

@@ -69,6 +69,13 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _host(url: URL) -> str:
+    """The server ``url`` names: its host, else its Unix socket folder (``?host=/path``, as
+    the embedded server's URL has it), else ``localhost``."""
+    query_host = url.query.get("host")
+    return url.host or (str(query_host) if isinstance(query_host, str) else "") or "localhost"
+
+
 def _lock_key(url: URL, base: str) -> str:
     where = f"{url.get_backend_name()}://{url.host}:{url.port}/{base}"
     return hashlib.sha256(where.encode()).hexdigest()[:16]
@@ -347,7 +354,7 @@ class TestDatabase:
     def _server_error(self, exc: BaseException, url: URL) -> ProvisioningError:
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
         text = hide_password(reason[0] if reason else type(exc).__name__, url)
-        host = url.host or "localhost"
+        host = _host(url)
         port = url.port or {"postgresql": 5432, "mysql": 3306, "mariadb": 3306}.get(
             url.get_backend_name()
         )
@@ -494,7 +501,7 @@ class TestDatabase:
             fields = backend.parse_mark(comment)
         if comment is not None and fields is None:
             raise ProvisioningError(
-                f"alias {self.alias!r}: database {template!r} exists on {self.server_url.host} "
+                f"alias {self.alias!r}: database {template!r} exists on {_host(self.server_url)} "
                 "and was not created by pytest-ctxdb; it is never dropped or reused. Drop it "
                 f"yourself or choose another base name with --db-test-name {self.alias}=NAME."
             )
@@ -727,7 +734,7 @@ class TestDatabase:
             if backend.parse_mark(comment) is None:
                 raise ProvisioningError(
                     f"alias {self.alias!r}: database {name!r} already exists on "
-                    f"{self.server_url.host} and was not created by pytest-ctxdb, so it is not "
+                    f"{_host(self.server_url)} and was not created by pytest-ctxdb, so it is not "
                     "dropped or reused. Drop it yourself, or pick another name with "
                     f"--db-test-name {self.alias}=NAME."
                 )
