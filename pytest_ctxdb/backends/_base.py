@@ -219,6 +219,36 @@ class Backend:
         """
         raise NotImplementedError
 
+    # -- reusing a run's database (see ``TestDatabase.drop``) ----------------------------------
+
+    def sequence_state(self, connection: Connection) -> str | None:
+        """The state of the sequences of the database ``connection`` is on, as text kept in the
+        template's mark (only sequences whose state is not that of a new sequence); ``None``
+        where a run's database is never reused (then no state is needed)."""
+        return None
+
+    def restore_sequences(self, connection: Connection, state: str) -> None:
+        """Put every sequence of the database ``connection`` is on back to ``state`` (a
+        :meth:`sequence_state` text; the others to their start), inside the caller's
+        transaction: sequence changes are not transactional, so they stay when it rolls back."""
+        raise NotImplementedError
+
+    def write_witness(self, admin: Connection, name: str) -> str | None:
+        """A value that changes whenever a transaction that may have written to database
+        ``name`` commits (PostgreSQL: its committed transactions less its sessions, each of
+        which commits once when it starts). Read when nobody is connected, it tells whether
+        anything was committed there since an earlier reading. ``None`` when the server
+        cannot tell (then a run's database is never reused)."""
+        return None
+
+    def recycle(self, admin: Connection, name: str, spare: str, comment: str) -> None:
+        """Make the run's database ``name``, found unchanged, the spare clone ``spare`` of its
+        template, marked with ``comment`` (``kind=spare``).
+
+        :raises sqlalchemy.exc.DBAPIError: it is in use or gone; it is left as it was.
+        """
+        raise NotImplementedError
+
     def abort_on_disconnect(self, admin: Connection) -> None:
         """Make the server abort ``admin``'s running statement if the client goes away
         (so that a killed run leaves no half-made database); a no-op where unsupported."""

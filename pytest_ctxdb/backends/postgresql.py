@@ -8,6 +8,7 @@ database named in the URL (only its catalog is read) and marked with
 from __future__ import annotations
 
 import time
+import urllib.parse
 from typing import TYPE_CHECKING
 
 from sqlalchemy import text
@@ -26,6 +27,42 @@ __all__ = ("PostgreSQLBackend",)
 
 def _quote(admin: Connection, name: str) -> str:
     return admin.dialect.identifier_preparer.quote_identifier(name)
+
+
+#: every sequence of the database (temporary ones left out) with its start and its state,
+#: read in one round trip: ``last_value`` and ``is_called`` only exist in the sequence itself.
+_SEQUENCES = (
+    "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname), s.seqstart, "
+    "(xpath('/row/last_value/text()', x))[1]::text, (xpath('/row/is_called/text()', x))[1]::text "
+    "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "JOIN pg_sequence s ON s.seqrelid = c.oid, "
+    "LATERAL query_to_xml('SELECT last_value, is_called FROM ' || c.oid::regclass::text, "
+    "false, true, '') AS x "
+    "WHERE c.relkind = 'S' AND c.relpersistence <> 't' ORDER BY 1"
+)
+
+#: every sequence back to the state a template's mark gives (``setval`` is not transactional).
+_RESTORE_SEQUENCES = (
+    "SELECT count(setval(c.oid, coalesce(t.last, s.seqstart), coalesce(t.called, false))) "
+    "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "JOIN pg_sequence s ON s.seqrelid = c.oid "
+    "LEFT JOIN unnest(CAST(:names AS text[]), CAST(:lasts AS bigint[]), "
+    "CAST(:called AS boolean[])) AS t(name, last, called) "
+    "ON t.name = quote_ident(n.nspname) || '.' || quote_ident(c.relname) "
+    "WHERE c.relkind = 'S' AND c.relpersistence <> 't'"
+)
+
+
+def _decode_sequences(state: str) -> tuple[list[str], list[int], list[bool]]:
+    names: list[str] = []
+    lasts: list[int] = []
+    called: list[bool] = []
+    for item in filter(None, state.split(",")):
+        name, last, is_called = item.split(":")
+        names.append(urllib.parse.unquote(name))
+        lasts.append(int(last))
+        called.append(is_called == "1")
+    return names, lasts, called
 
 
 class PostgreSQLBackend(Backend):
@@ -114,6 +151,51 @@ class PostgreSQLBackend(Backend):
         )
         self.set_comment(admin, name, comment)
         return name
+
+    def sequence_state(self, connection: Connection) -> str | None:
+        # "name:last_value:is_called" of each sequence not in its start state (seed data, a
+        # RESTART WITH), names quoted so that the text has no ";", "," or ":" of its own.
+        items = []
+        for name, start, last, called in connection.exec_driver_sql(_SEQUENCES):
+            if last is None or called is None:
+                return None  # unreadable (permissions): never reuse
+            if called == "true" or int(last) != int(start):
+                quoted = urllib.parse.quote(str(name), safe="")
+                items.append(f"{quoted}:{int(last)}:{1 if called == 'true' else 0}")
+        return ",".join(items)
+
+    def restore_sequences(self, connection: Connection, state: str) -> None:
+        names, lasts, called = _decode_sequences(state)
+        connection.execute(
+            text(_RESTORE_SEQUENCES), {"names": names, "lasts": lasts, "called": called}
+        )
+
+    def write_witness(self, admin: Connection, name: str) -> str | None:
+        # Every session commits once as it starts (reading the catalogs); a test's rolled
+        # back work commits nothing, so xact_commit - sessions moves only when something
+        # else commits there. pg_stat_database.sessions exists from PostgreSQL 14 on; with
+        # track_counts off the counters stand still and prove nothing.
+        if (admin.dialect.server_version_info or (0,)) < (14,):
+            return None
+        row = admin.execute(
+            text(
+                "SELECT current_setting('track_counts'), "
+                "(SELECT xact_commit - sessions FROM pg_stat_database WHERE datname = :name), "
+                "(SELECT stats_reset FROM pg_stat_database WHERE datname = :name), "
+                "(SELECT count(*) FROM pg_prepared_xacts WHERE database = :name)"
+            ),
+            {"name": name},
+        ).one()
+        if row[0] != "on" or row[3]:
+            return None  # a prepared transaction may still commit
+        return f"{row[1] or 0}|{row[2]}"
+
+    def recycle(self, admin: Connection, name: str, spare: str, comment: str) -> None:
+        # Renamed first: until the comment says "spare", no run takes it.
+        admin.exec_driver_sql(
+            f"ALTER DATABASE {_quote(admin, name)} RENAME TO {_quote(admin, spare)}"
+        )
+        self.set_comment(admin, spare, comment)
 
     def abort_on_disconnect(self, admin: Connection) -> None:
         # PostgreSQL >= 14 checks the client socket every interval during long statements

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from filelock import FileLock
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, event
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
@@ -57,6 +57,8 @@ TEMPLATE_MAX_AGE = 7 * 24 * 3600.0
 BUILD_WAIT = 600.0
 #: called with (connection, alias) inside the schema transaction, after ``create_all``.
 SchemaHook = Callable[[Connection, str], None]
+#: seconds the end of a run waits for its own connections to leave the database it may reuse.
+RECYCLE_WAIT = 1.0
 
 
 def _alive(pid: int) -> bool:
@@ -201,6 +203,16 @@ class TestDatabase:
         self._missing_spares = 0
         #: why making a spare clone failed (shown at the end of the run), or ``None``.
         self.spare_error: str | None = None
+        #: ``True`` once :meth:`drop` made the run's database a spare instead of dropping it.
+        self.recycled = False
+        #: the template's sequence state (its mark's ``seqs``), the server's write witness of
+        #: the run's database when it was taken, and ``False`` once the run's own engines
+        #: were used for more than the test connections (see :meth:`drop`).
+        self._template_sequences: str | None = None
+        self._witness: str | None = None
+        self._untouched = True
+        #: the write witness the taken spare's mark recorded when it was made.
+        self._spare_witness: str | None = None
 
     @property
     def names(self) -> BaseNames:
@@ -255,6 +267,7 @@ class TestDatabase:
         """Return a new sync ``Engine`` on the test database, with the backend's fixes."""
         engine = create_engine(self.driver_url(is_async=False), **kwargs)
         self.backend.prepare_engine(engine)
+        self._watch(engine)
         return engine
 
     def create_async_engine(self, **kwargs: Any) -> AsyncEngine:
@@ -263,7 +276,26 @@ class TestDatabase:
 
         engine = create_async_engine(self.driver_url(is_async=True), **kwargs)
         self.backend.prepare_engine(engine.sync_engine)
+        self._watch(engine.sync_engine)
         return engine
+
+    def _watch(self, engine: Engine) -> None:
+        """Note when ``engine`` hands out a second connection: each engine of the run keeps
+        one test connection, so a second one is a ``transaction=True`` test, a connection
+        taken from ``db_engine`` / ``async_db_engine``, or a test connection replaced after
+        it was invalidated (a refused COMMIT); the database is then not reused. A pool event,
+        dispatched at checkout only: no statement of a test pays for it."""
+        if self._witness is None and self.created:
+            return  # nothing to reuse (checked again at the end)
+        checkouts = 0
+
+        def checkout(*_: Any) -> None:
+            nonlocal checkouts
+            checkouts += 1
+            if checkouts > 1:
+                self._untouched = False
+
+        event.listen(engine, "checkout", checkout)
 
     def describe(self) -> str:
         """A one-line, password-free description for the pytest header."""
@@ -452,6 +484,13 @@ class TestDatabase:
                     if backend.is_owned(admin, self.name):
                         backend.drop_database(admin, self.name, force=True)
                 raise
+        # Reuse at the end needs the template's sequence state and a witness read now.
+        self._template_sequences = (backend.parse_mark(owned.get(template)) or {}).get("seqs")
+        if self._template_sequences is not None and spares > 0 and backend.keeps_spares:
+            witness = backend.write_witness(admin, self.name)
+            # A spare is the template only if nothing was committed in it since it was made.
+            if not self.took_spare or witness == self._spare_witness:
+                self._witness = witness
         # On this connection rather than one more (a MariaDB connection costs ~50 ms with
         # PyMySQL >= 1.2, which loads the system's CA certificates for each).
         self.nontransactional = backend.non_transactional_tables(admin, self.name)
@@ -463,6 +502,19 @@ class TestDatabase:
 
     def _clone_mark(self) -> str:
         return self.backend.mark(kind="clone", run=self.run_token, created=int(time.time()))
+
+    def _spare_mark(self, admin: Connection, name: str) -> str:
+        """The mark of a finished spare clone ``name`` of the template, with the server's
+        write witness of it (a run that takes it reuses it only if the witness is unchanged)."""
+        fields: dict[str, object] = {
+            "kind": "spare",
+            "template": self.template,
+            "created": int(time.time()),
+        }
+        witness = self.backend.write_witness(admin, name)
+        if witness is not None:
+            fields["witness"] = witness
+        return self.backend.mark(**fields)
 
     def _this_run(self, fields: dict[str, str]) -> bool:
         """``True`` if a mark's fields name this run (its xdist workers share the run id)."""
@@ -502,6 +554,7 @@ class TestDatabase:
             # --db-create rebuilds once per run: the run's other xdist workers take that build.
             if not rebuild or self._this_run(fields):
                 self.template_built = False
+                owned[template] = comment  # type: ignore[assignment]  # (not None here)
                 return False
         if comment is not None:
             backend.drop_database(admin, template, force=True)
@@ -513,20 +566,28 @@ class TestDatabase:
             ),
         )
         template_url = self.backend.test_url(self.server_url, template)
-        if not schema.empty:
-            try:
-                self._run(template_url, lambda c: schema.build(c, template_url), autocommit=False)
-            except BaseException:
-                with contextlib.suppress(DBAPIError):  # this run's half-built template
-                    backend.drop_database(admin, template, force=True)
-                raise
-        ready = backend.mark(
-            kind="template",
-            fingerprint=fingerprint,
-            ready=1,
-            created=int(time.time()),
-            run=self.run_token,
-        )
+
+        def build(connection: Connection) -> str | None:
+            if not schema.empty:
+                schema.build(connection, template_url)
+            return backend.sequence_state(connection)
+
+        try:
+            sequences = self._run(template_url, build, autocommit=False)
+        except BaseException:
+            with contextlib.suppress(DBAPIError):  # this run's half-built template
+                backend.drop_database(admin, template, force=True)
+            raise
+        fields: dict[str, object] = {
+            "kind": "template",
+            "fingerprint": fingerprint,
+            "ready": 1,
+            "created": int(time.time()),
+            "run": self.run_token,
+        }
+        if sequences is not None:  # what a reused run database is put back to
+            fields["seqs"] = sequences
+        ready = backend.mark(**fields)
         backend.set_comment(admin, template, ready)
         owned[template] = ready
         self.template_built = True
@@ -562,6 +623,7 @@ class TestDatabase:
                 continue
             if taken is not None:
                 self.name, self.url = taken, self.backend.test_url(self.server_url, taken)
+                self._spare_witness = (self.backend.parse_mark(comment) or {}).get("witness")
                 return True
         return False
 
@@ -590,8 +652,7 @@ class TestDatabase:
                 # Marked a spare only once complete (MariaDB copies table by table): one
                 # left half-made by a killed run is a stale clone to the sweep.
                 backend.clone_database(admin, template, name, self._clone_mark())
-                mark = backend.mark(kind="spare", template=template, created=int(time.time()))
-                backend.set_comment(admin, name, mark)
+                backend.set_comment(admin, name, self._spare_mark(admin, name))
 
         try:
             self._run(self.server_url, make, autocommit=True)
@@ -740,12 +801,61 @@ class TestDatabase:
                     "Wait for it, or pick another name with --db-test-name."
                 ) from None
 
+    def _recycle(self) -> bool:
+        """Make the run's database a spare clone of its template, if it provably is one again;
+        ``True`` if it was made one (``False``: it is as it was, to be dropped).
+
+        The proof: the run's engines handed out no connection but the test connections (see
+        :meth:`_watch`), so every test was a rollback-mode test whose outer transaction was
+        rolled back; the server's write witness (``Backend.write_witness``: on PostgreSQL
+        the database's committed transactions less its sessions) is what it was when the
+        run took the database, read once nobody is connected, so nothing committed there,
+        through the plugin or around it (another engine, another process); and the
+        sequences, which a rolled back ``nextval`` moves, are put back to the template's
+        state recorded in its mark. Anything else (a failure included) drops it as before.
+        """
+        sequences, witness = self._template_sequences, self._witness
+        if sequences is None or witness is None or not self._untouched:
+            return False
+        backend, name = self.backend, self.name
+
+        def restore(connection: Connection) -> None:
+            backend.restore_sequences(connection, sequences)
+            connection.rollback()  # commits nothing: setval() is not transactional
+
+        def recycle(admin: Connection) -> bool:
+            deadline = time.monotonic() + RECYCLE_WAIT
+            while backend.in_use(admin, name):  # our sessions leaving (stats flushed first)
+                if time.monotonic() > deadline:
+                    return False
+                time.sleep(0.002)
+            if backend.write_witness(admin, name) != witness:
+                return False
+            backend.recycle(admin, name, self.names.new_spare(), self._spare_mark(admin, name))
+            return True
+
+        try:
+            self._run(self.url, restore, autocommit=False)
+            return self._run(self.server_url, recycle, autocommit=True)
+        except ProvisioningError:
+            return False
+        finally:
+            self._witness = None
+
     def drop(self) -> None:
         """Drop the test database if this run created it; dispose engines on it first.
+
+        On PostgreSQL >= 14 the database is instead kept as the spare clone the next run
+        takes, when it is provably the template again (see :meth:`_recycle`) and a spare is
+        missing: no copy of the template at the end of the run, nor a drop.
 
         :raises ProvisioningError: the drop failed (the database is then left behind).
         """
         if not self.created:
+            return
+        if self._needs_server and self._missing_spares > 0 and self._recycle():
+            self._missing_spares -= 1
+            self.created, self.recycled = False, True
             return
         if self._needs_server:
 
