@@ -6,22 +6,16 @@ from __future__ import annotations
 
 import json
 import shutil
+import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from conftest import Backend
 from sqlalchemy import create_engine
 from sqlalchemy.engine import URL
 from sqlalchemy.pool import NullPool
-
-from conftest import Backend
-from test_templates import (  # noqa: F401  (base, template_dir: fixtures used here)
-    base,
-    databases,
-    spares,
-    template_dir,
-    wait_unused,
-    write_suite,
-)
+from test_templates import databases, drop_databases, spares, wait_unused, write_suite
 
 #: records the database's oid, the id a new item gets, and the items it finds.
 OBSERVE = """
@@ -88,10 +82,33 @@ def pytest_ctxdb_setup_schema(connection, alias):
 """
 
 
+@pytest.fixture(autouse=True)
+def private_tmpdir(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Inner runs get a private TMPDIR (their locks); no URL or xdist variable leaks in."""
+    for name in (
+        "PYTEST_CTXDB_URL",
+        "PYTEST_XDIST_WORKER",
+        "PYTEST_XDIST_WORKER_COUNT",
+        "PYTEST_XDIST_TESTRUNUID",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("TMPDIR", str(tmp_path_factory.mktemp("inner-tmp")))
+
+
 @pytest.fixture
 def postgresql_url(postgresql: Backend) -> URL:
     assert postgresql.url is not None
     return postgresql.url
+
+
+@pytest.fixture
+def base(postgresql_url: URL) -> Iterator[str]:
+    """A unique ``test_ctxdb_*`` base name; its databases are dropped afterwards."""
+    name = f"test_ctxdb_{uuid.uuid4().hex[:10]}"
+    yield name
+    drop_databases(postgresql_url, [n for n in databases(postgresql_url) if n.startswith(name)])
 
 
 def run(pytester: pytest.Pytester, postgresql: Backend, base: str, *files: str) -> dict[str, Any]:

@@ -213,6 +213,8 @@ class TestDatabase:
         self._untouched = True
         #: the write witness the taken spare's mark recorded when it was made.
         self._spare_witness: str | None = None
+        #: ``True`` once :meth:`before_dispose` put the sequences back.
+        self._restored = False
 
     @property
     def names(self) -> BaseNames:
@@ -554,7 +556,8 @@ class TestDatabase:
             # --db-create rebuilds once per run: the run's other xdist workers take that build.
             if not rebuild or self._this_run(fields):
                 self.template_built = False
-                owned[template] = comment  # type: ignore[assignment]  # (not None here)
+                if comment is not None:  # (a mark was parsed from it)
+                    owned[template] = comment
                 return False
         if comment is not None:
             backend.drop_database(admin, template, force=True)
@@ -578,7 +581,7 @@ class TestDatabase:
             with contextlib.suppress(DBAPIError):  # this run's half-built template
                 backend.drop_database(admin, template, force=True)
             raise
-        fields: dict[str, object] = {
+        mark: dict[str, object] = {
             "kind": "template",
             "fingerprint": fingerprint,
             "ready": 1,
@@ -586,8 +589,8 @@ class TestDatabase:
             "run": self.run_token,
         }
         if sequences is not None:  # what a reused run database is put back to
-            fields["seqs"] = sequences
-        ready = backend.mark(**fields)
+            mark["seqs"] = sequences
+        ready = backend.mark(**mark)
         backend.set_comment(admin, template, ready)
         owned[template] = ready
         self.template_built = True
@@ -814,14 +817,10 @@ class TestDatabase:
         sequences, which a rolled back ``nextval`` moves, are put back to the template's
         state recorded in its mark. Anything else (a failure included) drops it as before.
         """
-        sequences, witness = self._template_sequences, self._witness
-        if sequences is None or witness is None or not self._untouched:
+        witness = self._witness
+        if witness is None or not (self._restored or self._reusable()):
             return False
         backend, name = self.backend, self.name
-
-        def restore(connection: Connection) -> None:
-            backend.restore_sequences(connection, sequences)
-            connection.rollback()  # commits nothing: setval() is not transactional
 
         def recycle(admin: Connection) -> bool:
             deadline = time.monotonic() + RECYCLE_WAIT
@@ -835,12 +834,39 @@ class TestDatabase:
             return True
 
         try:
-            self._run(self.url, restore, autocommit=False)
+            if not self._restored:
+                self._run(self.url, self._restore_sequences, autocommit=False)
             return self._run(self.server_url, recycle, autocommit=True)
         except ProvisioningError:
             return False
         finally:
+            self._witness, self._restored = None, False
+
+    def _reusable(self) -> bool:
+        """``True`` while the run's database may still be reused (see :meth:`_recycle`)."""
+        return self._template_sequences is not None and self._witness is not None and (
+            self._untouched
+        )
+
+    def _restore_sequences(self, connection: Connection) -> None:
+        assert self._template_sequences is not None
+        self.backend.restore_sequences(connection, self._template_sequences)
+        connection.rollback()  # commits nothing: setval() is not transactional
+
+    def before_dispose(self, engine: Engine) -> None:
+        """Called with the run's engine from :meth:`create_engine` before it is disposed,
+        its test connection back in its pool: when the database may be reused, its
+        sequences are put back on that connection (one connection fewer at the end).
+        Errors leave it to :meth:`drop`, which then drops the database."""
+        if not self._reusable():
+            return
+        try:
+            with engine.connect() as connection:  # the pooled test connection
+                self._restore_sequences(connection)
+        except DBAPIError:
             self._witness = None
+            return
+        self._restored = True
 
     def drop(self) -> None:
         """Drop the test database if this run created it; dispose engines on it first.
