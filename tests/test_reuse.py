@@ -61,6 +61,16 @@ def test_writes(db_session):
         connection.execute(text("INSERT INTO item (name) VALUES ('left by own engine')"))
     engine.dispose()
 """,
+    "own_engine_ddl": """
+from sqlalchemy import create_engine, text
+
+
+def test_writes(db_session):
+    engine = create_engine(db_session.connection().engine.url)
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE left_behind (id integer)"))
+    engine.dispose()
+""",
     "transaction": """
 import pytest
 from sqlalchemy import text
@@ -169,8 +179,8 @@ def test_rollback_only_runs_reuse_their_database(
 def test_a_run_that_may_have_written_is_not_reused(
     pytester: pytest.Pytester, postgresql: Backend, postgresql_url: URL, base: str, writes: str
 ) -> None:
-    """A commit through ``db_engine``, through an engine the plugin does not know, or a
-    ``transaction=True`` test: the run's database is dropped and the next run gets a fresh
+    """A commit through ``db_engine``, through an engine the plugin does not know (rows or
+    DDL), or a ``transaction=True`` test: the run's database is dropped and the next run gets a fresh
     copy of the template, without the row and with the template's sequences."""
     write_suite(pytester.path, count=0)
     first = run(pytester, postgresql, base)  # fresh clone of a new template; recycled

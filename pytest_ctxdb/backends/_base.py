@@ -233,20 +233,19 @@ class Backend:
         transaction: sequence changes are not transactional, so they stay when it rolls back."""
         raise NotImplementedError
 
-    def write_witness(self, admin: Connection, name: str) -> str | None:
-        """A value that changes whenever a transaction that may have written to database
-        ``name`` commits (PostgreSQL: its committed transactions less its sessions, each of
-        which commits once when it starts). Read when nobody is connected, it tells whether
-        anything was committed there since an earlier reading. ``None`` when the server
-        cannot tell (then a run's database is never reused)."""
-        return None
+    def reuse_supported(self, admin: Connection) -> bool:
+        """``True`` if :meth:`untouched` can prove a run's database unchanged on this server."""
+        return False
 
-    def recycle(self, admin: Connection, name: str, spare: str, comment: str) -> None:
-        """Make the run's database ``name``, found unchanged, the spare clone ``spare`` of its
-        template, marked with ``comment`` (``kind=spare``).
+    def untouched(self, connection: Connection) -> bool:
+        """``True`` if no transaction that changed a row (of any table, the catalogs
+        included) was committed in the database ``connection`` is on since it was copied
+        from its template, and nobody else is connected to it. Called when every other
+        session has left it; a database it says ``False`` of is dropped."""
+        return False
 
-        :raises sqlalchemy.exc.DBAPIError: it is in use or gone; it is left as it was.
-        """
+    def rename_database(self, admin: Connection, name: str, new_name: str) -> None:
+        """Rename database ``name`` (nobody may be connected to it)."""
         raise NotImplementedError
 
     def abort_on_disconnect(self, admin: Connection) -> None:

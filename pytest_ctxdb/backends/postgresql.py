@@ -170,32 +170,34 @@ class PostgreSQLBackend(Backend):
             text(_RESTORE_SEQUENCES), {"names": names, "lasts": lasts, "called": called}
         )
 
-    def write_witness(self, admin: Connection, name: str) -> str | None:
-        # Every session commits once as it starts (reading the catalogs); a test's rolled
-        # back work commits nothing, so xact_commit - sessions moves only when something
-        # else commits there. pg_stat_database.sessions exists from PostgreSQL 14 on; with
-        # track_counts off the counters stand still and prove nothing.
-        if (admin.dialect.server_version_info or (0,)) < (14,):
-            return None
-        row = admin.execute(
-            text(
-                "SELECT current_setting('track_counts'), "
-                "(SELECT xact_commit - sessions FROM pg_stat_database WHERE datname = :name), "
-                "(SELECT stats_reset FROM pg_stat_database WHERE datname = :name), "
-                "(SELECT count(*) FROM pg_prepared_xacts WHERE database = :name)"
-            ),
-            {"name": name},
-        ).one()
-        if row[0] != "on" or row[3]:
-            return None  # a prepared transaction may still commit
-        return f"{row[1] or 0}|{row[2]}"
+    def reuse_supported(self, admin: Connection) -> bool:
+        # From 15 on, statistics live in shared memory and a session writes its counts before
+        # it leaves pg_stat_activity; before, they reached a collector process some time later.
+        return (admin.dialect.server_version_info or (0,)) >= (15,)
 
-    def recycle(self, admin: Connection, name: str, spare: str, comment: str) -> None:
-        # Renamed first: until the comment says "spare", no run takes it.
+    def untouched(self, connection: Connection) -> bool:
+        # n_mod_since_analyze counts the rows that committed transactions inserted, updated
+        # or deleted (a rolled back transaction adds nothing), per table, the catalogs
+        # included (DDL, COMMENT, GRANT change catalog rows), but not the catalogs shared by
+        # every database (pg_database, roles: the server's); only ANALYZE sets it back, and
+        # ANALYZE is counted. Autovacuum's visits change neither, nor a test's rolled back
+        # work; a pg_stat_reset*() would set stats_reset. With track_counts off nothing counts.
+        row = connection.exec_driver_sql(
+            "SELECT current_setting('track_counts'), "
+            "(SELECT coalesce(sum(n_mod_since_analyze + analyze_count + autoanalyze_count), 0) "
+            "FROM pg_stat_all_tables s JOIN pg_class c ON c.oid = s.relid "
+            "WHERE NOT c.relisshared), "
+            "(SELECT stats_reset FROM pg_stat_database WHERE datname = current_database()), "
+            "(SELECT count(*) FROM pg_prepared_xacts WHERE database = current_database()), "
+            "(SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid())"
+        ).one()
+        return row[0] == "on" and row[1] == 0 and row[2] is None and not row[3] and not row[4]
+
+    def rename_database(self, admin: Connection, name: str, new_name: str) -> None:
         admin.exec_driver_sql(
-            f"ALTER DATABASE {_quote(admin, name)} RENAME TO {_quote(admin, spare)}"
+            f"ALTER DATABASE {_quote(admin, name)} RENAME TO {_quote(admin, new_name)}"
         )
-        self.set_comment(admin, spare, comment)
 
     def abort_on_disconnect(self, admin: Connection) -> None:
         # PostgreSQL >= 14 checks the client socket every interval during long statements

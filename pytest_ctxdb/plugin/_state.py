@@ -394,8 +394,7 @@ class RunState:
             except Exception as exc:  # noqa: BLE001 - teardown must reach the drops
                 report(f"closing a connection failed: {exc}")
         self._connections.clear()
-        for alias, engine in self._engines.items():
-            self.databases[alias].before_dispose(engine)  # may put its sequences back
+        for engine in self._engines.values():
             engine.dispose()
         self._engines.clear()
         for database in self.databases.values():

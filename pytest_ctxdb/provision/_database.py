@@ -205,16 +205,11 @@ class TestDatabase:
         self.spare_error: str | None = None
         #: ``True`` once :meth:`drop` made the run's database a spare instead of dropping it.
         self.recycled = False
-        #: the template's sequence state (its mark's ``seqs``), the server's write witness of
-        #: the run's database when it was taken, and ``False`` once the run's own engines
-        #: were used for more than the test connections (see :meth:`drop`).
+        #: the template's sequence state (its mark's ``seqs``) when the run's database may
+        #: become a spare at the end (see :meth:`_recycle`), else ``None``; ``False`` once
+        #: the run's own engines were used for more than the test connections.
         self._template_sequences: str | None = None
-        self._witness: str | None = None
         self._untouched = True
-        #: the write witness the taken spare's mark recorded when it was made.
-        self._spare_witness: str | None = None
-        #: ``True`` once :meth:`before_dispose` put the sequences back.
-        self._restored = False
 
     @property
     def names(self) -> BaseNames:
@@ -287,8 +282,8 @@ class TestDatabase:
         taken from ``db_engine`` / ``async_db_engine``, or a test connection replaced after
         it was invalidated (a refused COMMIT); the database is then not reused. A pool event,
         dispatched at checkout only: no statement of a test pays for it."""
-        if self._witness is None and self.created:
-            return  # nothing to reuse (checked again at the end)
+        if self._template_sequences is None and self.created:
+            return  # nothing to reuse
         checkouts = 0
 
         def checkout(*_: Any) -> None:
@@ -486,13 +481,10 @@ class TestDatabase:
                     if backend.is_owned(admin, self.name):
                         backend.drop_database(admin, self.name, force=True)
                 raise
-        # Reuse at the end needs the template's sequence state and a witness read now.
-        self._template_sequences = (backend.parse_mark(owned.get(template)) or {}).get("seqs")
-        if self._template_sequences is not None and spares > 0 and backend.keeps_spares:
-            witness = backend.write_witness(admin, self.name)
-            # A spare is the template only if nothing was committed in it since it was made.
-            if not self.took_spare or witness == self._spare_witness:
-                self._witness = witness
+        # Reuse at the end needs the template's sequence state and a server that can tell.
+        sequences = (backend.parse_mark(owned.get(template)) or {}).get("seqs")
+        if sequences is not None and spares > 0 and backend.reuse_supported(admin):
+            self._template_sequences = sequences
         # On this connection rather than one more (a MariaDB connection costs ~50 ms with
         # PyMySQL >= 1.2, which loads the system's CA certificates for each).
         self.nontransactional = backend.non_transactional_tables(admin, self.name)
@@ -505,18 +497,9 @@ class TestDatabase:
     def _clone_mark(self) -> str:
         return self.backend.mark(kind="clone", run=self.run_token, created=int(time.time()))
 
-    def _spare_mark(self, admin: Connection, name: str) -> str:
-        """The mark of a finished spare clone ``name`` of the template, with the server's
-        write witness of it (a run that takes it reuses it only if the witness is unchanged)."""
-        fields: dict[str, object] = {
-            "kind": "spare",
-            "template": self.template,
-            "created": int(time.time()),
-        }
-        witness = self.backend.write_witness(admin, name)
-        if witness is not None:
-            fields["witness"] = witness
-        return self.backend.mark(**fields)
+    def _spare_mark(self) -> str:
+        """The mark of a finished spare clone of the template."""
+        return self.backend.mark(kind="spare", template=self.template, created=int(time.time()))
 
     def _this_run(self, fields: dict[str, str]) -> bool:
         """``True`` if a mark's fields name this run (its xdist workers share the run id)."""
@@ -626,7 +609,6 @@ class TestDatabase:
                 continue
             if taken is not None:
                 self.name, self.url = taken, self.backend.test_url(self.server_url, taken)
-                self._spare_witness = (self.backend.parse_mark(comment) or {}).get("witness")
                 return True
         return False
 
@@ -655,7 +637,7 @@ class TestDatabase:
                 # Marked a spare only once complete (MariaDB copies table by table): one
                 # left half-made by a killed run is a stale clone to the sweep.
                 backend.clone_database(admin, template, name, self._clone_mark())
-                backend.set_comment(admin, name, self._spare_mark(admin, name))
+                backend.set_comment(admin, name, self._spare_mark())
 
         try:
             self._run(self.server_url, make, autocommit=True)
@@ -806,67 +788,57 @@ class TestDatabase:
 
     def _recycle(self) -> bool:
         """Make the run's database a spare clone of its template, if it provably is one again;
-        ``True`` if it was made one (``False``: it is as it was, to be dropped).
+        ``True`` if it was made one (``False``: it is to be dropped).
 
-        The proof: the run's engines handed out no connection but the test connections (see
-        :meth:`_watch`), so every test was a rollback-mode test whose outer transaction was
-        rolled back; the server's write witness (``Backend.write_witness``: on PostgreSQL
-        the database's committed transactions less its sessions) is what it was when the
-        run took the database, read once nobody is connected, so nothing committed there,
-        through the plugin or around it (another engine, another process); and the
-        sequences, which a rolled back ``nextval`` moves, are put back to the template's
-        state recorded in its mark. Anything else (a failure included) drops it as before.
+        The proof, on a server that keeps its statistics in shared memory (PostgreSQL >= 15:
+        a session's counts are written before it leaves ``pg_stat_activity``):
+
+        * the run's engines handed out no connection but the test connections (see
+          :meth:`_watch`): no ``transaction=True`` test, no connection taken from
+          ``db_engine``, no test connection replaced after a refused COMMIT;
+        * once every session has left, it is renamed to a new spare name (unknown to anyone
+          else, and not yet marked a spare), then ``Backend.untouched`` reads on a
+          connection to it that no transaction that changed a row of any table, the
+          catalogs included, was committed since the template was copied, through the
+          plugin or around it (an engine of the test's own, another process);
+        * sequences, which a rolled back ``nextval`` moves, are put back to the template's
+          state recorded in its mark.
+
+        Only then is it marked a spare; anything else (a failure included) drops it.
         """
-        witness = self._witness
-        if witness is None or not (self._restored or self._reusable()):
+        sequences = self._template_sequences
+        self._template_sequences = None
+        if sequences is None or not self._untouched:
             return False
-        backend, name = self.backend, self.name
+        backend, name, spare = self.backend, self.name, self.names.new_spare()
 
-        def recycle(admin: Connection) -> bool:
+        def wait_unused(admin: Connection, database: str) -> bool:
             deadline = time.monotonic() + RECYCLE_WAIT
-            while backend.in_use(admin, name):  # our sessions leaving (stats flushed first)
+            while backend.in_use(admin, database):  # sessions leaving (counts written first)
                 if time.monotonic() > deadline:
                     return False
                 time.sleep(0.002)
-            if backend.write_witness(admin, name) != witness:
-                return False
-            backend.recycle(admin, name, self.names.new_spare(), self._spare_mark(admin, name))
             return True
 
+        def check(connection: Connection) -> bool:
+            backend.restore_sequences(connection, sequences)
+            connection.rollback()  # commits nothing: setval() is not transactional
+            return backend.untouched(connection)
+
+        def recycle(admin: Connection) -> bool:
+            if not wait_unused(admin, name):
+                return False
+            backend.rename_database(admin, name, spare)
+            self.name, self.url = spare, backend.test_url(self.server_url, spare)
+            clean = self._run(self.url, check, autocommit=False) and wait_unused(admin, spare)
+            if clean:
+                backend.set_comment(admin, spare, self._spare_mark())
+            return clean
+
         try:
-            if not self._restored:
-                self._run(self.url, self._restore_sequences, autocommit=False)
             return self._run(self.server_url, recycle, autocommit=True)
         except ProvisioningError:
             return False
-        finally:
-            self._witness, self._restored = None, False
-
-    def _reusable(self) -> bool:
-        """``True`` while the run's database may still be reused (see :meth:`_recycle`)."""
-        return self._template_sequences is not None and self._witness is not None and (
-            self._untouched
-        )
-
-    def _restore_sequences(self, connection: Connection) -> None:
-        assert self._template_sequences is not None
-        self.backend.restore_sequences(connection, self._template_sequences)
-        connection.rollback()  # commits nothing: setval() is not transactional
-
-    def before_dispose(self, engine: Engine) -> None:
-        """Called with the run's engine from :meth:`create_engine` before it is disposed,
-        its test connection back in its pool: when the database may be reused, its
-        sequences are put back on that connection (one connection fewer at the end).
-        Errors leave it to :meth:`drop`, which then drops the database."""
-        if not self._reusable():
-            return
-        try:
-            with engine.connect() as connection:  # the pooled test connection
-                self._restore_sequences(connection)
-        except DBAPIError:
-            self._witness = None
-            return
-        self._restored = True
 
     def drop(self) -> None:
         """Drop the test database if this run created it; dispose engines on it first.
