@@ -407,9 +407,8 @@ CONFTEST = textwrap.dedent(
         _wrap(_database.TestDatabase, "start_spares", "start_spares")
         _wrap(_database.TestDatabase, "wait_for_spares", "wait_for_spares")
         _wrap(_database.TestDatabase, "drop", "TestDatabase.drop")
-        if hasattr(_database.TestDatabase, "_recycle"):  # reuse as a spare (issue #14)
+        if hasattr(_database.TestDatabase, "_recycle"):  # kept as a spare (issue #14)
             _wrap(_database.TestDatabase, "_recycle", "recycle")
-            _wrap(_database.TestDatabase, "before_dispose", "before_dispose")
         _wrap(_database.TestDatabase, "check_driver", "check_driver")
         _wrap_run(_database.TestDatabase)
         _wrap(_schema.SchemaBuilder, "fingerprint", "fingerprint")
@@ -829,7 +828,6 @@ SPAN_COLUMNS = (
     ("clone_database", "CREATE..TEMPLATE+COMMENT"),
     ("TestDatabase.create", "create total"),
     ("TestDatabase.drop", "drop"),
-    ("before_dispose", "end: sequences back"),
     ("recycle", "end: kept as spare"),
     ("wait_for_spares", "end: wait for spare"),
     ("gc_gen2", "gen-2 GC (anywhere)"),
