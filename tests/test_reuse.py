@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import Backend
+from conftest import Backend, make_backend
 from sqlalchemy import create_engine
 from sqlalchemy.engine import URL
 from sqlalchemy.pool import NullPool
@@ -196,20 +197,24 @@ def test_a_run_that_may_have_written_is_not_reused(
 def test_a_spare_written_to_between_runs_is_used_but_not_reused(
     pytester: pytest.Pytester, postgresql: Backend, postgresql_url: URL, base: str
 ) -> None:
-    """Something committed into a spare clone behind the plugin's back (its write witness
-    moved): the run that takes it still uses it, as before, but drops it afterwards."""
+    """Something committed into a spare clone behind the plugin's back (its tables' counts
+    of committed changes moved): the run that takes it still uses it, as before, but drops it
+    afterwards."""
     write_suite(pytester.path, count=0)
-    first = run(pytester, postgresql, base)
+    run(pytester, postgresql, base)
     [spare] = spares(postgresql_url, base)
     engine = create_engine(postgresql_url.set(database=spare), poolclass=NullPool)
     with engine.begin() as connection:
         connection.exec_driver_sql("INSERT INTO item (name) VALUES ('planted')")
+        oid = connection.exec_driver_sql(
+            "SELECT oid FROM pg_database WHERE datname = current_database()"
+        ).scalar()
     engine.dispose()
     wait_unused(postgresql_url, spare)
     second = run(pytester, postgresql, base)
-    assert second["oid"] == first["oid"] and second["found"] == ["planted"]
+    assert second["oid"] == oid and second["found"] == ["planted"]
     third = run(pytester, postgresql, base)
-    assert third["oid"] != first["oid"] and third["found"] == []
+    assert third["oid"] != oid and third["found"] == []
 
 
 def test_db_spare_clones_0_drops_the_database(
@@ -222,3 +227,89 @@ def test_db_spare_clones_0_drops_the_database(
     assert sorted(n for n in databases(postgresql_url) if n.startswith(base)) == [
         n for n in databases(postgresql_url) if n.startswith(f"{base}_tpl_")
     ]
+
+
+#: records whether the run handed its end to a detached process (read after its end).
+DETACHED_CONFTEST = """
+from pathlib import Path
+
+from pytest_ctxdb.plugin._state import STATE_KEY
+
+
+def pytest_unconfigure(config):
+    state = config.stash[STATE_KEY]
+    detached = state.databases["default"].detached
+    Path(__file__).with_name("detached.txt").write_text(str(detached))
+"""
+
+DIRTY = """
+import pytest
+from sqlalchemy import text
+
+
+@pytest.mark.db(transaction=True)
+def test_commits(db_session):
+    db_session.execute(text("INSERT INTO item (name) VALUES ('emptied afterwards')"))
+    db_session.commit()
+"""
+
+
+@pytest.mark.parametrize("server_name", ["postgresql", "mariadb"])
+def test_detached_end_of_run(pytester: pytest.Pytester, server_name: str) -> None:
+    """``db_spare_clones_detach = true``: a run whose database cannot be reused leaves the
+    drop and the copy for the next run to a process of its own; both are done after the run
+    has exited (its database gone, one complete spare marked), and the next run takes it."""
+    server = make_backend(server_name)
+    assert server.url is not None
+    url = server.url
+    base = f"test_ctxdb_{uuid.uuid4().hex[:10]}"
+    try:
+        write_suite(
+            pytester.path,
+            "db_metadata = models:Base.metadata",
+            count=0,
+            test_dirty=DIRTY,
+            conftest=DETACHED_CONFTEST,
+        )
+        # (not run_named: the run's database is dropped after the run has exited)
+        args = (
+            "-p",
+            "no:cacheprovider",
+            "--db-test-name",
+            base,
+            "-o",
+            "db_spare_clones_detach=true",
+        )
+        server.runpytest(pytester, *args).assert_outcomes(passed=1)
+        assert (pytester.path / "detached.txt").read_text() == "True"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            names = {n: c for n, c in databases(url).items() if n.startswith(base)}
+            if spares(url, base) and base not in names:
+                break
+            time.sleep(0.2)
+        [spare] = spares(url, base)
+        assert base not in databases(url), "the detached process did not drop the database"
+        wait_unused(url, spare)
+        server.runpytest(pytester, *args).assert_outcomes(passed=1)
+        deadline = time.monotonic() + 60
+        while spare in databases(url) and time.monotonic() < deadline:
+            time.sleep(0.2)  # taken by the second run (then dropped or made a new spare)
+        assert spare not in databases(url), "the second run did not take the spare"
+    finally:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # let a detached copy end before dropping
+            names = databases(url)
+            if not any("kind=clone" in (names[n] or "") for n in names if n.startswith(base)):
+                break
+            time.sleep(0.2)
+        drop_databases(url, [n for n in databases(url) if n.startswith(base)])
+
+
+def test_db_spare_clones_detach_must_be_known(pytester: pytest.Pytester) -> None:
+    write_suite(pytester.path, "db_spare_clones_detach = maybe", count=0)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["*'maybe' is not a valid db_spare_clones_detach. Valid values: auto, true, false.*"]
+    )

@@ -58,7 +58,7 @@ BUILD_WAIT = 600.0
 #: called with (connection, alias) inside the schema transaction, after ``create_all``.
 SchemaHook = Callable[[Connection, str], None]
 #: seconds the end of a run waits for its own connections to leave the database it may reuse.
-RECYCLE_WAIT = 1.0
+RECYCLE_WAIT = 3.0
 
 
 def _alive(pid: int) -> bool:
@@ -205,6 +205,8 @@ class TestDatabase:
         self.spare_error: str | None = None
         #: ``True`` once :meth:`drop` made the run's database a spare instead of dropping it.
         self.recycled = False
+        #: ``True`` once :meth:`drop` handed the drop and the spare clones to a process.
+        self.detached = False
         #: the template's sequence state (its mark's ``seqs``) when the run's database may
         #: become a spare at the end (see :meth:`_recycle`), else ``None``; ``False`` once
         #: the run's own engines were used for more than the test connections.
@@ -840,13 +842,16 @@ class TestDatabase:
         except ProvisioningError:
             return False
 
-    def drop(self) -> None:
+    def drop(self, *, detach: bool = False) -> None:
         """Drop the test database if this run created it; dispose engines on it first.
 
-        On PostgreSQL >= 14 the database is instead kept as the spare clone the next run
+        On PostgreSQL >= 15 the database is instead kept as the spare clone the next run
         takes, when it is provably the template again (see :meth:`_recycle`) and a spare is
         missing: no copy of the template at the end of the run, nor a drop.
 
+        :param detach: hand the drop, and the spare clones :meth:`start_spares` would make,
+            to a process of its own that outlives the run (see :mod:`._detached`); done here
+            when that process cannot be started.
         :raises ProvisioningError: the drop failed (the database is then left behind).
         """
         if not self.created:
@@ -855,6 +860,13 @@ class TestDatabase:
             self._missing_spares -= 1
             self.created, self.recycled = False, True
             return
+        if detach and self._needs_server:
+            from . import _detached
+
+            self._template_sequences = None  # the copy drops it, never reuses it
+            if _detached.spawn(self, self._missing_spares):
+                self.created, self.detached, self._missing_spares = False, True, 0
+                return
         if self._needs_server:
 
             def drop(admin: Connection) -> None:
