@@ -523,8 +523,14 @@ STARTUP_TEST_NODB = textwrap.dedent(
 )
 
 
+#: ini db_spare_clones_detach of the generated start-up projects (--detach): "true" measures
+#: what a developer at a terminal gets ("auto" detaches there; these runs write to a pipe).
+DETACH = {"value": "true"}
+
+
 def pytest_ini(schema: str, extra: str = "") -> str:
     lines = ["[pytest]", "pythonpath = .", "asyncio_default_fixture_loop_scope = function"]
+    lines.append(f"db_spare_clones_detach = {DETACH['value']}")
     # Do not drop other suites' stale clones on the shared server (see the module docstring);
     # the sweep's catalog queries still run.
     lines.append(f"db_sweep_age = {SWEEP_AGE}")
@@ -1519,6 +1525,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_false",
         help="xdist part: leave out the hand-written recipe (PostgreSQL only)",
     )
+    parser.add_argument(
+        "--detach",
+        choices=("auto", "true", "false"),
+        default="true",
+        help="ini db_spare_clones_detach of the start-up projects (true: as at a terminal)",
+    )
     parser.add_argument("--startup-target-ms", type=float, default=150.0)
     parser.add_argument("--clone-target-ms", type=float, default=300.0)
     parser.add_argument("--xdist-target", type=float, default=1.5)
@@ -1526,6 +1538,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep databases and templates")
     parser.add_argument("--json", type=Path, default=None, help="write raw results here")
     args = parser.parse_args(argv)
+    DETACH["value"] = args.detach
 
     # Read by the recipe's conftest (xdist part); copied into every child's environment.
     os.environ["BENCH_PG_URL"] = args.pg_url
