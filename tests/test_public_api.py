@@ -81,6 +81,7 @@ INI_KEYS = {
     "db_sweep",
     "db_sweep_age",
     "db_spare_clones",
+    "db_spare_clones_detach",
     "db_alembic_ini",
     "db_container",
     "db_container_image",

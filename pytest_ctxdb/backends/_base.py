@@ -219,6 +219,35 @@ class Backend:
         """
         raise NotImplementedError
 
+    # -- reusing a run's database (see ``TestDatabase.drop``) ----------------------------------
+
+    def sequence_state(self, connection: Connection) -> str | None:
+        """The state of the sequences of the database ``connection`` is on, as text kept in the
+        template's mark (only sequences whose state is not that of a new sequence); ``None``
+        where a run's database is never reused (then no state is needed)."""
+        return None
+
+    def restore_sequences(self, connection: Connection, state: str) -> None:
+        """Put every sequence of the database ``connection`` is on back to ``state`` (a
+        :meth:`sequence_state` text; the others to their start), inside the caller's
+        transaction: sequence changes are not transactional, so they stay when it rolls back."""
+        raise NotImplementedError
+
+    def reuse_supported(self, admin: Connection) -> bool:
+        """``True`` if :meth:`untouched` can prove a run's database unchanged on this server."""
+        return False
+
+    def untouched(self, connection: Connection) -> bool:
+        """``True`` if no transaction that changed a row (of any table, the catalogs
+        included) was committed in the database ``connection`` is on since it was copied
+        from its template, and nobody else is connected to it. Called when every other
+        session has left it; a database it says ``False`` of is dropped."""
+        return False
+
+    def rename_database(self, admin: Connection, name: str, new_name: str) -> None:
+        """Rename database ``name`` (nobody may be connected to it)."""
+        raise NotImplementedError
+
     def abort_on_disconnect(self, admin: Connection) -> None:
         """Make the server abort ``admin``'s running statement if the client goes away
         (so that a killed run leaves no half-made database); a no-op where unsupported."""

@@ -8,6 +8,7 @@ database named in the URL (only its catalog is read) and marked with
 from __future__ import annotations
 
 import time
+import urllib.parse
 from typing import TYPE_CHECKING
 
 from sqlalchemy import text
@@ -26,6 +27,42 @@ __all__ = ("PostgreSQLBackend",)
 
 def _quote(admin: Connection, name: str) -> str:
     return admin.dialect.identifier_preparer.quote_identifier(name)
+
+
+#: every sequence of the database (temporary ones left out) with its start and its state,
+#: read in one round trip: ``last_value`` and ``is_called`` only exist in the sequence itself.
+_SEQUENCES = (
+    "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname), s.seqstart, "
+    "(xpath('/row/last_value/text()', x))[1]::text, (xpath('/row/is_called/text()', x))[1]::text "
+    "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "JOIN pg_sequence s ON s.seqrelid = c.oid, "
+    "LATERAL query_to_xml('SELECT last_value, is_called FROM ' || c.oid::regclass::text, "
+    "false, true, '') AS x "
+    "WHERE c.relkind = 'S' AND c.relpersistence <> 't' ORDER BY 1"
+)
+
+#: every sequence back to the state a template's mark gives (``setval`` is not transactional).
+_RESTORE_SEQUENCES = (
+    "SELECT count(setval(c.oid, coalesce(t.last, s.seqstart), coalesce(t.called, false))) "
+    "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "JOIN pg_sequence s ON s.seqrelid = c.oid "
+    "LEFT JOIN unnest(CAST(:names AS text[]), CAST(:lasts AS bigint[]), "
+    "CAST(:called AS boolean[])) AS t(name, last, called) "
+    "ON t.name = quote_ident(n.nspname) || '.' || quote_ident(c.relname) "
+    "WHERE c.relkind = 'S' AND c.relpersistence <> 't'"
+)
+
+
+def _decode_sequences(state: str) -> tuple[list[str], list[int], list[bool]]:
+    names: list[str] = []
+    lasts: list[int] = []
+    called: list[bool] = []
+    for item in filter(None, state.split(",")):
+        name, last, is_called = item.split(":")
+        names.append(urllib.parse.unquote(name))
+        lasts.append(int(last))
+        called.append(is_called == "1")
+    return names, lasts, called
 
 
 class PostgreSQLBackend(Backend):
@@ -114,6 +151,53 @@ class PostgreSQLBackend(Backend):
         )
         self.set_comment(admin, name, comment)
         return name
+
+    def sequence_state(self, connection: Connection) -> str | None:
+        # "name:last_value:is_called" of each sequence not in its start state (seed data, a
+        # RESTART WITH), names quoted so that the text has no ";", "," or ":" of its own.
+        items = []
+        for name, start, last, called in connection.exec_driver_sql(_SEQUENCES):
+            if last is None or called is None:
+                return None  # unreadable (permissions): never reuse
+            if called == "true" or int(last) != int(start):
+                quoted = urllib.parse.quote(str(name), safe="")
+                items.append(f"{quoted}:{int(last)}:{1 if called == 'true' else 0}")
+        return ",".join(items)
+
+    def restore_sequences(self, connection: Connection, state: str) -> None:
+        names, lasts, called = _decode_sequences(state)
+        connection.execute(
+            text(_RESTORE_SEQUENCES), {"names": names, "lasts": lasts, "called": called}
+        )
+
+    def reuse_supported(self, admin: Connection) -> bool:
+        # From 15 on, statistics live in shared memory and a session writes its counts before
+        # it leaves pg_stat_activity; before, they reached a collector process some time later.
+        return (admin.dialect.server_version_info or (0,)) >= (15,)
+
+    def untouched(self, connection: Connection) -> bool:
+        # n_mod_since_analyze counts the rows that committed transactions inserted, updated
+        # or deleted (a rolled back transaction adds nothing), per table, the catalogs
+        # included (DDL, COMMENT, GRANT change catalog rows), but not the catalogs shared by
+        # every database (pg_database, roles: the server's); only ANALYZE sets it back, and
+        # ANALYZE is counted. Autovacuum's visits change neither, nor a test's rolled back
+        # work; a pg_stat_reset*() would set stats_reset. With track_counts off nothing counts.
+        row = connection.exec_driver_sql(
+            "SELECT current_setting('track_counts'), "
+            "(SELECT coalesce(sum(n_mod_since_analyze + analyze_count + autoanalyze_count), 0) "
+            "FROM pg_stat_all_tables s JOIN pg_class c ON c.oid = s.relid "
+            "WHERE NOT c.relisshared), "
+            "(SELECT stats_reset FROM pg_stat_database WHERE datname = current_database()), "
+            "(SELECT count(*) FROM pg_prepared_xacts WHERE database = current_database()), "
+            "(SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid())"
+        ).one()
+        return row[0] == "on" and row[1] == 0 and row[2] is None and not row[3] and not row[4]
+
+    def rename_database(self, admin: Connection, name: str, new_name: str) -> None:
+        admin.exec_driver_sql(
+            f"ALTER DATABASE {_quote(admin, name)} RENAME TO {_quote(admin, new_name)}"
+        )
 
     def abort_on_disconnect(self, admin: Connection) -> None:
         # PostgreSQL >= 14 checks the client socket every interval during long statements

@@ -121,6 +121,23 @@ def _spare_clones(config: pytest.Config, workers: int) -> int:
     return count
 
 
+def _detach_spares(config: pytest.Config) -> bool:
+    """ini ``db_spare_clones_detach``: ``auto`` detaches when pytest writes to a terminal
+    (a developer waiting for the prompt; not CI, not a pytest-xdist worker).
+
+    :raises pytest.UsageError: not ``auto``, ``true`` or ``false``.
+    """
+    value = str(config.getini("db_spare_clones_detach")).strip().lower()
+    if value == "auto":
+        stdout = sys.__stdout__
+        return stdout is not None and stdout.isatty()
+    if value in ("true", "false"):
+        return value == "true"
+    raise pytest.UsageError(
+        f"{value!r} is not a valid db_spare_clones_detach. Valid values: auto, true, false."
+    )
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", MARKER_HELP)
     settings = read_settings(config)
@@ -180,6 +197,7 @@ def pytest_configure(config: pytest.Config) -> None:
             fingerprint_inputs=fingerprint_inputs,
             spares=0 if container is not None else spares,
             workers=workers,
+            detach_spares=container is None and _detach_spares(config),
             schema_lines=read_schema_lines(config),
             hook_sources=hook_sources,
             container=container or embedded,

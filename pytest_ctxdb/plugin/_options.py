@@ -109,6 +109,11 @@ HELP_SPARES = (
     "the background at the end of a run, after its test database is dropped: 'auto' "
     "(default) keeps one per pytest-xdist worker, a number keeps that many, 0 none."
 )
+HELP_SPARES_DETACH = (
+    "PostgreSQL and MariaDB: when a run's database cannot become the next run's spare, drop "
+    "it and copy the template for the next run in a process of its own, so that pytest exits "
+    "at once: 'auto' (default) when pytest's output is a terminal, 'true', 'false'."
+)
 HELP_ALEMBIC = (
     "[ALIAS=]path/to/alembic.ini[::section]: build the template database with "
     "`alembic upgrade head` (Alembic's API) instead of create_all. The line without ALIAS= "
@@ -184,6 +189,7 @@ def add_options(parser: pytest.Parser) -> None:
     parser.addini("db_sweep", type="bool", default=True, help=HELP_SWEEP_ON)
     parser.addini("db_sweep_age", default="3600", help=HELP_SWEEP)
     parser.addini("db_spare_clones", default="auto", help=HELP_SPARES)
+    parser.addini("db_spare_clones_detach", default="auto", help=HELP_SPARES_DETACH)
     parser.addini("db_alembic_ini", type="linelist", default=[], help=HELP_ALEMBIC)
     group.addoption(
         "--db-container", dest="db_container", default=None, metavar="KIND", help=HELP_CONTAINER

@@ -81,6 +81,9 @@ class RunState:
     spares: int = 1
     #: the run's pytest-xdist workers (1 without xdist): each makes its share of the spares.
     workers: int = 1
+    #: ini ``db_spare_clones_detach``: the end-of-run drop and copy run in a process of
+    #: their own, so that the run's process exits at once.
+    detach_spares: bool = False
     #: ini ``db_metadata`` / ``db_alembic_ini`` as written: the schema of an added alias.
     schema_lines: SchemaLines = field(default_factory=SchemaLines)
     #: the aliases :meth:`add_alias` added (named by a ``db`` marker only), in order.
@@ -457,7 +460,7 @@ class RunState:
                 report(f"--db-reuse: kept {database.alias!r} test database {database.name!r}")
                 continue
             try:
-                database.drop()
+                database.drop(detach=self.detach_spares)
             except CtxdbError as exc:
                 report(str(exc))
         # After the drops: a DROP DATABASE waits for the WAL a running clone writes (measured

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from filelock import FileLock
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, event
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
@@ -57,6 +57,8 @@ TEMPLATE_MAX_AGE = 7 * 24 * 3600.0
 BUILD_WAIT = 600.0
 #: called with (connection, alias) inside the schema transaction, after ``create_all``.
 SchemaHook = Callable[[Connection, str], None]
+#: seconds the end of a run waits for its own connections to leave the database it may reuse.
+RECYCLE_WAIT = 3.0
 
 
 def _alive(pid: int) -> bool:
@@ -208,6 +210,15 @@ class TestDatabase:
         self._missing_spares = 0
         #: why making a spare clone failed (shown at the end of the run), or ``None``.
         self.spare_error: str | None = None
+        #: ``True`` once :meth:`drop` made the run's database a spare instead of dropping it.
+        self.recycled = False
+        #: ``True`` once :meth:`drop` handed the drop and the spare clones to a process.
+        self.detached = False
+        #: the template's sequence state (its mark's ``seqs``) when the run's database may
+        #: become a spare at the end (see :meth:`_recycle`), else ``None``; ``False`` once
+        #: the run's own engines were used for more than the test connections.
+        self._template_sequences: str | None = None
+        self._untouched = True
 
     @property
     def names(self) -> BaseNames:
@@ -262,6 +273,7 @@ class TestDatabase:
         """Return a new sync ``Engine`` on the test database, with the backend's fixes."""
         engine = create_engine(self.driver_url(is_async=False), **kwargs)
         self.backend.prepare_engine(engine)
+        self._watch(engine)
         return engine
 
     def create_async_engine(self, **kwargs: Any) -> AsyncEngine:
@@ -270,7 +282,26 @@ class TestDatabase:
 
         engine = create_async_engine(self.driver_url(is_async=True), **kwargs)
         self.backend.prepare_engine(engine.sync_engine)
+        self._watch(engine.sync_engine)
         return engine
+
+    def _watch(self, engine: Engine) -> None:
+        """Note when ``engine`` hands out a second connection: each engine of the run keeps
+        one test connection, so a second one is a ``transaction=True`` test, a connection
+        taken from ``db_engine`` / ``async_db_engine``, or a test connection replaced after
+        it was invalidated (a refused COMMIT); the database is then not reused. A pool event,
+        dispatched at checkout only: no statement of a test pays for it."""
+        if self._template_sequences is None and self.created:
+            return  # nothing to reuse
+        checkouts = 0
+
+        def checkout(*_: Any) -> None:
+            nonlocal checkouts
+            checkouts += 1
+            if checkouts > 1:
+                self._untouched = False
+
+        event.listen(engine, "checkout", checkout)
 
     def describe(self) -> str:
         """A one-line, password-free description for the pytest header."""
@@ -459,6 +490,10 @@ class TestDatabase:
                     if backend.is_owned(admin, self.name):
                         backend.drop_database(admin, self.name, force=True)
                 raise
+        # Reuse at the end needs the template's sequence state and a server that can tell.
+        sequences = (backend.parse_mark(owned.get(template)) or {}).get("seqs")
+        if sequences is not None and spares > 0 and backend.reuse_supported(admin):
+            self._template_sequences = sequences
         # On this connection rather than one more (a MariaDB connection costs ~50 ms with
         # PyMySQL >= 1.2, which loads the system's CA certificates for each).
         self.nontransactional = backend.non_transactional_tables(admin, self.name)
@@ -470,6 +505,10 @@ class TestDatabase:
 
     def _clone_mark(self) -> str:
         return self.backend.mark(kind="clone", run=self.run_token, created=int(time.time()))
+
+    def _spare_mark(self) -> str:
+        """The mark of a finished spare clone of the template."""
+        return self.backend.mark(kind="spare", template=self.template, created=int(time.time()))
 
     def _this_run(self, fields: dict[str, str]) -> bool:
         """``True`` if a mark's fields name this run (its xdist workers share the run id)."""
@@ -509,6 +548,8 @@ class TestDatabase:
             # --db-create rebuilds once per run: the run's other xdist workers take that build.
             if not rebuild or self._this_run(fields):
                 self.template_built = False
+                if comment is not None:  # (a mark was parsed from it)
+                    owned[template] = comment
                 return False
         if comment is not None:
             backend.drop_database(admin, template, force=True)
@@ -520,20 +561,28 @@ class TestDatabase:
             ),
         )
         template_url = self.backend.test_url(self.server_url, template)
-        if not schema.empty:
-            try:
-                self._run(template_url, lambda c: schema.build(c, template_url), autocommit=False)
-            except BaseException:
-                with contextlib.suppress(DBAPIError):  # this run's half-built template
-                    backend.drop_database(admin, template, force=True)
-                raise
-        ready = backend.mark(
-            kind="template",
-            fingerprint=fingerprint,
-            ready=1,
-            created=int(time.time()),
-            run=self.run_token,
-        )
+
+        def build(connection: Connection) -> str | None:
+            if not schema.empty:
+                schema.build(connection, template_url)
+            return backend.sequence_state(connection)
+
+        try:
+            sequences = self._run(template_url, build, autocommit=False)
+        except BaseException:
+            with contextlib.suppress(DBAPIError):  # this run's half-built template
+                backend.drop_database(admin, template, force=True)
+            raise
+        mark: dict[str, object] = {
+            "kind": "template",
+            "fingerprint": fingerprint,
+            "ready": 1,
+            "created": int(time.time()),
+            "run": self.run_token,
+        }
+        if sequences is not None:  # what a reused run database is put back to
+            mark["seqs"] = sequences
+        ready = backend.mark(**mark)
         backend.set_comment(admin, template, ready)
         owned[template] = ready
         self.template_built = True
@@ -597,8 +646,7 @@ class TestDatabase:
                 # Marked a spare only once complete (MariaDB copies table by table): one
                 # left half-made by a killed run is a stale clone to the sweep.
                 backend.clone_database(admin, template, name, self._clone_mark())
-                mark = backend.mark(kind="spare", template=template, created=int(time.time()))
-                backend.set_comment(admin, name, mark)
+                backend.set_comment(admin, name, self._spare_mark())
 
         try:
             self._run(self.server_url, make, autocommit=True)
@@ -747,13 +795,85 @@ class TestDatabase:
                     "Wait for it, or pick another name with --db-test-name."
                 ) from None
 
-    def drop(self) -> None:
+    def _recycle(self) -> bool:
+        """Make the run's database a spare clone of its template, if it provably is one again;
+        ``True`` if it was made one (``False``: it is to be dropped).
+
+        The proof, on a server that keeps its statistics in shared memory (PostgreSQL >= 15:
+        a session's counts are written before it leaves ``pg_stat_activity``):
+
+        * the run's engines handed out no connection but the test connections (see
+          :meth:`_watch`): no ``transaction=True`` test, no connection taken from
+          ``db_engine``, no test connection replaced after a refused COMMIT;
+        * once every session has left, it is renamed to a new spare name (unknown to anyone
+          else, and not yet marked a spare), then ``Backend.untouched`` reads on a
+          connection to it that no transaction that changed a row of any table, the
+          catalogs included, was committed since the template was copied, through the
+          plugin or around it (an engine of the test's own, another process);
+        * sequences, which a rolled back ``nextval`` moves, are put back to the template's
+          state recorded in its mark.
+
+        Only then is it marked a spare; anything else (a failure included) drops it.
+        """
+        sequences = self._template_sequences
+        self._template_sequences = None
+        if sequences is None or not self._untouched:
+            return False
+        backend, name, spare = self.backend, self.name, self.names.new_spare()
+
+        def wait_unused(admin: Connection, database: str) -> bool:
+            deadline = time.monotonic() + RECYCLE_WAIT
+            while backend.in_use(admin, database):  # sessions leaving (counts written first)
+                if time.monotonic() > deadline:
+                    return False
+                time.sleep(0.002)
+            return True
+
+        def check(connection: Connection) -> bool:
+            backend.restore_sequences(connection, sequences)
+            connection.rollback()  # commits nothing: setval() is not transactional
+            return backend.untouched(connection)
+
+        def recycle(admin: Connection) -> bool:
+            if not wait_unused(admin, name):
+                return False
+            backend.rename_database(admin, name, spare)
+            self.name, self.url = spare, backend.test_url(self.server_url, spare)
+            clean = self._run(self.url, check, autocommit=False)
+            if clean:  # (a run that tries it while the check's session leaves takes another)
+                backend.set_comment(admin, spare, self._spare_mark())
+            return clean
+
+        try:
+            return self._run(self.server_url, recycle, autocommit=True)
+        except ProvisioningError:
+            return False
+
+    def drop(self, *, detach: bool = False) -> None:
         """Drop the test database if this run created it; dispose engines on it first.
 
+        On PostgreSQL >= 15 the database is instead kept as the spare clone the next run
+        takes, when it is provably the template again (see :meth:`_recycle`) and a spare is
+        missing: no copy of the template at the end of the run, nor a drop.
+
+        :param detach: hand the drop, and the spare clones :meth:`start_spares` would make,
+            to a process of its own that outlives the run (see :mod:`._detached`); done here
+            when that process cannot be started.
         :raises ProvisioningError: the drop failed (the database is then left behind).
         """
         if not self.created:
             return
+        if self._needs_server and self._missing_spares > 0 and self._recycle():
+            self._missing_spares -= 1
+            self.created, self.recycled = False, True
+            return
+        if detach and self._needs_server:
+            from . import _detached
+
+            self._template_sequences = None  # the copy drops it, never reuses it
+            if _detached.spawn(self, self._missing_spares):
+                self.created, self.detached, self._missing_spares = False, True, 0
+                return
         if self._needs_server:
 
             def drop(admin: Connection) -> None:

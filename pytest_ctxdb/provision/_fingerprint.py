@@ -19,8 +19,9 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 
 __all__ = ("FINGERPRINT_VERSION", "schema_fingerprint")
 
-#: bump when the way templates are built changes, to retire old templates.
-FINGERPRINT_VERSION = "1"
+#: bump when the way templates are built changes, to retire old templates. 2: the template's
+#: mark records its sequences' state (``seqs``), which a reused run database is put back to.
+FINGERPRINT_VERSION = "2"
 
 
 def _metadata_ddl(metadata: Sequence[MetaData], dialect: Dialect) -> Iterable[str]:
