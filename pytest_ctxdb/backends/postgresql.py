@@ -29,15 +29,14 @@ def _quote(admin: Connection, name: str) -> str:
     return admin.dialect.identifier_preparer.quote_identifier(name)
 
 
-#: every sequence of the database (temporary ones left out) with its start and its state,
-#: read in one round trip: ``last_value`` and ``is_called`` only exist in the sequence itself.
+#: every sequence of the database (temporary ones left out): its quoted name, its start, and
+#: whether this session may read it (``last_value`` and ``is_called`` are read from each
+#: sequence itself, see :meth:`PostgreSQLBackend.sequence_state`).
 _SEQUENCES = (
     "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname), s.seqstart, "
-    "(xpath('/row/last_value/text()', x))[1]::text, (xpath('/row/is_called/text()', x))[1]::text "
+    "has_sequence_privilege(c.oid, 'SELECT') "
     "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-    "JOIN pg_sequence s ON s.seqrelid = c.oid, "
-    "LATERAL query_to_xml('SELECT last_value, is_called FROM ' || c.oid::regclass::text, "
-    "false, true, '') AS x "
+    "JOIN pg_sequence s ON s.seqrelid = c.oid "
     "WHERE c.relkind = 'S' AND c.relpersistence <> 't' ORDER BY 1"
 )
 
@@ -155,14 +154,25 @@ class PostgreSQLBackend(Backend):
     def sequence_state(self, connection: Connection) -> str | None:
         # "name:last_value:is_called" of each sequence not in its start state (seed data, a
         # RESTART WITH), names quoted so that the text has no ";", "," or ":" of its own.
+        # Two round trips: the catalog, then every sequence's own row in one UNION ALL (the
+        # state lives only there; query_to_xml would need a server built with libxml, which
+        # the embedded server is not).
+        sequences = connection.exec_driver_sql(_SEQUENCES).all()
+        if not all(readable for _, _, readable in sequences):
+            return None  # unreadable (permissions): never reuse
+        if not sequences:
+            return ""
+        union = " UNION ALL ".join(
+            f"SELECT {index}, last_value, is_called FROM {name}"
+            for index, (name, _, _) in enumerate(sequences)
+        )
         items = []
-        for name, start, last, called in connection.exec_driver_sql(_SEQUENCES):
-            if last is None or called is None:
-                return None  # unreadable (permissions): never reuse
-            if called == "true" or int(last) != int(start):
+        for index, last, called in connection.exec_driver_sql(union):
+            name, start, _ = sequences[index]
+            if called or int(last) != int(start):
                 quoted = urllib.parse.quote(str(name), safe="")
-                items.append(f"{quoted}:{int(last)}:{1 if called == 'true' else 0}")
-        return ",".join(items)
+                items.append(f"{quoted}:{int(last)}:{1 if called else 0}")
+        return ",".join(sorted(items))
 
     def restore_sequences(self, connection: Connection, state: str) -> None:
         names, lasts, called = _decode_sequences(state)
