@@ -8,26 +8,17 @@ counts, from a connection of its own, that nothing is left in the test database.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
 import pytest
+from sqlalchemy import create_engine
+from test_context_patching import NOTHING_LEFT  # the last module: nothing left behind
 from test_context_runtime import MODELS
 
 from conftest import Backend
 
-#: the last module of every inner suite: nothing is left in the test database.
-NOTHING_LEFT = """
-from sqlalchemy import create_engine
-from sqlalchemy.pool import NullPool
-from models import COUNT
-
-
-def test_nothing_left(db_engine):
-    engine = create_engine(db_engine.url, poolclass=NullPool)
-    try:
-        with engine.connect() as connection:
-            assert connection.scalar(COUNT) == 0
-    finally:
-        engine.dispose()
-"""
 
 CONFTEST = """
 import pytest
@@ -99,6 +90,24 @@ def test_sees_only_the_session_data(catalogue, db_session):
 
 def write_suite(pytester: pytest.Pytester, **modules: str) -> None:
     pytester.makepyfile(models=MODELS, **modules)
+
+
+@contextmanager
+def app_own_database(pytester: pytest.Pytester) -> Iterator[Path]:
+    """The app's own database, a SQLite file with the ``item`` table; after the block, a
+    connection of its own checks that it got no row."""
+    own = pytester.path / "app_own.db"
+    engine = create_engine(f"sqlite:///{own}")
+    try:
+        with engine.begin() as connection:
+            connection.exec_driver_sql(
+                "CREATE TABLE item (id INTEGER PRIMARY KEY, name VARCHAR(50))"
+            )
+        yield own
+        with engine.connect() as connection:
+            assert connection.exec_driver_sql("SELECT count(*) FROM item").scalar() == 0
+    finally:
+        engine.dispose()
 
 
 def test_session_module_and_class_layers(backend: Backend, pytester, ini) -> None:
@@ -233,17 +242,9 @@ def test_module_fixture_writes_through_the_app(backend: Backend, pytester, ini) 
     writes into the module's layer; the app's own database gets nothing."""
     ini("db_metadata = models:Base.metadata", "db_engines = app:engine")
     write_suite(pytester, app=APP, test_app=APP_TESTS, test_zz_nothing_left=NOTHING_LEFT)
-    own = pytester.path / "app_own.db"
-    from sqlalchemy import create_engine
-
-    engine = create_engine(f"sqlite:///{own}")
-    with engine.begin() as connection:
-        connection.exec_driver_sql("CREATE TABLE item (id INTEGER PRIMARY KEY, name VARCHAR(50))")
-    result = backend.run_named(pytester, "test_ctxdb_layers_app")
-    result.assert_outcomes(passed=3)
-    with engine.connect() as connection:
-        assert connection.exec_driver_sql("SELECT count(*) FROM item").scalar() == 0
-    engine.dispose()
+    with app_own_database(pytester):
+        result = backend.run_named(pytester, "test_ctxdb_layers_app")
+        result.assert_outcomes(passed=3)
 
 
 LATE_WIDER = '''
@@ -545,26 +546,18 @@ def test_mariadb_async_layers(mariadb: Backend, pytester, ini) -> None:
 
 def run_async_layers(backend: Backend, pytester: pytest.Pytester, ini, name: str) -> None:
     ini("db_metadata = models:Base.metadata", "db_engines = app:async_engine")
-    own = pytester.path / "app_own.db"
-    from sqlalchemy import create_engine
-
-    engine = create_engine(f"sqlite:///{own}")
-    with engine.begin() as connection:
-        connection.exec_driver_sql("CREATE TABLE item (id INTEGER PRIMARY KEY, name VARCHAR(50))")
-    pytester.makepyfile(
-        settings=f"ASYNC_URL = 'sqlite+aiosqlite:///{own}'",
-        models=MODELS,
-        app=ASYNC_APP,
-        test_a_layers=ASYNC_LAYERS,
-        test_b_other=ASYNC_OTHER,
-        test_zz_nothing_left=NOTHING_LEFT,
-    )
-    pytester.makeconftest(ASYNC_CONFTEST)
-    result = backend.run_named(pytester, name)
-    result.assert_outcomes(passed=7)
-    with engine.connect() as connection:
-        assert connection.exec_driver_sql("SELECT count(*) FROM item").scalar() == 0
-    engine.dispose()
+    with app_own_database(pytester) as own:
+        pytester.makepyfile(
+            settings=f"ASYNC_URL = 'sqlite+aiosqlite:///{own}'",
+            models=MODELS,
+            app=ASYNC_APP,
+            test_a_layers=ASYNC_LAYERS,
+            test_b_other=ASYNC_OTHER,
+            test_zz_nothing_left=NOTHING_LEFT,
+        )
+        pytester.makeconftest(ASYNC_CONFTEST)
+        result = backend.run_named(pytester, name)
+        result.assert_outcomes(passed=7)
 
 
 FIRST_USE_INSIDE = '''
