@@ -139,13 +139,7 @@ class LoopSetupSession:
         :raises ContextError: no event loop runs, or pytest-ctxdb has no test connection in
             it (use it in async fixtures and async tests).
         """
-        import asyncio
-
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            loop = None
-        connections = None if loop is None else self._state.loop_connections.get(loop)
+        connections = self._state.running_loop_connections()
         if connections is None:
             raise ContextError(
                 "async_db_setup_session was used outside the event loop of an async fixture "

@@ -7,7 +7,6 @@ it around each wider-scoped fixture, and the scope's node closes its layers.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -74,11 +73,7 @@ class ScopedData:
 
         :raises ContextError: no loop is running, or pytest-ctxdb has no connections in it.
         """
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            loop = None
-        connections = None if loop is None else self._state.loop_connections.get(loop)
+        connections = self._state.running_loop_connections()
         if connections is None:
             raise ContextError(
                 f"an async session of alias {alias!r} was asked for outside the event loop of "

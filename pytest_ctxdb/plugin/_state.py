@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
 import shutil
@@ -389,6 +390,15 @@ class RunState:
         if "scoped" in self.__dict__:  # made once a wider-scoped fixture ran
             self.scoped.follow(alias, connection)
         return connection
+
+    def running_loop_connections(self) -> Any:
+        """The ``AsyncConnections`` of the running event loop (a loop scope's), or ``None``
+        when no loop runs or pytest-ctxdb has no connections in it."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return None
+        return self.loop_connections.get(loop)
 
     def trunks(self) -> list[Connection]:
         """The rollback-mode (sync) test connections open now."""
