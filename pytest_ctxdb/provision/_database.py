@@ -35,6 +35,7 @@ from .._errors import ConfigurationError, ProvisioningError
 from .._settings import DatabaseSettings, hide_password, mask_url
 from ..backends import Backend, SQLiteBackend, backend_for
 from ..context import _seam
+from ._embedded_idle import alive as _alive
 from ._names import BaseNames
 from ._schema import SchemaBuilder
 
@@ -59,16 +60,6 @@ BUILD_WAIT = 600.0
 SchemaHook = Callable[[Connection, str], None]
 #: seconds the end of a run waits for its own connections to leave the database it may reuse.
 RECYCLE_WAIT = 3.0
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _host(url: URL) -> str:
