@@ -451,11 +451,13 @@ def pytest_fixture_setup(fixturedef: pytest.FixtureDef[Any], request: pytest.Fix
     in their scope's layer (see :mod:`pytest_ctxdb.plugin._layers`), once the run has test
     databases; a function-scoped fixture using a setup session gets the test's binding
     first. Other function-scoped fixtures cost two comparisons."""
-    state = request.config.stash.get(STATE_KEY, None)
     if fixturedef.scope not in WIDER_SCOPES:
-        if state is not None and not SETUP_SESSIONS.isdisjoint(fixturedef.argnames):
-            open_binding_for(state, fixturedef.argnames)
+        if not SETUP_SESSIONS.isdisjoint(fixturedef.argnames):
+            state = request.config.stash.get(STATE_KEY, None)
+            if state is not None:
+                open_binding_for(state, fixturedef.argnames)
         return (yield)
+    state = request.config.stash.get(STATE_KEY, None)
     if state is None or not state.provisioned or not wants_layer(fixturedef.argname):
         return (yield)
     scoped = run_scoped(state, request, fixturedef)
