@@ -29,6 +29,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, Final
 
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, RootTransaction
@@ -37,6 +38,9 @@ from sqlalchemy.orm import Session
 from .._errors import ContextError
 
 __all__ = ("LayerCursor", "LayerError", "LayerScope", "LayerStack", "layers_of")
+
+#: the ``join_transaction_mode`` of every session bound to a test connection.
+JOIN_MODE: Final = "create_savepoint"
 
 _LAYERS = "pytest_ctxdb.layers"
 #: the name of the savepoint each test above a layer runs in.
@@ -225,6 +229,14 @@ class LayerStack:
         self._run(f"SAVEPOINT {name}")
         self.layers.append(_Layer(scope, name))
         running.opened.append(self)
+
+    def session(self, class_: type[Session] = Session, **options: Any) -> Session:
+        """A new ``class_`` session on the connection, joined with ``create_savepoint`` (in
+        the outer transaction, which :meth:`begin` opened), kept by the running fixture's
+        scope (see :meth:`adopt`)."""
+        session = class_(bind=self.connection, join_transaction_mode=JOIN_MODE, **options)
+        self.adopt(session)
+        return session
 
     def adopt(self, session: Session) -> None:
         """Close ``session`` (made for the running fixture's scope) when that scope ends, and

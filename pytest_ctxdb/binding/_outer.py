@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine, RootTransaction
@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 
 from .._errors import TransactionError
 from ._arbiter import LoopGuard, SavepointArbiter
-from ._layers import LayerCursor, layers_of, prepare_layers
+from ._layers import JOIN_MODE, LayerCursor, layers_of, prepare_layers
 
 __all__ = (
     "JOIN_MODE",
@@ -42,8 +42,6 @@ __all__ = (
     "yield_when_covered",
 )
 
-#: the ``join_transaction_mode`` of every session bound to a test connection.
-JOIN_MODE: Final = "create_savepoint"
 
 
 def _refuse_commit(connection: Connection) -> None:

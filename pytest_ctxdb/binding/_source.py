@@ -26,7 +26,6 @@ from .._importing import import_object
 from .._settings import DEFAULT_ALIAS, split_optional_alias
 from ._binding import AsyncTestBinding, TestBinding
 from ._layers import LayerCursor, layers_of
-from ._outer import JOIN_MODE
 
 __all__ = ("EngineSessionSource", "TestSessionSource", "load_session_classes")
 
@@ -232,7 +231,8 @@ class EngineSessionSource:
 
     :param engine: ``engine(alias, is_async)`` returns the test database's ``Engine`` or
         ``AsyncEngine`` for ``alias``.
-    :param connect: ``connect(alias)`` returns the alias's rollback-mode test connection.
+    :param connect: ``connect(alias)`` returns the alias's rollback-mode test connection,
+        its outer transaction begun.
     :param cursor: the run's :class:`~pytest_ctxdb.binding._layers.LayerCursor`.
     :param async_session: ``async_session(alias, options)`` returns an ``AsyncSession`` in the
         running async fixture's layer, on its loop's test connection.
@@ -261,13 +261,9 @@ class EngineSessionSource:
                 return self._async_session(database.alias, options)
             return AsyncSession(bind=self._engine(database.alias, True), **options)
         if layered and self._connect is not None:
-            connection = self._connect(database.alias)
-            layers = layers_of(connection)
+            layers = layers_of(self._connect(database.alias))
             assert layers is not None, "a rollback-mode test connection has layers"
-            layers.begin()
-            session = Session(bind=connection, join_transaction_mode=JOIN_MODE, **options)
-            layers.adopt(session)
-            return session
+            return layers.session(**options)
         return Session(bind=self._engine(database.alias, False), **options)
 
     def escaped(self, label: str, url: str, hint: str | None = None) -> ContextError:

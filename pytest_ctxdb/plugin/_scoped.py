@@ -7,7 +7,6 @@ it around each wider-scoped fixture, and the scope's node closes its layers.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Connection
@@ -171,7 +170,7 @@ class ScopedData:
                     adapter.apply_aliases(self.connection, lambda error: error)
                 else:
                     connection = self.connection(DEFAULT_ALIAS)
-                    adapter.apply(connection, self._session_maker(connection))
+                    adapter.apply(connection, _layers(connection).session)
         except BaseException:
             self.unbind_adapters(bound)
             raise
@@ -189,14 +188,6 @@ class ScopedData:
                 adapter.apply(
                     connection, lambda **kw: connections.layer_session(DEFAULT_ALIAS, **kw)
                 )
-
-    def _session_maker(self, connection: Connection) -> Callable[..., Session]:
-        def make(class_: type[Session] = Session, **options: Any) -> Session:
-            session = class_(bind=connection, join_transaction_mode=JOIN_MODE, **options)
-            _layers(connection).adopt(session)
-            return session
-
-        return make
 
     def unbind_adapters(self, adapters: list[Adapter]) -> None:
         """Undo :meth:`bind_adapters` for ``adapters`` (what it returned)."""
