@@ -164,8 +164,12 @@ class ReusedConnection:
 
     @property
     def current(self) -> Connection | None:
-        """The connection handed out last (it may have been closed or invalidated since)."""
-        return self._connection
+        """The connection handed out last, if it is still open (neither closed nor
+        invalidated); no new one is made."""
+        connection = self._connection
+        if connection is None or connection.closed or connection.invalidated:
+            return None
+        return connection
 
     def get(self) -> Connection:
         """Return the live connection, connecting if there is none (no transaction begun)."""

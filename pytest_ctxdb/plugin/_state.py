@@ -402,20 +402,12 @@ class RunState:
 
     def trunks(self) -> list[Connection]:
         """The rollback-mode (sync) test connections open now."""
-        found = []
-        for reused in self._connections.values():
-            connection = reused.current
-            if connection is not None and not connection.closed and not connection.invalidated:
-                found.append(connection)
-        return found
+        return [c for reused in self._connections.values() if (c := reused.current) is not None]
 
     def trunk(self, alias: str) -> Connection | None:
         """The open rollback-mode test connection of ``alias``, if it has one."""
         reused = self._connections.get(self.physical(alias))
-        connection = None if reused is None else reused.current
-        if connection is None or connection.closed or connection.invalidated:
-            return None
-        return connection
+        return None if reused is None else reused.current
 
     def cleanup(
         self, alias: str, reset_sequences: bool
